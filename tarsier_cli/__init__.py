@@ -1,0 +1,1 @@
+"""The `tarsier` command line: a thin Typer layer over `engine`, `trainers` and `evaluation`."""

@@ -1,0 +1,30 @@
+"""Entry point. Every command module registers itself; none may import torch at import time,
+so `tarsier --help` stays fast."""
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="tarsier",
+    help="Fine-grained, time-aligned video descriptions: describe, train, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Order here is the order in `tarsier --help`.
+COMMAND_MODULES = ["describe", "scenes", "models"]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"tarsier_cli.{_name}").register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
