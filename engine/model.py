@@ -1,0 +1,280 @@
+"""VideoLLM: the project's own video-language model, its whole forward path in this one file.
+
+    frames (B, N, S, S, 3) uint8
+      -> normalise -> frozen open_clip vision tower, patch tokens of one block     (B*N, P, Dv)
+      -> optional spatial average pool                                               (B*N, P', Dv)
+      -> projector: Linear(Dv, D) -> GELU -> Linear(D, D)                            (B*N, P', D)
+      -> [newline embedding after each patch row] + frame-separator embedding        (B*N, T, D)
+      -> scattered into the LLM's input embeddings at the <video> placeholder positions
+      -> any Hugging Face causal LM (loss on answer tokens / batched greedy generation)
+
+There is no temporal position embedding: as in Tarsier, the LLM learns time from token order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.config import ModelConfig, VisionConfig
+
+IGNORE_INDEX = -100
+
+
+# ---------------------------------------------------------------------------------------------
+# Vision tower
+# ---------------------------------------------------------------------------------------------
+def resolve_vision_config(cfg: VisionConfig) -> VisionConfig:
+    """Fill the geometry fields from open_clip's registry when a named tower is used, so that
+    config.json always states the real token count."""
+    if cfg.source == "hf_clip":
+        h = cfg.hf_config or {}
+        cfg.image_size = int(h.get("image_size", cfg.image_size))
+        cfg.patch_size = int(h.get("patch_size", cfg.patch_size))
+        cfg.width = int(h.get("hidden_size", cfg.width))
+        cfg.layers = int(h.get("num_hidden_layers", cfg.layers))
+        cfg.heads = int(h.get("num_attention_heads", cfg.heads))
+        return cfg
+    if cfg.name is None:
+        return cfg
+    import open_clip
+
+    model_cfg = open_clip.get_model_config(cfg.name)
+    if model_cfg is None:
+        raise ValueError(f"unknown open_clip model {cfg.name!r}")
+    v = model_cfg["vision_cfg"]
+    if "timm_model_name" in v and v.get("timm_model_name"):
+        raise ValueError(f"{cfg.name}: timm-backed towers are not supported yet; use a ViT tower")
+    cfg.image_size = int(v.get("image_size", cfg.image_size))
+    cfg.patch_size = int(v.get("patch_size", cfg.patch_size))
+    cfg.width = int(v.get("width", cfg.width))
+    cfg.layers = int(v.get("layers", cfg.layers))
+    cfg.heads = max(1, cfg.width // int(v.get("head_width", 64)))
+    cfg.mlp_ratio = float(v.get("mlp_ratio", cfg.mlp_ratio))
+    return cfg
+
+
+def build_vision_tower(cfg: VisionConfig) -> nn.Module:
+    if cfg.source == "hf_clip":  # published Tarsier: a transformers CLIP tower (weights come with the checkpoint)
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        return CLIPVisionModel(CLIPVisionConfig(**(cfg.hf_config or {})))
+    import open_clip
+    from open_clip.model import CLIPVisionCfg, _build_vision_tower
+
+    if cfg.name is not None:
+        model_cfg = open_clip.get_model_config(cfg.name)
+        vision_cfg = CLIPVisionCfg(**model_cfg["vision_cfg"])
+        tower = _build_vision_tower(model_cfg["embed_dim"], vision_cfg, quick_gelu=model_cfg.get("quick_gelu", False))
+        if cfg.pretrained:
+            full = open_clip.create_model(cfg.name, pretrained=cfg.pretrained)
+            tower.load_state_dict(full.visual.state_dict())
+        return tower
+    vision_cfg = CLIPVisionCfg(
+        layers=cfg.layers, width=cfg.width, head_width=cfg.width // cfg.heads, mlp_ratio=cfg.mlp_ratio,
+        patch_size=cfg.patch_size, image_size=cfg.image_size,
+    )
+    return _build_vision_tower(cfg.width, vision_cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Generation:
+    text: str
+    tokens: int
+
+
+class VideoLLM(nn.Module):
+    def __init__(self, config: ModelConfig, tokenizer, llm: nn.Module | None = None):
+        super().__init__()
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        self.config = config
+        self.tokenizer = tokenizer
+        config.vision = resolve_vision_config(config.vision)
+        v = config.vision
+        self.vision = build_vision_tower(v)
+        if llm is None:
+            llm_cfg = AutoConfig.for_model(**config.llm)
+            llm = AutoModelForCausalLM.from_config(llm_cfg)
+        self.llm = llm
+        d_model = self.llm.get_input_embeddings().embedding_dim
+        self.projector = nn.Sequential(nn.Linear(v.width, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+        if config.projector.frame_token_id is None:
+            self.frame_separator = nn.Parameter(torch.randn(d_model) * 0.02)
+        else:
+            self.frame_separator = None
+        self.register_buffer("pixel_mean", torch.tensor(v.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(v.std).view(1, 3, 1, 1), persistent=False)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(config.video_token)
+        self.set_vision_trainable(not v.frozen)
+
+    # -- helpers --------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.projector[0].weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.projector[0].weight.dtype
+
+    @property
+    def frame_size(self) -> int:
+        return self.config.vision.image_size
+
+    def set_vision_trainable(self, trainable: bool) -> None:
+        self.vision.requires_grad_(trainable)
+        self.vision.train(trainable and self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.vision.frozen:
+            self.vision.eval()  # a frozen tower never runs dropout/noise
+        return self
+
+    # -- step 1: frames -> vision features -------------------------------------------------------
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, N, S, S, 3) uint8 -> (B*N, P, Dv) patch features of the configured block (CLS dropped)."""
+        b, n = frames.shape[:2]
+        x = frames.reshape(b * n, *frames.shape[2:]).to(self.device)
+        x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
+        x = ((x - self.pixel_mean) / self.pixel_std).to(self.dtype)
+        layers = self.config.vision.layers
+        index = self.config.vision.feature_layer % layers
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.vision.frozen):
+            if self.config.vision.source == "hf_clip":
+                # hidden_states[0] is the embedding output, so [index + 1] is the output of block `index`
+                # (= hidden_states[-2] for feature_layer -2, as in LLaVA/Tarsier); [:, 1:] drops CLS.
+                out = self.vision(pixel_values=x, output_hidden_states=True)
+                return out.hidden_states[index + 1][:, 1:]
+            out = self.vision.forward_intermediates(
+                x, indices=[index], stop_early=True, intermediates_only=True, output_fmt="NLC"
+            )
+        return out["image_intermediates"][0]
+
+    # -- step 2: features -> LLM-space visual tokens --------------------------------------------
+    def project(self, features: torch.Tensor, frames_per_video: int) -> torch.Tensor:
+        """(B*N, P, Dv) -> (B, N*T, D): projector, optional pooling, row newlines, frame separators."""
+        pool = self.config.projector.spatial_pool
+        grid = int(features.shape[1] ** 0.5)
+        if pool > 1:
+            f = features.transpose(1, 2).reshape(features.shape[0], -1, grid, grid)
+            f = F.avg_pool2d(f, pool)
+            grid = f.shape[-1]
+            features = f.flatten(2).transpose(1, 2)
+        x = self.projector(features.to(self.dtype))
+        bn, _, d = x.shape
+        embed = self.llm.get_input_embeddings()
+        newline_id = self.config.projector.newline_token_id
+        if newline_id is not None:
+            newline = embed.weight[newline_id].to(x.dtype).expand(bn, grid, 1, d)
+            x = torch.cat([x.view(bn, grid, grid, d), newline], dim=2).view(bn, -1, d)
+        if self.frame_separator is not None:
+            sep = self.frame_separator
+        else:
+            sep = embed.weight[self.config.projector.frame_token_id]
+        x = torch.cat([x, sep.to(x.dtype).expand(bn, 1, d)], dim=1)
+        return x.reshape(bn // frames_per_video, -1, d)
+
+    # -- step 3: text with placeholders -> token ids --------------------------------------------
+    def format_prompt(self, instruction: str) -> str:
+        return self.config.prompt_template.format(instruction=instruction.strip())
+
+    def tokenize(self, prompts: list[str], n_frames: int, answers: list[str] | None = None,
+                 padding_side: str = "left") -> dict[str, torch.Tensor]:
+        """Prompts (already formatted, one <video> each) -> padded ids with the placeholder expanded
+        to n_frames * tokens_per_frame positions; with answers, labels cover the answer and EOS only."""
+        tok = self.tokenizer
+        n_visual = n_frames * self.config.visual_tokens_per_frame()
+        rows, labels = [], []
+        for i, prompt in enumerate(prompts):
+            ids = tok(prompt, add_special_tokens=False)["input_ids"]
+            if ids.count(self.video_token_id) != 1:
+                raise ValueError("a prompt must contain the video placeholder exactly once")
+            at = ids.index(self.video_token_id)
+            ids = ids[:at] + [self.video_token_id] * n_visual + ids[at + 1:]
+            if tok.bos_token_id is not None:
+                ids = [tok.bos_token_id] + ids
+            lab = [IGNORE_INDEX] * len(ids)
+            if answers is not None:
+                ans = tok(" " + answers[i].strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                ids, lab = ids + ans, lab + ans
+            rows.append(ids)
+            labels.append(lab)
+        width = max(len(r) for r in rows)
+        pad = tok.pad_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        label_t = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for i, (r, lab) in enumerate(zip(rows, labels)):
+            sl = slice(width - len(r), width) if padding_side == "left" else slice(0, len(r))
+            input_ids[i, sl] = torch.tensor(r)
+            attention[i, sl] = 1
+            label_t[i, sl] = torch.tensor(lab)
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": label_t}
+
+    # -- step 4: scatter visual tokens into the text embeddings -----------------------------------
+    def embed_inputs(self, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
+        is_video = input_ids == self.video_token_id
+        text_ids = input_ids.masked_fill(is_video, 0)
+        embeds = self.llm.get_input_embeddings()(text_ids)
+        if int(is_video.sum()) != visual.shape[0] * visual.shape[1]:
+            raise ValueError("visual token count does not match the placeholders in the prompt")
+        return embeds.masked_scatter(is_video.unsqueeze(-1), visual.to(embeds.dtype))
+
+    def visual_tokens(self, frames: torch.Tensor | None = None, features: torch.Tensor | None = None,
+                      frames_per_video: int | None = None) -> torch.Tensor:
+        """Either raw frames (B, N, S, S, 3) or cached tower features (B, N, P, Dv)."""
+        if features is None:
+            frames_per_video = frames.shape[1]
+            features = self.encode_frames(frames)
+        else:
+            frames_per_video = features.shape[1]
+            features = features.reshape(-1, *features.shape[2:]).to(self.device)
+        return self.project(features, frames_per_video)
+
+    # -- training forward -------------------------------------------------------------------------
+    def forward(self, input_ids, attention_mask, labels=None, frames=None, features=None):
+        visual = self.visual_tokens(frames=frames, features=features)
+        embeds = self.embed_inputs(input_ids.to(self.device), visual)
+        out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask.to(self.device), use_cache=False)
+        logits = out.logits
+        loss = None
+        if labels is not None:
+            labels = labels.to(self.device)
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX
+            )
+        return loss, logits
+
+    # -- inference: batched, left-padded greedy decoding with a KV cache --------------------------
+    @torch.inference_mode()
+    def generate(self, frames: torch.Tensor, instructions: list[str], max_new_tokens: int | None = None
+                 ) -> list[Generation]:
+        """frames (B, N, S, S, 3) uint8, one instruction per video."""
+        prompts = [self.format_prompt(text) for text in instructions]
+        batch = self.tokenize(prompts, frames.shape[1], padding_side="left")
+        visual = self.visual_tokens(frames=frames)
+        embeds = self.embed_inputs(batch["input_ids"].to(self.device), visual)
+        tok = self.tokenizer
+        out = self.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=batch["attention_mask"].to(self.device),
+            max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            use_cache=True,
+        )
+        results = []
+        for row in out.tolist():
+            n = len(row)
+            if tok.eos_token_id in row:
+                n = row.index(tok.eos_token_id)
+            results.append(Generation(text=tok.decode(row[:n], skip_special_tokens=True).strip(), tokens=n))
+        return results

@@ -1,0 +1,378 @@
+"""One decode pass per video: probe, scene detection, clips and their sampled frames.
+
+    with VideoReader(path, ClipOptions()) as reader:
+        for clip in reader.clips():      # clips come out in time order as each one closes
+            ...
+    info, clips = read_clips(path, ClipOptions())
+
+Design (see also engine/scenes.py and engine/sampling.py):
+
+- Decoding: PyAV, `thread_type = "AUTO"`, `codec_context.thread_count` set explicitly (0 = all
+  cores). Every frame is decoded exactly once; nothing seeks, nothing re-opens the file.
+  Per frame, at most two cheap conversions happen, both in swscale: a small BGR image
+  (`detect_width` wide) for the scene detector, and — only for frames kept as candidates, a few per
+  second — a `frame_size` square RGB image (stretched, no crop). Full-resolution RGB is never made.
+- Time origin: times are seconds from the container's start time (what a player shows as 0:00),
+  falling back to the stream's start time, then to the first frame. Negative times (pre-roll) are
+  clamped to 0. Clips tile [0, duration) with no gaps or overlaps; the first clip starts at 0 even
+  when the first frame is later (a stream that starts after the container start); `duration` is
+  the end of the last decoded frame (its pts + its duration).
+- Rotation: the display matrix of the decoded frames (`frame.rotation`, counter-clockwise degrees)
+  is applied to the sampled frames with np.rot90; `info.width/height` are the display size and
+  `info.rotation` is the clockwise rotation applied. Detection frames are not rotated (the
+  detectors' scores do not depend on orientation).
+- One-frame video: valid. It yields one clip [0, 1/fps) whose N frames repeat the single frame.
+- Decode errors: if the decoder fails mid-stream after at least one frame was decoded, decoding
+  stops there and the clips up to the last decoded frame are emitted (the problem is kept in
+  `reader.warnings`); with no frame decoded at all it is a VideoError("decode", ...).
+- Candidate buffer: candidates are kept every `min_clip / (frames * 1.25)` seconds (by timestamp,
+  at most every frame), so every clip of min_clip seconds has >= `frames` candidates. The buffer
+  only holds candidates of clips not yet emitted, and the planner emits clips after at most
+  ~2*max_clip + detector delay + min_clip seconds, so memory is bounded by max_clip. The cap
+  (`reader.stats["buffer_cap"]`) is computed from that bound; with max_clip=None it is
+  max(256, 8*frames) and, when exceeded, every other candidate is dropped and the keep interval
+  doubles. `reader.stats["max_buffer"]` reports the most candidates ever held.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from engine.sampling import CandidateBuffer, pick_frames
+from engine.scenes import SCENE_MODES, ClipPlanner, detector_lag_frames, make_detector
+from engine.types import Clip, VideoError, VideoInfo
+
+
+@dataclass
+class ClipOptions:
+    scenes: str = "adaptive"        # adaptive | content | threshold | none
+    threshold: float | None = None  # detector threshold; None = PySceneDetect's default for that detector
+    min_scene_len: float = 0.6      # seconds, passed to the detector
+    min_clip: float = 1.0           # seconds: shorter scenes are merged into a neighbour
+    max_clip: float | None = 30.0   # seconds: longer scenes are split into (near-)equal windows; None = no limit
+    frames: int = 8                 # frames per clip
+    frame_size: int = 224           # square output size (stretched to square, then resized)
+    detect_width: int = 256         # detection frames are downscaled to this width
+    threads: int = 0                # decoder threads; 0 = all cores
+    sample_frames: bool = True      # False: clip boundaries only (Clip.frames is empty), as `tarsier scenes`
+    max_candidates: int | None = None  # candidate buffer cap; None = derived from max_clip (see module doc)
+
+    def validate(self) -> None:
+        if self.scenes not in SCENE_MODES:
+            raise ValueError(f"scenes must be one of {', '.join(SCENE_MODES)}, not {self.scenes!r}")
+        if self.frames < 1:
+            raise ValueError("frames must be >= 1")
+        if self.frame_size < 1:
+            raise ValueError("frame_size must be >= 1")
+        if self.detect_width < 16:
+            raise ValueError("detect_width must be >= 16")
+        if self.min_clip < 0 or self.min_scene_len < 0:
+            raise ValueError("min_clip and min_scene_len must be >= 0")
+        if self.max_clip is not None and self.max_clip <= 0:
+            raise ValueError("max_clip must be > 0 (or None for no limit)")
+        if self.max_clip is not None and self.min_clip > self.max_clip:
+            raise ValueError("min_clip must not exceed max_clip")
+
+
+def _one_line(e: BaseException) -> str:
+    msg = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return " ".join(str(msg).split())
+
+
+def _open_error(path: Path, e: BaseException) -> VideoError:
+    import av
+
+    if isinstance(e, FileNotFoundError):
+        return VideoError("open", "file not found (it may have been moved or deleted)")
+    if isinstance(e, PermissionError):
+        return VideoError("open", "permission denied")
+    if isinstance(e, IsADirectoryError):
+        return VideoError("open", "is a folder, not a video file")
+    if isinstance(e, av.error.InvalidDataError):
+        return VideoError("open", "not a readable video (invalid data found when processing input)")
+    return VideoError("open", f"cannot open: {_one_line(e)}")
+
+
+class VideoReader:
+    """Opens a video, and decodes it once in `clips()`. A context manager."""
+
+    def __init__(self, path: str | os.PathLike, options: ClipOptions | None = None):
+        import av
+
+        self.path = Path(path)
+        self.options = options or ClipOptions()
+        try:
+            self.options.validate()
+        except ValueError as e:
+            raise VideoError("open", f"bad options: {e}") from None
+        self.warnings: list[str] = []
+        self.stats: dict = {"detect_size": None, "max_buffer": 0, "buffer_cap": 0, "candidates": 0,
+                            "decimations": 0, "cuts": [], "cuts_dropped": 0}
+        self._container = None
+        self._used = False
+
+        try:
+            st = os.stat(self.path)
+        except OSError as e:
+            raise _open_error(self.path, e) from None
+        if os.path.isdir(self.path):
+            raise VideoError("open", "is a folder, not a video file")
+        if st.st_size == 0:
+            raise VideoError("open", "empty file (0 bytes)")
+        try:
+            self._container = av.open(str(self.path), "r")
+        except Exception as e:  # av.error.* and OSError: one clear line, never a traceback
+            raise _open_error(self.path, e) from None
+
+        try:
+            c = self._container
+            if not c.streams.video:
+                kinds = sorted({s.type for s in c.streams})
+                what = f" (only {', '.join(kinds)})" if kinds else ""
+                raise VideoError("probe", f"no video stream{what}")
+            s = c.streams.video[0]
+            self._stream = s
+            s.thread_type = "AUTO"
+            s.codec_context.thread_count = int(self.options.threads or os.cpu_count() or 1)
+            self._tb = s.time_base or Fraction(1, 1000000)
+            rate = s.average_rate or s.guessed_rate or s.base_rate
+            fps = float(rate) if rate else 0.0
+            if not (fps > 0 and math.isfinite(fps)):
+                fps = 0.0
+            self._rate = Fraction(rate) if fps else Fraction(25, 1)
+            if c.start_time is not None:
+                self._origin = c.start_time / 1_000_000
+            elif s.start_time is not None:
+                self._origin = float(s.start_time * self._tb)
+            else:
+                self._origin = None  # first frame
+            if c.duration:
+                duration = c.duration / 1_000_000
+            elif s.duration:
+                duration = float(s.duration * self._tb)
+            else:
+                duration = 0.0
+            w = s.codec_context.width or 0
+            h = s.codec_context.height or 0
+            self.info = VideoInfo(duration=duration, fps=fps, width=w, height=h)
+            self._frames_iter = self._decode()
+            # Peek the first frame (kept and processed first in clips()): gives rotation and size.
+            self._first = next(self._frames_iter, None)
+            if self._first is None:
+                raise VideoError("decode", "no decodable video frames")
+            self._set_geometry(self._first)
+        except VideoError:
+            self.close()
+            raise
+        except Exception as e:
+            self.close()
+            raise VideoError("probe", f"cannot read stream: {_one_line(e)}") from None
+
+    # -- plumbing -------------------------------------------------------------------------
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:
+                pass
+            self._container = None
+
+    def __del__(self):
+        self.close()
+
+    def _set_geometry(self, frame) -> None:
+        try:
+            rot = int(frame.rotation or 0)
+        except Exception:
+            rot = 0
+        self._k = int(round(rot / 90.0)) % 4          # np.rot90 turns counter-clockwise
+        w, h = frame.width, frame.height
+        self._src_w, self._src_h = w, h
+        self.info.rotation = (-self._k * 90) % 360    # clockwise degrees applied
+        if self._k % 2:
+            w, h = h, w
+        self.info.width, self.info.height = w, h
+
+    def _decode(self):
+        """Yield decoded frames; a decoder error after >= 1 frame stops decoding (warning)."""
+        import av
+
+        c, s = self._container, self._stream
+        n = 0
+        try:
+            for packet in c.demux(s):
+                for frame in packet.decode():
+                    n += 1
+                    yield frame
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            if n == 0:
+                raise VideoError("decode", f"cannot decode video: {_one_line(e)}") from None
+            self.warnings.append(f"decoding stopped after {n} frames: {_one_line(e)}")
+
+    # -- the pass -------------------------------------------------------------------------
+    def clips(self) -> Iterator[Clip]:
+        if self._used:
+            raise VideoError("decode", "clips() can be called only once per VideoReader")
+        self._used = True
+        if self._container is None:
+            raise VideoError("decode", "reader is closed")
+        try:
+            yield from self._clips()
+        finally:
+            self.close()
+
+    def _clips(self) -> Iterator[Clip]:
+        from scenedetect.common import FrameTimecode, Timecode
+
+        o = self.options
+        info = self.info
+        tb = Fraction(self._tb)
+        rate = self._rate
+        detector = make_detector(o.scenes, o.threshold, o.min_scene_len)
+        planner = ClipPlanner(o.min_clip, o.max_clip, expected_end=info.duration or None,
+                              detecting=detector is not None)
+        lag_frames = detector_lag_frames(detector)
+        recent: deque[float] = deque(maxlen=max(1, lag_frames + 1))
+
+        # detection frame size (downscaled, even)
+        dw = min(o.detect_width, self._src_w) or self._src_w
+        dh = max(2, int(round(self._src_h * dw / max(1, self._src_w))))
+        dw, dh = max(2, dw - dw % 2), dh - dh % 2
+        self.stats["detect_size"] = (dw, dh) if detector is not None else None
+
+        # candidate buffer
+        frame_iv = 1.0 / float(rate)
+        base_iv = (o.min_clip / (o.frames * 1.25)) if o.min_clip > 0 else 0.0
+        if o.max_candidates:
+            cap = int(o.max_candidates)
+        elif o.max_clip is not None:
+            horizon = 2 * o.max_clip + o.min_clip + o.min_scene_len + 2.0
+            cap = int(math.ceil(horizon / max(base_iv, frame_iv * 0.5))) + 2 * o.frames
+        else:
+            cap = max(256, 8 * o.frames)
+        buf = CandidateBuffer(base_interval=base_iv, cap=cap)
+        self.stats["buffer_cap"] = buf.cap
+        S = o.frame_size
+        k = self._k
+        # Persistent swscale contexts: frame.reformat() builds a new one per call (4x slower at 1080p).
+        from av.video.reformatter import VideoReformatter
+
+        det_scaler, cand_scaler = VideoReformatter(), VideoReformatter()
+
+        origin = self._origin
+        prev_t = 0.0
+        last_dur = 0.0
+        index = 0
+        last_tc = None
+
+        def frame_time(frame) -> float:
+            nonlocal origin
+            if frame.pts is None:
+                return prev_t + (last_dur or frame_iv)
+            t = float(frame.pts * tb)
+            if origin is None:
+                origin = t
+            return t - origin
+
+        def emit(spans) -> Iterator[Clip]:
+            nonlocal index
+            for a, b in spans:
+                cands = buf.pop_until(b)
+                if not cands:
+                    # sparse candidates: borrow the nearest one (previous, else next)
+                    near = buf.last_popped or buf.nearest_after()
+                    cands = [near] if near is not None else []
+                chosen = pick_frames(cands, o.frames) if cands else []
+                if o.sample_frames and chosen:
+                    frames = np.stack([c.image for c in chosen])
+                else:
+                    frames = np.zeros((0, S, S, 3), np.uint8)
+                yield Clip(index=index, start=a, end=b, frames=frames, frame_times=[c.time for c in chosen])
+                index += 1
+
+        frames_iter = self._frames_iter
+        first = self._first
+        self._first = None
+        try:
+            frame = first
+            while frame is not None:
+                info.frames_decoded += 1
+                t = max(0.0, frame_time(frame))
+                if t < prev_t:       # broken (non-monotonic) timestamps: keep time moving forward
+                    t = prev_t
+                if frame.duration:
+                    last_dur = float(frame.duration * tb)
+                elif info.frames_decoded > 1 and t > prev_t:
+                    last_dur = t - prev_t
+                prev_t = t
+
+                if detector is not None:
+                    det = det_scaler.reformat(frame, width=dw, height=dh, format="bgr24",
+                                              interpolation="FAST_BILINEAR").to_ndarray()
+                    pts = int(round(t / tb))
+                    last_tc = FrameTimecode(Timecode(pts=pts, time_base=tb), fps=rate)
+                    for cut in detector.process_frame(last_tc, det):
+                        planner.add_cut(float(cut.seconds))
+                    recent.append(t)
+
+                if buf.wants(t):
+                    img = None
+                    if o.sample_frames:
+                        img = cand_scaler.reformat(frame, width=S, height=S, format="rgb24",
+                                                   interpolation="AREA").to_ndarray()
+                        if k:
+                            img = np.ascontiguousarray(np.rot90(img, k))
+                    buf.add(t, img)
+
+                now_end = t + (last_dur or frame_iv)
+                if detector is not None:
+                    safe = min(recent[0], t - o.min_scene_len) - 1e-6
+                else:
+                    safe = t
+                spans = planner.ready(now_end, safe)
+                if spans:
+                    yield from emit(spans)
+                frame = next(frames_iter, None)
+
+            if detector is not None and last_tc is not None and hasattr(detector, "post_process"):
+                try:
+                    for cut in detector.post_process(last_tc) or []:
+                        planner.add_cut(float(cut.seconds))
+                except Exception as e:  # a detector bug must not lose the video
+                    self.warnings.append(f"scene detector post-processing failed: {_one_line(e)}")
+            end = prev_t + (last_dur or frame_iv)
+            info.duration = end
+            if not info.fps and info.frames_decoded > 1:
+                info.fps = (info.frames_decoded - 1) / max(prev_t, 1e-9)
+            yield from emit(planner.finish(end))
+        except VideoError:
+            raise
+        except MemoryError:
+            raise VideoError("decode", "out of memory while decoding") from None
+        except GeneratorExit:
+            raise
+        except Exception as e:  # never a traceback for one bad video
+            raise VideoError("decode", f"{type(e).__name__}: {_one_line(e)}") from None
+        finally:
+            self.stats.update(max_buffer=buf.max_len, candidates=buf.kept, decimations=buf.decimations,
+                              cuts=list(planner.cuts_seen), cuts_dropped=planner.cuts_dropped)
+
+
+def read_clips(path: str | os.PathLike, options: ClipOptions | None = None) -> tuple[VideoInfo, list[Clip]]:
+    """Open, decode once, return (info, clips)."""
+    with VideoReader(path, options) as reader:
+        clips = list(reader.clips())
+        return reader.info, clips

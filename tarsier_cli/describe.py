@@ -1,0 +1,102 @@
+"""`tarsier describe`: folders of video in, time-aligned descriptions out."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tarsier_cli.common import EXIT_USAGE, err_console, show_progress, split_list, usage_error, video_progress
+
+DEFAULT_MODEL = "tarsier2-recap-7b"
+
+HELP = """Describe videos: one description per clip, clips cut at scene changes.
+
+PATH may be files, folders (walked recursively), globs, or '-' to read paths from stdin.
+Writes OUT/descriptions.jsonl (one record per clip, appended as clips finish) and, with
+-f srt/vtt, one subtitle file per video mirroring the input tree. A rerun with the same
+settings skips finished clips. Exit code: 0 all done, 1 some inputs failed, 2 usage error.
+
+Examples:
+
+  tarsier describe ./videos --grain fine -f all -o captions/
+
+  find /data -name '*.mp4' | tarsier describe - --stdout > captions.jsonl
+"""
+
+
+def describe_command(
+    paths: Annotated[list[str], typer.Argument(help="Videos, folders, globs, or '-' for a list on stdin.",
+                                                show_default=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="Preset name (see `tarsier models`) or checkpoint folder.")] = DEFAULT_MODEL,
+    grain: Annotated[str, typer.Option(help="brief: one short sentence; fine: every event in detail.")] = "fine",
+    prompt: Annotated[str | None, typer.Option(help="Instruction text; overrides --grain's template.")] = None,
+    frames: Annotated[int | None, typer.Option(help="Frames per clip (default: the model's, 8 for Tarsier).", min=1)] = None,
+    scenes: Annotated[str, typer.Option(help="Scene detector: adaptive, content, threshold or none.")] = "adaptive",
+    threshold: Annotated[float | None, typer.Option(help="Detector threshold (default: PySceneDetect's for that detector).")] = None,
+    min_scene_len: Annotated[float, typer.Option(help="Shortest scene the detector reports, seconds.")] = 0.6,
+    min_clip: Annotated[float, typer.Option(help="Scenes shorter than this (seconds) merge into a neighbour.")] = 1.0,
+    max_clip: Annotated[float, typer.Option(help="Scenes longer than this (seconds) split into windows; 0 = no limit.")] = 30.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Clips per model batch.", min=1)] = 4,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Cap on generated tokens per clip (default: the model's).", min=1)] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Output folder. [default: tarsier-out, or none with --stdout]")] = None,
+    fmt: Annotated[list[str] | None, typer.Option("--format", "-f", help="jsonl, srt, vtt or all; comma-separated or repeated. [default: jsonl]")] = None,
+    stdout: Annotated[bool, typer.Option("--stdout", help="Stream JSONL records to stdout (logs and progress go to stderr).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Redo clips already in the output instead of skipping them.")] = False,
+    ext: Annotated[list[str] | None, typer.Option("--ext", help="Video extensions to pick up in folders, comma-separated. [default: mp4,mov,mkv,webm,avi,wmv,m4v,gif]")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk folders recursively.")] = True,
+    threads: Annotated[int, typer.Option(help="Decoder threads per video; 0 = all cores.", min=0)] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no per-file messages.")] = False,
+) -> None:
+    formats = split_list(fmt) or ["jsonl"]
+    if "all" in formats:
+        formats = ["jsonl", "srt", "vtt"]
+    bad = sorted(set(formats) - {"jsonl", "srt", "vtt"})
+    if bad:
+        raise usage_error(f"unknown --format {', '.join(bad)} (choose jsonl, srt, vtt or all)")
+    if grain not in ("brief", "fine"):
+        raise usage_error(f"unknown --grain {grain!r} (choose brief or fine)")
+    if scenes not in ("adaptive", "content", "threshold", "none"):
+        raise usage_error(f"unknown --scenes {scenes!r} (choose adaptive, content, threshold or none)")
+    if output_dir is None and not stdout:
+        output_dir = Path("tarsier-out")
+    if output_dir is None and set(formats) - {"jsonl"}:
+        raise usage_error("SRT/VTT output needs --output-dir")
+    if paths == ["-"] and sys.stdin.isatty():
+        raise usage_error("'-' reads video paths from stdin, but stdin is a terminal")
+    extensions = tuple(e.lower().lstrip(".") for e in split_list(ext)) or None
+
+    from engine.checkpoint import ModelNotFound
+    from engine.describe import describe
+
+    with video_progress(show_progress(quiet), quiet) as callback:
+        try:
+            summary = describe(
+                paths, model=model, grain=grain, prompt=prompt, frames=frames, scenes=scenes,
+                threshold=threshold, min_scene_len=min_scene_len, min_clip=min_clip,
+                max_clip=max_clip or None, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                device=device, output_dir=output_dir, formats=tuple(formats),
+                stdout=sys.stdout if stdout else None, overwrite=overwrite, extensions=extensions,
+                recursive=recursive, stdin=sys.stdin, threads=threads, progress=callback,
+            )
+        except ModelNotFound as exc:
+            raise usage_error(str(exc)) from None
+        except ValueError as exc:
+            raise usage_error(str(exc)) from None
+    if not quiet:
+        where = f" -> {summary.jsonl}" if summary.jsonl else ""
+        err_console.print(
+            f"{summary.videos_ok} videos described ({summary.clips_done} clips), "
+            f"{summary.videos_skipped} already done, {len(summary.errors)} failed "
+            f"in {summary.seconds:.1f}s{where}", markup=False, soft_wrap=True,
+        )
+    if summary.videos == 0 and not summary.errors:
+        err_console.print("no videos found", markup=False)
+        raise typer.Exit(EXIT_USAGE)
+    raise typer.Exit(summary.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("describe", help=HELP, no_args_is_help=True)(describe_command)

@@ -1,0 +1,151 @@
+"""`tarsier train stage1|stage2|cache-features`: the paper's two-stage recipe."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tarsier_cli.common import err_console, usage_error
+
+train_app = typer.Typer(
+    help="Train VideoLLM models: stage 1 (multi-task pre-training), stage 2 (multi-grained "
+    "instruction tuning). Runs data-parallel under `accelerate launch` with no code change.",
+    no_args_is_help=True,
+)
+
+Data = Annotated[Path, typer.Option("--data", "-d", help="Mixture .json or manifest .jsonl (DREAM-1K messages format).")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Run folder (metrics, checkpoints, final model).")]
+
+
+def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from engine.checkpoint import ModelNotFound
+    from trainers.manifest import ManifestError
+    from trainers.train import TrainArgs, train
+
+    args = TrainArgs(stage=stage, data=str(data), out=str(out), init=init, **kw)
+    quiet = kw.get("log_every", 10) <= 0
+    progress = Progress(TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e} "
+                                   "{task.fields[sps]:.1f} samples/s"),
+                        TimeRemainingColumn(), console=err_console, disable=quiet)
+    task = progress.add_task(stage, total=args.steps, loss=float("nan"), lr=0.0, sps=0.0)
+
+    def on_log(row: dict) -> None:
+        progress.update(task, completed=row["step"], loss=row["loss"], lr=row["lr"], sps=row["samples_per_s"])
+        if not err_console.is_terminal:
+            err_console.print(f"{stage} step {row['step']}/{args.steps} loss {row['loss']:.4f} "
+                              f"lr {row['lr']:.2e} {row['samples_per_s']:.1f} samples/s", markup=False)
+
+    try:
+        with progress:
+            final = train(args, on_log=on_log, on_status=lambda m: err_console.print(m, markup=False))
+    except ManifestError as exc:
+        raise usage_error(str(exc)) from None
+    except (ModelNotFound, ValueError) as exc:
+        raise usage_error(str(exc)) from None
+    err_console.print(f"model saved to {final}", markup=False)
+
+
+def _common(
+    steps: int, batch_size: int, grad_accum: int, lr: float, warmup: int, weight_decay: float,
+    clip_grad: float, seed: int, save_every: int, log_every: int, lora: bool, lora_r: int,
+    train_vision: bool, grad_checkpointing: bool, feature_cache: str, frames: int | None,
+    workers: int, resume: bool, device: str, stop_after: int | None,
+) -> dict:
+    return dict(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup=warmup,
+                weight_decay=weight_decay, clip_grad=clip_grad, seed=seed, save_every=save_every,
+                log_every=log_every, lora=lora, lora_r=lora_r, train_vision=train_vision,
+                grad_checkpointing=grad_checkpointing, feature_cache=feature_cache, frames=frames,
+                workers=workers, resume=resume, device=device, stop_after=stop_after)
+
+
+# Options shared by both stages, declared once.
+Steps = Annotated[int, typer.Option(help="Optimizer steps.", min=1)]
+Batch = Annotated[int, typer.Option("--batch-size", "-b", help="Samples per optimizer step (all processes).", min=1)]
+Accum = Annotated[int, typer.Option(help="Gradient accumulation micro-steps per optimizer step.", min=1)]
+Lr = Annotated[float, typer.Option(help="Peak learning rate (AdamW), warmup then cosine decay.")]
+Warmup = Annotated[int, typer.Option(help="Warmup steps.", min=0)]
+Wd = Annotated[float, typer.Option(help="AdamW weight decay.")]
+Clip = Annotated[float, typer.Option(help="Gradient-norm clipping; 0 = off.")]
+Seed = Annotated[int, typer.Option(help="Seed for init, data order and dropout.")]
+SaveEvery = Annotated[int, typer.Option(help="Checkpoint every N steps (0 = only at the end).", min=0)]
+LogEvery = Annotated[int, typer.Option(help="Log metrics every N steps.", min=1)]
+Lora = Annotated[bool, typer.Option(help="Train LoRA adapters (peft) instead of the full LLM.")]
+LoraR = Annotated[int, typer.Option(help="LoRA rank.", min=1)]
+TrainVision = Annotated[bool, typer.Option(help="Unfreeze the vision tower (only for towers without pretrained weights).")]
+GradCkpt = Annotated[bool, typer.Option(help="Gradient checkpointing in the LLM (less memory, slower).")]
+FeatCache = Annotated[str, typer.Option(help="Tower feature cache: auto (user cache), off, or a folder.")]
+Frames = Annotated[int | None, typer.Option(help="Frames per sample (default: the model's).", min=1)]
+Workers = Annotated[int, typer.Option(help="Decode worker processes (0 = up to 4).", min=0)]
+Resume = Annotated[bool, typer.Option(help="Continue the run in --out from its latest checkpoint.")]
+Device = Annotated[str, typer.Option(help="auto or cpu (under accelerate launch, the launcher decides).")]
+StopAfter = Annotated[int | None, typer.Option(hidden=True, help="End after N steps of this invocation.")]
+
+
+@train_app.command("stage1")
+def stage1(
+    data: Data, out: Out,
+    init: Annotated[str, typer.Option(help="Preset to build a fresh model from (e.g. nano), or a checkpoint folder.")] = "nano",
+    steps: Steps = 1000, batch_size: Batch = 16, grad_accum: Accum = 1, lr: Lr = 1e-3, warmup: Warmup = 50,
+    weight_decay: Wd = 0.0, clip_grad: Clip = 1.0, seed: Seed = 0, save_every: SaveEvery = 0,
+    log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, train_vision: TrainVision = False,
+    grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", frames: Frames = None,
+    workers: Workers = 0, resume: Resume = False, device: Device = "auto", stop_after: StopAfter = None,
+) -> None:
+    """Stage 1: multi-task video-to-text pre-training on a mixture (captioning, QA, actions, ...)."""
+    _run("stage1", data, out, init, **_common(steps, batch_size, grad_accum, lr, warmup, weight_decay, clip_grad,
+                                              seed, save_every, log_every, lora, lora_r, train_vision,
+                                              grad_checkpointing, feature_cache, frames, workers, resume, device,
+                                              stop_after))
+
+
+@train_app.command("stage2")
+def stage2(
+    data: Data, out: Out,
+    init: Annotated[str, typer.Option(help="Stage-1 run folder or checkpoint folder to start from.")] = ...,
+    steps: Steps = 1000, batch_size: Batch = 16, grad_accum: Accum = 1, lr: Lr = 5e-4, warmup: Warmup = 20,
+    weight_decay: Wd = 0.0, clip_grad: Clip = 1.0, seed: Seed = 0, save_every: SaveEvery = 0,
+    log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, train_vision: TrainVision = False,
+    grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", frames: Frames = None,
+    workers: Workers = 0, resume: Resume = False, device: Device = "auto", stop_after: StopAfter = None,
+) -> None:
+    """Stage 2: multi-grained description instruction tuning, from a stage-1 checkpoint."""
+    _run("stage2", data, out, init, **_common(steps, batch_size, grad_accum, lr, warmup, weight_decay, clip_grad,
+                                              seed, save_every, log_every, lora, lora_r, train_vision,
+                                              grad_checkpointing, feature_cache, frames, workers, resume, device,
+                                              stop_after))
+
+
+@train_app.command("cache-features")
+def cache_features(
+    data: Data,
+    init: Annotated[str, typer.Option(help="Checkpoint folder (or run folder) whose tower computes the features.")] = ...,
+    feature_cache: FeatCache = "auto", frames: Frames = None, workers: Workers = 0,
+) -> None:
+    """Compute the frozen tower's features for every clip of a mixture once, ahead of training."""
+    import time
+
+    from engine import checkpoint as ckpt
+    from trainers.data import FeatureStore
+    from trainers.manifest import ManifestError, load_mixture
+    from trainers.train import resolve_run_checkpoint
+
+    try:
+        mixture = load_mixture(str(data))
+        model = ckpt.load_folder(resolve_run_checkpoint(Path(init)))
+    except (ManifestError, ckpt.ModelNotFound) as exc:
+        raise usage_error(str(exc)) from None
+    model.eval()
+    folder = None if feature_cache == "auto" else Path(feature_cache)
+    store = FeatureStore(model, frames or model.config.frames, folder, workers=workers)
+    t = time.perf_counter()
+    store.ensure(mixture.samples)
+    err_console.print(f"{store.computed} clips encoded, {store.loaded} already cached, "
+                      f"in {time.perf_counter() - t:.1f}s -> {store.folder}", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(train_app, name="train")

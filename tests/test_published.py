@@ -1,0 +1,265 @@
+"""Published Tarsier / Tarsier2 checkpoints: tiny random copies in the exact published formats, loaded offline
+by the real code path (engine.load on a folder, presets through a faked hub cache), then used to describe
+videos. No weights are downloaded: a test that reached the hub would fail under HF_HUB_OFFLINE=1."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import published_fixtures as pf  # noqa: E402
+
+torch = pytest.importorskip("torch")
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "videos"
+INSTRUCTIONS = ["Describe the video in detail.", "Describe the video in one short sentence.", "What happens?"]
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    """Every test here runs with the hub off and an empty Hugging Face cache."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+
+
+@pytest.fixture(scope="session")
+def llava_dir(tmp_path_factory) -> Path:
+    return pf.write_llava(tmp_path_factory.mktemp("tarsier-7b"))
+
+
+@pytest.fixture(scope="session")
+def qwen_dir(tmp_path_factory) -> Path:
+    return pf.write_qwen2_vl(tmp_path_factory.mktemp("tarsier2-recap-7b"), style="llava")
+
+
+@pytest.fixture(scope="session")
+def qwen_plain_dir(tmp_path_factory) -> Path:
+    return pf.write_qwen2_vl(tmp_path_factory.mktemp("tarsier2-7b-0115"), style="qwen2_vl")
+
+
+@pytest.fixture(scope="session")
+def llava_model(llava_dir):
+    import engine
+
+    return engine.load(llava_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def qwen_model(qwen_dir):
+    import engine
+
+    return engine.load(qwen_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def small_video(tmp_path_factory) -> Path:
+    import videogen
+
+    d = tmp_path_factory.mktemp("published-videos")
+    videogen.make_video(d / "two_scenes.mp4", [(1.5, 0), (1.5, 2)], fps=10, size=(96, 64))
+    return d
+
+
+def _frames(model, batch: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    s = model.frame_size
+    return torch.randint(0, 256, (batch, model.config.frames, s, s, 3), generator=g, dtype=torch.uint8)
+
+
+# -- loading: every published tensor lands in a parameter --------------------------------------------------
+def test_llava_layout_loads_every_tensor(llava_dir, llava_model):
+    from safetensors import safe_open
+
+    from engine.model import VideoLLM
+    from engine.published import LLAVA_RENAMES, _rename
+
+    m = llava_model
+    assert isinstance(m, VideoLLM) and m.published_layout == "llava"
+    assert m.config.vision.source == "hf_clip" and m.config.frames == 8
+    assert m.config.prompt_template == "USER: <image>\n{instruction} ASSISTANT: "
+    assert m.video_token_id == 32000
+    assert (m.config.projector.newline_token_id, m.config.projector.frame_token_id) == (32002, 32003)
+    grid = 56 // 14
+    assert m.config.visual_tokens_per_frame() == grid * (grid + 1) + 1   # 601 at 336 px / patch 14
+    params = dict(m.state_dict())
+    seen = 0
+    for shard in sorted(llava_dir.glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as f:
+            for key in f.keys():
+                target = _rename(key, LLAVA_RENAMES)
+                assert torch.equal(params[target].float(), f.get_tensor(key).float()), key
+                seen += 1
+    assert seen == len(params)   # nothing missing, nothing unexpected
+
+
+def test_llava_visual_tokens_follow_upstream_layout(llava_model):
+    """Per frame: CLIP block -2 patch features (CLS dropped) -> linear_1, GELU, linear_2; a newline embedding
+    (row 32002 of the LLM table) after every row of patches and the new-frame embedding (row 32003)."""
+    m = llava_model
+    frames = _frames(m, 1)
+    with torch.no_grad():
+        got = m.visual_tokens(frames=frames)[0]
+        x = frames[0].permute(0, 3, 1, 2).float() / 255
+        x = (x - torch.tensor(pf.CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(pf.CLIP_STD).view(1, 3, 1, 1)
+        hidden = m.vision(pixel_values=x, output_hidden_states=True).hidden_states[-2][:, 1:]
+        proj = m.projector[2](torch.nn.functional.gelu(m.projector[0](hidden)))
+        table = m.llm.get_input_embeddings().weight
+        g = int(hidden.shape[1] ** 0.5)
+        rows = torch.cat([proj.view(-1, g, g, proj.shape[-1]), table[32002].expand(proj.shape[0], g, 1, -1)], 2)
+        want = torch.cat([rows.flatten(1, 2), table[32003].expand(proj.shape[0], 1, -1)], 1).flatten(0, 1)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_qwen2_vl_layout_loads_both_config_styles(qwen_model, qwen_plain_dir):
+    import engine
+    from engine.published import QwenVideoModel, qwen_frame_size
+
+    for m in (qwen_model, engine.load(qwen_plain_dir, device="cpu")):
+        assert isinstance(m, QwenVideoModel) and m.published_layout == "qwen2_vl"
+        assert m.config.frames == 16 and m.frame_size % 28 == 0
+        assert m.hf.config.image_token_id == 151655 and m.hf.config.video_token_id == 151656
+        assert m.hf.config.vision_start_token_id == 151652
+    assert qwen_frame_size() == 672 and 672 * 672 <= 460_800
+    prompt = qwen_model._prompt("Describe the video in detail.")
+    assert "<|vision_start|><|video_pad|><|vision_end|>Describe the video in detail.<|im_end|>" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_qwen2_vl_frames_fill_the_temporal_patch(qwen_model):
+    m = qwen_model
+    batch = m.inputs(_frames(m, 2), INSTRUCTIONS[:2])
+    s = m.frame_size // 14
+    assert batch["video_grid_thw"].tolist() == [[16, s, s]] * 2     # 16 frames, each duplicated: t = 16
+    n_tokens = 16 * s * s // 4
+    assert (batch["input_ids"] == 151656).sum(1).tolist() == [n_tokens] * 2
+    lengths = batch["attention_mask"].sum(1)
+    assert lengths[0] != lengths[1] and batch["attention_mask"][:, -1].tolist() == [1, 1]   # left padding
+    assert batch["attention_mask"][int(lengths.argmin()), 0] == 0
+
+
+def test_strict_loading_rejects_a_foreign_tensor(llava_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    import engine
+    from engine.checkpoint import ModelNotFound
+
+    bad = tmp_path / "bad"
+    shutil.copytree(llava_dir, bad)
+    index = json.loads((bad / "model.safetensors.index.json").read_text())
+    save_file({"extra.weight": torch.zeros(2)}, str(bad / "extra.safetensors"))
+    index["weight_map"]["extra.weight"] = "extra.safetensors"
+    (bad / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelNotFound, match="unexpected"):
+        engine.load(bad, device="cpu")
+
+
+# -- batching ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["llava", "qwen"])
+def test_batch_gives_the_same_text_as_one_by_one(which, llava_model, qwen_model):
+    m = llava_model if which == "llava" else qwen_model
+    frames = _frames(m, 3, seed=1)
+    together = m.generate(frames, INSTRUCTIONS, max_new_tokens=8)
+    alone = [m.generate(frames[i:i + 1], [INSTRUCTIONS[i]], max_new_tokens=8)[0] for i in range(3)]
+    assert [g.text for g in together] == [g.text for g in alone]
+    assert all(g.tokens > 0 for g in together)
+
+
+# -- presets through the hub cache, and the one-line error when absent ---------------------------------------
+def test_presets_load_through_the_hub_cache(monkeypatch, llava_dir, qwen_dir):
+    import engine
+    from engine import published
+    from engine.catalog import list_models
+
+    repos = {"omni-research/Tarsier-7b": llava_dir, "omni-research/Tarsier2-Recap-7b": qwen_dir}
+
+    def fake_snapshot(repo_id, local_files_only):
+        assert local_files_only, "an offline run must never try the network"
+        if repo_id not in repos:
+            raise FileNotFoundError(repo_id)
+        return repos[repo_id]
+
+    monkeypatch.setattr(published, "_snapshot", fake_snapshot)
+    m = engine.load("tarsier-7b", device="cpu")
+    assert m.model_id == "tarsier-7b" and m.published_layout == "llava"
+    m = engine.load("omni-research/Tarsier2-Recap-7b", device="cpu")
+    assert m.model_id == "omni-research/Tarsier2-Recap-7b" and m.published_layout == "qwen2_vl"
+    rows = {r["name"]: r for r in list_models()}
+    for name, layout in [("tarsier2-recap-7b", "qwen2_vl"), ("tarsier2-7b", "qwen2_vl"),
+                         ("tarsier-7b", "llava"), ("tarsier-34b", "llava")]:
+        assert rows[name]["layout"] == layout and rows[name]["kind"] == "published"
+        assert rows[name]["memory"].endswith("GB bf16") and rows[name]["params"].endswith("B")
+    assert rows["tarsier-7b"]["ready"] and rows["tarsier2-recap-7b"]["ready"]
+    assert not rows["tarsier-34b"]["ready"] and not rows["tarsier2-7b"]["ready"]
+
+
+def test_missing_model_is_one_line_naming_the_ways_forward():
+    import engine
+    from engine.checkpoint import ModelNotFound
+
+    with pytest.raises(ModelNotFound) as err:
+        engine.load("tarsier2-recap-7b", device="cpu")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "--model nano" in message and "--model PATH" in message and "Tarsier2-Recap-7b" in message
+
+
+def test_cli_default_model_missing_exits_2(small_video, tmp_path):
+    from typer.testing import CliRunner
+
+    from tarsier_cli.app import app
+    from tarsier_cli.describe import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL == "tarsier2-recap-7b"
+    result = CliRunner().invoke(app, ["describe", str(small_video), "-o", str(tmp_path / "out"), "-q",
+                                      "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    text = result.output if not hasattr(result, "stderr") else result.output + (result.stderr or "")
+    assert "--model nano" in text and "--model PATH" in text
+
+
+def test_library_default_model():
+    import inspect
+
+    from engine.describe import describe
+
+    assert inspect.signature(describe).parameters["model"].default == "tarsier2-recap-7b"
+
+
+# -- describing videos end to end ------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["llava", "qwen"])
+def test_describe_generated_video(which, llava_model, qwen_model, small_video, tmp_path):
+    from engine.describe import describe
+    from engine.writers import read_records
+
+    m = llava_model if which == "llava" else qwen_model
+    m.config.max_new_tokens = 6
+    summary = describe([str(small_video)], model=m, output_dir=tmp_path / "out", formats=("jsonl", "srt"),
+                       batch_size=2, threads=1)
+    assert summary.exit_code == 0 and summary.clips_done >= 1, summary.errors
+    records = list(read_records(tmp_path / "out" / "descriptions.jsonl"))
+    assert records and all(r["description"] and r["tokens"] > 0 for r in records)
+    assert len(records[0]["frame_times"]) == m.config.frames
+    assert (tmp_path / "out" / "two_scenes.srt").is_file()
+    again = describe([str(small_video)], model=m, output_dir=tmp_path / "out", batch_size=2, threads=1)
+    assert again.videos_skipped == 1 and again.clips_done == 0      # resume works unchanged
+
+
+@pytest.mark.parametrize("which", ["llava", "qwen"])
+def test_describe_a_shared_sample_video(which, llava_model, qwen_model, tmp_path):
+    from engine.describe import describe
+
+    samples = sorted(SHARED_VIDEOS.glob("*.mp4")) if SHARED_VIDEOS.is_dir() else []
+    if not samples:
+        pytest.skip(f"no sample videos at {SHARED_VIDEOS}")
+    m = llava_model if which == "llava" else qwen_model
+    m.config.max_new_tokens = 4
+    summary = describe([str(samples[0])], model=m, output_dir=tmp_path / "out", scenes="none", max_clip=None,
+                       batch_size=4, threads=1)
+    assert summary.exit_code == 0 and summary.clips_done >= 1, summary.errors

@@ -1,0 +1,150 @@
+"""Training batches: samples from a mixture -> frames (or cached tower features) + token ids.
+
+The vision tower is frozen, so its output for a clip never changes during a run: features are
+computed once per distinct clip (decoded in worker processes, encoded in batches) and kept on
+disk in safetensors, keyed by the clip and the tower's config. Every later step skips decoding
+and the tower entirely."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.checkpoint import cache_dir
+
+
+def clip_key(sample) -> tuple:
+    return (str(Path(sample.video).resolve()), sample.start, sample.end,
+            tuple(sample.frame_times) if sample.frame_times else None)
+
+
+def vision_fingerprint(model, frames: int) -> str:
+    """Changes whenever the tower's weights or geometry change, so stale features are never used."""
+    h = hashlib.sha1()
+    h.update(json.dumps(model.config.vision.__dict__, sort_keys=True, default=str).encode())
+    h.update(str(frames).encode())
+    for name, p in sorted(model.vision.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().flatten()[:1024].float().cpu().numpy().tobytes())
+        h.update(str(float(p.detach().float().sum())).encode())
+    return h.hexdigest()[:16]
+
+
+def _file_key(key: tuple) -> str:
+    path, *rest = key
+    st = os.stat(path)
+    return hashlib.sha1(json.dumps([path, st.st_size, st.st_mtime_ns, *rest]).encode()).hexdigest()
+
+
+def _decode(args):
+    from trainers.frames import sample_frames
+
+    video, frames, size, start, end, times = args
+    return sample_frames(video, frames, size, start, end, times)
+
+
+class FeatureStore:
+    """Tower features per clip, in memory and on disk (DIR/<fingerprint>/<key>.safetensors)."""
+
+    def __init__(self, model, frames: int, folder: Path | None = None, workers: int = 0):
+        self.model = model
+        self.frames = frames
+        self.fingerprint = vision_fingerprint(model, frames)
+        root = folder if folder is not None else cache_dir() / "features"
+        self.folder = Path(root) / self.fingerprint
+        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.memory: dict[tuple, torch.Tensor] = {}
+        self.computed = 0
+        self.loaded = 0
+
+    def path_for(self, key: tuple) -> Path:
+        fk = _file_key(key)
+        return self.folder / fk[:2] / f"{fk}.safetensors"
+
+    def get(self, samples) -> torch.Tensor:
+        """(B, N, P, Dv) features for a batch of samples."""
+        self.ensure(samples)
+        return torch.stack([self.memory[clip_key(s)] for s in samples])
+
+    def ensure(self, samples, batch: int = 16, progress=None) -> None:
+        missing: dict[tuple, object] = {}
+        for s in samples:
+            key = clip_key(s)
+            if key in self.memory or key in missing:
+                continue
+            path = self.path_for(key)
+            if path.is_file():
+                self.memory[key] = load_file(str(path))["features"]
+                self.loaded += 1
+            else:
+                missing[key] = s
+        if not missing:
+            return
+        items = list(missing.items())
+        size = self.model.frame_size
+        jobs = [(str(s.video), self.frames, size, s.start, s.end, s.frame_times) for _, s in items]
+        if self.workers > 1 and len(jobs) > 1:
+            import multiprocessing as mp
+
+            with ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn")) as pool:
+                decoded = pool.map(_decode, jobs, chunksize=4)
+                self._encode(items, decoded, batch, progress)
+        else:
+            self._encode(items, map(_decode, jobs), batch, progress)
+
+    @torch.inference_mode()
+    def _encode(self, items, decoded, batch, progress) -> None:
+        pending = []
+        for (key, _), frames in zip(items, decoded):
+            pending.append((key, torch.from_numpy(frames)))
+            if len(pending) >= batch:
+                self._flush(pending, progress)
+                pending = []
+        self._flush(pending, progress)
+
+    def _flush(self, pending, progress) -> None:
+        if not pending:
+            return
+        frames = torch.stack([f for _, f in pending])
+        feats = self.model.encode_frames(frames).float().cpu()
+        feats = feats.view(len(pending), self.frames, *feats.shape[1:])
+        for (key, _), f in zip(pending, feats):
+            f = f.contiguous()
+            self.memory[key] = f
+            path = self.path_for(key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            save_file({"features": f}, str(tmp))
+            os.replace(tmp, path)
+            self.computed += 1
+        if progress:
+            progress(len(pending))
+
+
+class FrameSource:
+    """Raw frames per batch (for --train-vision, where features change every step)."""
+
+    def __init__(self, model, frames: int, workers: int = 0):
+        self.model = model
+        self.frames = frames
+        self.cache: dict[tuple, torch.Tensor] = {}
+
+    def get(self, samples) -> torch.Tensor:
+        out = []
+        for s in samples:
+            key = clip_key(s)
+            if key not in self.cache:
+                self.cache[key] = torch.from_numpy(
+                    _decode((str(s.video), self.frames, self.model.frame_size, s.start, s.end, s.frame_times)))
+            out.append(self.cache[key])
+        return torch.stack(out)
+
+
+def collate(model, samples, frames_per_clip: int) -> dict[str, torch.Tensor]:
+    prompts = [model.format_prompt(s.prompt) for s in samples]
+    return model.tokenize(prompts, frames_per_clip, answers=[s.answer for s in samples], padding_side="right")

@@ -1,0 +1,365 @@
+"""Training data: JSONL manifests and weighted mixtures of them.
+
+A manifest row is either the Tarsier2 / DREAM-1K "messages" format
+
+    {"messages": [
+        {"role": "user", "content": [
+            {"type": "video", "video": {"video_file": "videos/a.mp4", "start": 1.0, "end": 4.0,
+                                        "frames": [1.0, 2.0, 3.0]}},
+            {"type": "text", "text": "Describe the video in detail."}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "A man ..."}]}],   # or "reference"
+     "task": "caption"}
+
+or the flat DREAM-1K format {"video_file": ..., "text": {"prompt": "<video>\\n...", "response": ...}}.
+Relative video paths resolve against the manifest's folder. Every row is validated before any is
+used; all problems (up to 20 listed) are raised at once as a ManifestError naming file:line.
+
+A mixture (JSON) names manifests with sampling weights, paths relative to the mixture file:
+    {"manifests": [{"path": "caption.jsonl", "weight": 2.0, "task": "caption"}, ...]}
+`Mixture.sampler(seed)` is an infinite deterministic stream of samples whose position is saved and
+restored exactly with state_dict() / load_state_dict().
+"""
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import math
+import os
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MAX_LISTED = 20
+
+
+class ManifestError(ValueError):
+    """Bad training data. `problems` holds every "file:line: reason" found."""
+
+    def __init__(self, problems: list[str], what: str = "manifest"):
+        self.problems = list(problems)
+        shown = self.problems[:MAX_LISTED]
+        more = len(self.problems) - len(shown)
+        msg = f"{len(self.problems)} problem(s) in {what}:\n  " + "\n  ".join(shown)
+        if more > 0:
+            msg += f"\n  ... and {more} more"
+        super().__init__(msg)
+
+
+@dataclass
+class Sample:
+    video: Path                    # absolute (resolved against the manifest folder)
+    start: float | None
+    end: float | None
+    frame_times: list[float] | None
+    prompt: str
+    answer: str
+    task: str
+    source: str                    # "file:line"
+
+
+_VIDEO_TOKEN = re.compile(r"<video>\s*|<image>\s*")
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _parse_video_spec(spec: Any) -> tuple[str | None, float | None, float | None, list[float] | None, str | None]:
+    """(video_file, start, end, frames, error)."""
+    if isinstance(spec, str):
+        spec = {"video_file": spec}
+    if not isinstance(spec, dict):
+        return None, None, None, None, "video item has no 'video' object"
+    vf = spec.get("video_file", spec.get("path"))
+    if not isinstance(vf, str) or not vf.strip():
+        return None, None, None, None, "video item has no video_file"
+    start, end, frames = spec.get("start"), spec.get("end"), spec.get("frames")
+    if start is not None and (not _num(start) or start < 0):
+        return None, None, None, None, f"bad start {start!r} (need a number >= 0)"
+    if end is not None and (not _num(end) or end <= 0):
+        return None, None, None, None, f"bad end {end!r} (need a number > 0)"
+    if start is not None and end is not None and start >= end:
+        return None, None, None, None, f"start {start} >= end {end}"
+    if frames is not None:
+        if not isinstance(frames, list) or not frames or not all(_num(t) and t >= 0 for t in frames):
+            return None, None, None, None, "frames must be a non-empty list of times >= 0"
+        if any(b < a for a, b in itertools.pairwise(frames)):
+            return None, None, None, None, "frames must be in increasing order"
+        lo = start if start is not None else 0.0
+        if frames[0] < lo or (end is not None and frames[-1] > end):
+            return None, None, None, None, "frames lie outside [start, end]"
+        frames = [float(t) for t in frames]
+    return (vf, float(start) if start is not None else None, float(end) if end is not None else None,
+            frames, None)
+
+
+def _item_text(item: dict) -> str:
+    for key in ("text", "reference"):
+        v = item.get(key)
+        if isinstance(v, str) and v.strip():
+            return v.strip()
+    return ""
+
+
+def _parse_messages(row: dict) -> tuple[dict | None, str | None]:
+    msgs = row.get("messages")
+    if not isinstance(msgs, list):
+        return None, "'messages' is not a list"
+    user = next((m for m in msgs if isinstance(m, dict) and m.get("role") == "user"), None)
+    if user is None:
+        return None, "missing user turn"
+    ui = msgs.index(user)
+    asst = next((m for m in msgs[ui + 1:] if isinstance(m, dict) and m.get("role") == "assistant"), None)
+    if asst is None:
+        return None, "missing assistant turn"
+    content = user.get("content")
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        return None, "user turn has no content list"
+    videos = [c for c in content if isinstance(c, dict) and c.get("type") == "video"]
+    if not videos:
+        return None, "no video item in the user turn"
+    if len(videos) > 1:
+        return None, "more than one video item in the user turn"
+    vf, start, end, frames, err = _parse_video_spec(videos[0].get("video"))
+    if err:
+        return None, err
+    prompt = "\n".join(_item_text(c) for c in content
+                       if isinstance(c, dict) and c.get("type") == "text" and _item_text(c))
+    prompt = _VIDEO_TOKEN.sub("", prompt).strip()
+    if not prompt:
+        return None, "empty prompt (no text item in the user turn)"
+    acontent = asst.get("content")
+    if isinstance(acontent, str):
+        answer = acontent.strip()
+    elif isinstance(acontent, list):
+        answer = "\n".join(_item_text(c) for c in acontent if isinstance(c, dict) and _item_text(c))
+    else:
+        answer = ""
+    if not answer:
+        return None, "empty answer in the assistant turn"
+    return {"video_file": vf, "start": start, "end": end, "frames": frames, "prompt": prompt,
+            "answer": answer}, None
+
+
+def _parse_flat(row: dict) -> tuple[dict | None, str | None]:
+    text = row.get("text")
+    if not isinstance(text, dict):
+        return None, "no 'messages' and no 'text' object"
+    vf = row.get("video_file")
+    if not isinstance(vf, str) or not vf.strip():
+        return None, "no video_file"
+    spec = {"video_file": vf, **{k: row[k] for k in ("start", "end", "frames") if k in row}}
+    vf, start, end, frames, err = _parse_video_spec(spec)
+    if err:
+        return None, err
+    prompt = _VIDEO_TOKEN.sub("", str(text.get("prompt") or "")).strip()
+    if not prompt:
+        return None, "empty prompt"
+    answer = text.get("response")
+    if not isinstance(answer, str) or not answer.strip():
+        return None, "empty answer"
+    return {"video_file": vf, "start": start, "end": end, "frames": frames, "prompt": prompt,
+            "answer": answer.strip()}, None
+
+
+def _row_task(row: dict) -> str | None:
+    t = row.get("task")
+    return t if isinstance(t, str) and t else None
+
+
+def load_manifest(path: str | Path, task: str | None = None, check_files: bool = True) -> list[Sample]:
+    """Load and validate a JSONL manifest. `task` overrides the rows' own task names."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError([f"{path}: file not found"])
+    base = path.resolve().parent
+    problems: list[str] = []
+    samples: list[Sample] = []
+    exists: dict[Path, bool] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append(f"{where}: invalid JSON ({e.msg} at column {e.colno})")
+                continue
+            if not isinstance(row, dict):
+                problems.append(f"{where}: row is not a JSON object")
+                continue
+            parsed, err = _parse_messages(row) if "messages" in row else _parse_flat(row)
+            if err:
+                problems.append(f"{where}: {err}")
+                continue
+            vp = Path(parsed["video_file"]).expanduser()
+            vp = Path(os.path.normpath(vp if vp.is_absolute() else base / vp))
+            if check_files:
+                if vp not in exists:
+                    exists[vp] = vp.is_file()
+                if not exists[vp]:
+                    problems.append(f"{where}: video file not found: {parsed['video_file']}")
+                    continue
+            samples.append(Sample(video=vp, start=parsed["start"], end=parsed["end"],
+                                  frame_times=parsed["frames"], prompt=parsed["prompt"],
+                                  answer=parsed["answer"], task=task or _row_task(row) or path.stem,
+                                  source=where))
+    if not problems and not samples:
+        problems.append(f"{path}: no samples")
+    if problems:
+        raise ManifestError(problems, str(path))
+    return samples
+
+
+@dataclass
+class MixtureEntry:
+    path: Path
+    weight: float
+    task: str
+    samples: list[Sample]
+
+
+class Mixture:
+    """Manifests with sampling weights."""
+
+    def __init__(self, entries: list[MixtureEntry]):
+        if not entries:
+            raise ManifestError(["mixture has no manifests"])
+        self.entries = entries
+
+    @property
+    def weights(self) -> list[float]:
+        return [e.weight for e in self.entries]
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [s for e in self.entries for s in e.samples]
+
+    def __len__(self) -> int:
+        return sum(len(e.samples) for e in self.entries)
+
+    def sampler(self, seed: int = 0) -> MixtureSampler:
+        return MixtureSampler(self, seed)
+
+
+def _u64(*xs: int) -> int:
+    """splitmix64 over a few integers: a stateless, platform-independent hash."""
+    h = 0x9E3779B97F4A7C15
+    for x in xs:
+        h = (h ^ (x & 0xFFFFFFFFFFFFFFFF)) & 0xFFFFFFFFFFFFFFFF
+        h = (h + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+        z = h
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        h = z ^ (z >> 31)
+    return h
+
+
+class MixtureSampler(Iterator[Sample]):
+    """Infinite stream: pick a manifest by weight (hash of seed and step), then the next sample
+    of that manifest's current shuffled epoch. State is a few integers, so restore is exact."""
+
+    def __init__(self, mixture: Mixture, seed: int = 0):
+        self.mixture = mixture
+        self.seed = int(seed)
+        total = sum(mixture.weights)
+        acc, self._cum = 0.0, []
+        for w in mixture.weights:
+            acc += w / total
+            self._cum.append(acc)
+        self._cum[-1] = 1.0
+        n = len(mixture.entries)
+        self.step = 0
+        self.epochs = [0] * n
+        self.positions = [0] * n
+        self._perm_cache: dict[int, tuple[int, list[int]]] = {}
+
+    def _perm(self, m: int) -> list[int]:
+        epoch = self.epochs[m]
+        cached = self._perm_cache.get(m)
+        if cached and cached[0] == epoch:
+            return cached[1]
+        perm = list(range(len(self.mixture.entries[m].samples)))
+        random.Random(f"{self.seed}/{m}/{epoch}").shuffle(perm)
+        self._perm_cache[m] = (epoch, perm)
+        return perm
+
+    def __iter__(self) -> MixtureSampler:
+        return self
+
+    def __next__(self) -> Sample:
+        u = _u64(self.seed, self.step) / 2.0**64
+        m = min(bisect.bisect_right(self._cum, u), len(self._cum) - 1)
+        self.step += 1
+        perm = self._perm(m)
+        sample = self.mixture.entries[m].samples[perm[self.positions[m]]]
+        self.positions[m] += 1
+        if self.positions[m] >= len(perm):
+            self.positions[m] = 0
+            self.epochs[m] += 1
+        return sample
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "step": self.step, "epochs": list(self.epochs),
+                "positions": list(self.positions),
+                "sizes": [len(e.samples) for e in self.mixture.entries]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        sizes = [len(e.samples) for e in self.mixture.entries]
+        if list(state.get("sizes", sizes)) != sizes:
+            raise ValueError(f"sampler state is for manifests of sizes {state.get('sizes')}, "
+                             f"this mixture has {sizes}")
+        self.seed = int(state["seed"])
+        self.step = int(state["step"])
+        self.epochs = [int(x) for x in state["epochs"]]
+        self.positions = [int(x) for x in state["positions"]]
+        self._perm_cache.clear()
+
+
+def load_mixture(path: str | Path, check_files: bool = True) -> Mixture:
+    """A .json mixture file, or a single .jsonl manifest (weight 1)."""
+    path = Path(path)
+    if path.suffix.lower() != ".json":
+        samples = load_manifest(path, check_files=check_files)
+        return Mixture([MixtureEntry(path, 1.0, samples[0].task if samples else path.stem, samples)])
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError([f"{path}: file not found"]) from None
+    except json.JSONDecodeError as e:
+        raise ManifestError([f"{path}:{e.lineno}: invalid JSON ({e.msg})"]) from None
+    items = spec.get("manifests") if isinstance(spec, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ManifestError([f"{path}: needs a non-empty 'manifests' list"])
+    problems: list[str] = []
+    entries: list[MixtureEntry] = []
+    for i, item in enumerate(items):
+        where = f"{path}: manifests[{i}]"
+        if isinstance(item, str):
+            item = {"path": item}
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            problems.append(f"{where}: needs a 'path'")
+            continue
+        w = item.get("weight", 1.0)
+        if not _num(w) or w <= 0:
+            problems.append(f"{where}: weight must be a number > 0, got {w!r}")
+            continue
+        mp = Path(item["path"])
+        mp = mp if mp.is_absolute() else path.resolve().parent / mp
+        task = item.get("task") if isinstance(item.get("task"), str) else None
+        try:
+            samples = load_manifest(mp, task=task, check_files=check_files)
+        except ManifestError as e:
+            problems.extend(e.problems)
+            continue
+        entries.append(MixtureEntry(mp, float(w), task or mp.stem, samples))
+    if problems:
+        raise ManifestError(problems, str(path))
+    return Mixture(entries)

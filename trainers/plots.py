@@ -1,0 +1,138 @@
+"""Training curves as PNG: RUN_DIR/loss.png and RUN_DIR/lr.png from RUN_DIR/metrics.jsonl.
+
+The trainer calls `write_curves(run_dir)` at every checkpoint; `tarsier report RUN_DIR` calls it
+too and shows the pictures. matplotlib is imported inside the function and drawn with the Agg
+canvas on a bare Figure (no pyplot, no global backend switch), so it is safe in a training process.
+
+metrics.jsonl rows: {"step", "loss", "lr", "samples_per_s", "elapsed_s", "stage"}, optionally
+{"step", "eval_loss"}; missing keys and torn lines are tolerated. When a later stage restarts its
+step count, its steps are drawn after the previous stage's (offset, marked by a dashed line).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.report import METRICS, _num, fill_stages, read_jsonl, save_figure
+
+COLORS = ["#2f6fde", "#e07b20", "#3a9a5b", "#9b4fd0", "#c62f2f"]
+
+
+def smooth(values: list[float], window: int) -> list[float]:
+    """Centred moving average (no lag, unlike an EMA); shorter windows at the ends."""
+    import numpy as np
+
+    y = np.asarray(values, dtype=float)
+    half = max(0, window // 2)
+    if half == 0 or len(y) < 3:
+        return list(y)
+    kernel = np.ones(2 * half + 1)
+    num = np.convolve(np.pad(y, half), kernel, mode="valid")
+    den = np.convolve(np.pad(np.ones_like(y), half), kernel, mode="valid")
+    return list(num / den)
+
+
+def stage_offsets(rows: list[dict]) -> dict[str, int]:
+    """Step offset per stage, so that stage 2 starting again at step 0 is drawn after stage 1."""
+    order: list[str] = []
+    bounds: dict[str, list[int]] = {}
+    for r in fill_stages(list(rows)):
+        step = r.get("step")
+        if not isinstance(step, int) or isinstance(step, bool):
+            continue
+        stage = str(r.get("stage") or "train")
+        if stage not in bounds:
+            order.append(stage)
+            bounds[stage] = [step, step]
+        bounds[stage][0] = min(bounds[stage][0], step)
+        bounds[stage][1] = max(bounds[stage][1], step)
+    offsets, end = {}, None
+    for stage in order:
+        lo, hi = bounds[stage]
+        off = 0 if end is None or lo > end else end - lo + 1
+        offsets[stage] = off
+        end = hi + off
+    return offsets
+
+
+def write_curves(run_dir: Path) -> list[Path]:
+    """Draw loss.png (training loss per stage, smoothed when noisy, plus eval loss) and lr.png
+    (learning rate per step) into run_dir. Returns the files written ([] when nothing is logged)."""
+    from matplotlib.figure import Figure
+
+    run_dir = Path(run_dir)
+    rows = [r for r in fill_stages(read_jsonl(run_dir / METRICS))
+            if isinstance(r.get("step"), int) and not isinstance(r.get("step"), bool)]
+    if not rows:
+        return []
+    offsets = stage_offsets(rows)
+    stages = list(offsets)
+
+    def series(key: str):
+        out: dict[str, tuple[list[int], list[float]]] = {}
+        for r in rows:
+            v = _num(r.get(key))
+            if v is None:
+                continue
+            stage = str(r.get("stage") or "train")
+            xs, ys = out.setdefault(stage, ([], []))
+            xs.append(r["step"] + offsets.get(stage, 0))
+            ys.append(v)
+        return out
+
+    def boundaries(ax):
+        for stage in stages[1:]:  # where each later stage begins
+            first = min(r["step"] + offsets[stage] for r in rows if str(r.get("stage") or "train") == stage)
+            ax.axvline(first, color="#888", ls="--", lw=0.8)
+            ax.annotate(stage, (first, 1), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                        textcoords="offset points", fontsize=8, color="#555")
+
+    shifted = any(offsets.values())
+    xlabel = "step" + (" (later stages drawn after earlier ones)" if shifted else "")
+    written: list[Path] = []
+
+    loss, eval_loss = series("loss"), series("eval_loss")
+    if loss or eval_loss:
+        fig = Figure(figsize=(6.0, 3.4))
+        ax = fig.add_subplot(1, 1, 1)
+        all_y = []
+        for i, (stage, (xs, ys)) in enumerate(loss.items()):
+            color = COLORS[stages.index(stage) % len(COLORS)] if stage in stages else COLORS[i % len(COLORS)]
+            all_y += ys
+            if len(ys) > 50:  # noisy: raw faint, smoothed on top
+                ax.plot(xs, ys, color=color, alpha=0.25, lw=0.8)
+                ax.plot(xs, smooth(ys, max(3, len(ys) // 25)), color=color, lw=1.6, label=f"{stage} loss (smoothed)")
+            else:
+                ax.plot(xs, ys, color=color, lw=1.4, marker="." if len(ys) < 50 else None, label=f"{stage} loss")
+        for stage, (xs, ys) in eval_loss.items():
+            all_y += ys
+            ax.plot(xs, ys, color="#c62f2f", lw=1.2, marker="o", ms=3, label=f"{stage} eval loss")
+        positive = [y for y in all_y if y > 0]
+        if positive and len(positive) == len(all_y) and max(positive) / min(positive) > 50:
+            ax.set_yscale("log")
+        boundaries(ax)
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel("loss", fontsize=9)
+        ax.set_title(f"loss — {run_dir.resolve().name}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
+        fig.tight_layout()
+        written.append(save_figure(fig, run_dir / "loss.png"))
+
+    lr = series("lr")
+    if lr:
+        fig = Figure(figsize=(6.0, 3.4))
+        ax = fig.add_subplot(1, 1, 1)
+        for i, (stage, (xs, ys)) in enumerate(lr.items()):
+            color = COLORS[stages.index(stage) % len(COLORS)] if stage in stages else COLORS[i % len(COLORS)]
+            ax.plot(xs, ys, color=color, lw=1.4, label=stage)
+        boundaries(ax)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel("learning rate", fontsize=9)
+        ax.set_title("learning rate", fontsize=10)
+        ax.grid(alpha=0.3)
+        if len(lr) > 1:
+            ax.legend(fontsize=8, frameon=False)
+        fig.tight_layout()
+        written.append(save_figure(fig, run_dir / "lr.png"))
+    return written

@@ -1,0 +1,357 @@
+"""Stage-1 and stage-2 training of VideoLLM, on Hugging Face accelerate.
+
+The paper's recipe: the vision tower stays frozen; the projector and the whole LLM are trained
+(or LoRA adapters instead of the full LLM). Stage 1 is multi-task pre-training on a mixture of
+manifests; stage 2 is multi-grained instruction tuning initialised from a stage-1 checkpoint.
+Loss is on assistant tokens only. AdamW, warmup + cosine, gradient accumulation and clipping.
+
+`accelerate launch --num_processes N train ...` runs the same code data-parallel: each process
+takes its slice of every global batch, drawn from one seeded mixture sampler, so the data order
+does not depend on the number of processes and a resumed run continues exactly.
+
+Run folder:
+    run.json            the arguments
+    metrics.jsonl       one line per logged step
+    checkpoints/step-N/ a loadable model (config.json, model.safetensors, tokenizer) + trainer state
+    final/              the finished model
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from engine import checkpoint as ckpt
+from engine.config import ModelConfig
+
+STAGES = ("stage1", "stage2")
+
+
+@dataclass
+class TrainArgs:
+    stage: str
+    data: str                       # mixture .json or a single manifest .jsonl
+    out: str                        # run folder
+    init: str = "nano"              # preset (fresh model from its config) | checkpoint folder | run folder
+    steps: int = 1000               # optimizer steps
+    batch_size: int = 16            # samples per optimizer step, summed over processes and accumulation
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 50
+    weight_decay: float = 0.0
+    clip_grad: float = 1.0
+    seed: int = 0
+    save_every: int = 0             # 0 = only at the end
+    log_every: int = 10
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    train_vision: bool = False
+    grad_checkpointing: bool = False
+    feature_cache: str = "auto"     # auto (user cache) | off | a folder
+    frames: int | None = None       # frames per sample (default: the model's)
+    workers: int = 0                # decode processes (0 = up to 4)
+    resume: bool = False
+    device: str = "auto"
+    stop_after: int | None = None   # end this invocation after N steps (a planned interruption)
+
+
+# ---------------------------------------------------------------------------------------------
+def build_or_load(args: TrainArgs, texts: list[str]):
+    """The starting model: a run folder or checkpoint, or a fresh model built from a preset config
+    (with a byte-level BPE trained on the training texts)."""
+    init = Path(args.init).expanduser()
+    if init.is_dir():
+        folder = resolve_run_checkpoint(init)
+        return ckpt.load_folder(folder), str(folder)
+    preset = ckpt.read_preset(args.init)
+    if "config" not in preset:
+        raise ckpt.ModelNotFound(f"preset {args.init!r} has no config to build a fresh model from")
+    from engine.tokenizer import build_bpe_tokenizer
+
+    tok = build_bpe_tokenizer(texts, vocab_size=preset.get("tokenizer", {}).get("vocab_size", 512))
+    config = ModelConfig.from_dict(preset["config"])
+    config.llm["vocab_size"] = len(tok)
+    return ckpt.build_random(config, tok, seed=args.seed), f"new:{args.init}"
+
+
+def resolve_run_checkpoint(folder: Path) -> Path:
+    """A run folder means its final model, else its latest checkpoint; a model folder is itself."""
+    if (folder / ckpt.CONFIG_NAME).is_file():
+        return folder
+    if (folder / "final" / ckpt.CONFIG_NAME).is_file():
+        return folder / "final"
+    latest = latest_checkpoint(folder)
+    if latest is None:
+        raise ckpt.ModelNotFound(f"{folder}: not a checkpoint or a run folder with checkpoints")
+    return latest
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    from trainers.state import STATE_JSON
+
+    steps = sorted((run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() else []
+    steps = [s for s in steps if (s / STATE_JSON).is_file()]
+    return steps[-1] if steps else None
+
+
+def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+# ---------------------------------------------------------------------------------------------
+def add_lora(model, args: TrainArgs) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0,
+                        target_modules="all-linear", bias="none")
+    model.llm = get_peft_model(model.llm, config)
+
+
+def merged_state_dict(model) -> dict[str, torch.Tensor]:
+    """A plain VideoLLM state dict with LoRA folded in, without disturbing the live adapters."""
+    llm = model.llm
+    llm.merge_adapter()
+    try:
+        sd = {}
+        for name, value in model.state_dict().items():
+            if "lora_" in name:
+                continue
+            if name.startswith("llm."):
+                name = name.replace("llm.base_model.model.", "llm.").replace(".base_layer.", ".")
+            sd[name] = value.detach().clone()
+    finally:
+        llm.unmerge_adapter()
+    return sd
+
+
+def save_model_folder(model, folder: Path, lora: bool) -> None:
+    """config.json + model.safetensors + tokenizer (+ adapter/ for LoRA runs)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save(folder / ckpt.CONFIG_NAME)
+    model.tokenizer.save_pretrained(str(folder))
+    if lora:
+        sd = merged_state_dict(model)
+        model.llm.save_pretrained(str(folder / "adapter"))  # peft writes safetensors
+        trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(trainable, str(folder / "trainable.safetensors"))
+    else:
+        sd = model.state_dict()
+    # Tied weights (embeddings = LM head) are stored once.
+    seen: dict[int, str] = {}
+    unique = {}
+    for name, t in sd.items():
+        ptr = t.data_ptr()
+        if ptr in seen and t.numel() > 0:
+            continue
+        seen[ptr] = name
+        unique[name] = t.detach().cpu().contiguous()
+    save_file(unique, str(folder / ckpt.WEIGHTS_NAME), metadata={"format": "pt"})
+
+
+# ---------------------------------------------------------------------------------------------
+def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
+          on_status: Callable[[str], None] | None = None) -> Path:
+    """Run (or resume) a training stage; returns the folder of the final model (or of the last
+    checkpoint when stopped early with stop_after)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from trainers.data import FeatureStore, FrameSource, collate
+    from trainers.manifest import load_mixture
+    from trainers.state import load_trainer_state, save_trainer_state
+
+    if args.stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}")
+    status = on_status or (lambda msg: None)
+    run = Path(args.out)
+    cpu = args.device == "cpu" or not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16",
+                              gradient_accumulation_steps=args.grad_accum)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro = args.batch_size // (world * args.grad_accum)
+    if micro < 1 or micro * world * args.grad_accum != args.batch_size:
+        raise ValueError(f"batch size {args.batch_size} must be a multiple of processes x accumulation "
+                         f"({world} x {args.grad_accum})")
+    set_seed(args.seed)
+
+    mixture = load_mixture(args.data)  # every row validated before anything trains
+    samples = mixture.samples
+    resume_from = latest_checkpoint(run) if args.resume else None
+    if args.resume and resume_from is None and (run / "final").exists():
+        status(f"{run} already finished")
+        return run / "final"
+    if resume_from is not None:
+        saved = json.loads((run / "run.json").read_text())
+        # LoRA checkpoints hold adapters + projector; the frozen base comes from where the run began.
+        model = ckpt.load_folder(Path(saved["lora_base"]) if args.lora else resume_from)
+        source = saved.get("init_source", args.init)
+        status(f"resuming from {resume_from}")
+    else:
+        model, source = build_or_load(args, [t for s in samples for t in (s.prompt, s.answer)])
+    lora_base = None
+    if args.lora and resume_from is None:
+        lora_base = source if Path(source).is_dir() else str(run / "base")
+        if not Path(source).is_dir() and accelerator.is_main_process:
+            save_model_folder(model, run / "base", lora=False)
+    frames = args.frames or model.config.frames
+    model.config.frames = frames
+    if args.train_vision:
+        model.config.vision.frozen = False
+    model.set_vision_trainable(args.train_vision)
+    if args.lora:
+        model.llm.requires_grad_(False)
+        add_lora(model, args)
+        if resume_from is not None:
+            from safetensors.torch import load_file
+
+            missing = model.load_state_dict(load_file(str(resume_from / "trainable.safetensors")), strict=False)
+            assert not missing.unexpected_keys, missing.unexpected_keys
+    if args.grad_checkpointing:
+        model.llm.gradient_checkpointing_enable()
+    model.to(accelerator.device)
+
+    # Frozen tower -> features once per clip; main process computes, the others read the cache.
+    use_cache = not args.train_vision and args.feature_cache != "off"
+    if use_cache:
+        folder = None if args.feature_cache == "auto" else Path(args.feature_cache)
+        source_data = FeatureStore(model, frames, folder, workers=args.workers)
+        if accelerator.is_main_process:
+            status(f"caching tower features for {len({(str(s.video), s.start, s.end) for s in samples})} clips")
+            source_data.ensure(samples)
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:
+            source_data.ensure(samples)
+    else:
+        source_data = FrameSource(model, frames, workers=args.workers)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup, args.steps, args.min_lr_ratio))
+    sampler = mixture.sampler(seed=args.seed)
+    step = 0
+    if resume_from is not None:
+        state = load_trainer_state(resume_from, optimizer=optimizer, scheduler=scheduler)
+        sampler.load_state_dict(state["data"])
+        step = state["step"]
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw = accelerator.unwrap_model(model)
+
+    if accelerator.is_main_process:
+        run.mkdir(parents=True, exist_ok=True)
+        if resume_from is None:
+            info = {**asdict(args), "init_source": source, "lora_base": lora_base}
+            (run / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+            (run / "metrics.jsonl").write_text("")
+        else:  # drop metrics logged after the checkpoint we resume from: they will be redone
+            _truncate_metrics(run / "metrics.jsonl", step)
+
+    def save_checkpoint(folder: Path) -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            tmp = folder.with_name(folder.name + ".tmp")
+            save_model_folder(raw, tmp, args.lora)
+            save_trainer_state(tmp, optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                               scheduler=scheduler,
+                               step=step, data_state=sampler.state_dict(), extra={"stage": args.stage})
+            if folder.exists():
+                import shutil
+
+                shutil.rmtree(folder)
+            tmp.rename(folder)
+            _write_curves(run)
+        accelerator.wait_for_everyone()
+
+    model.train()
+    t_start = time.perf_counter()
+    seen_samples = 0
+    window_loss, window_n = 0.0, 0
+    steps_this_run = 0
+    metrics = open(run / "metrics.jsonl", "a") if accelerator.is_main_process else None
+    try:
+        while step < args.steps:
+            for _ in range(args.grad_accum):
+                global_batch = [next(sampler) for _ in range(micro * world)]
+                mine = global_batch[rank::world]
+                batch = collate(raw, mine, frames)
+                visual_in = source_data.get(mine)
+                with accelerator.accumulate(model):
+                    kwargs = {"features": visual_in} if use_cache else {"frames": visual_in}
+                    loss, _ = model(batch["input_ids"], batch["attention_mask"], batch["labels"], **kwargs)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and args.clip_grad > 0:
+                        accelerator.clip_grad_norm_(params, args.clip_grad)
+                    optimizer.step()  # accelerate skips it until the last micro-batch
+                    optimizer.zero_grad(set_to_none=True)
+                window_loss += accelerator.reduce(loss.detach(), reduction="mean").item() / args.grad_accum
+                seen_samples += len(global_batch)
+            scheduler.step()  # once per optimizer step, whatever the number of processes
+            step += 1
+            steps_this_run += 1
+            window_n += 1
+            if step % args.log_every == 0 or step == args.steps:
+                elapsed = time.perf_counter() - t_start
+                row = {"step": step, "loss": round(window_loss / window_n, 6),
+                       "lr": scheduler.get_last_lr()[0], "samples_per_s": round(seen_samples / elapsed, 3),
+                       "elapsed_s": round(elapsed, 3), "stage": args.stage}
+                window_loss, window_n = 0.0, 0
+                if metrics:
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                if on_log and accelerator.is_main_process:
+                    on_log(row)
+            if args.save_every and step % args.save_every == 0 and step < args.steps:
+                save_checkpoint(run / "checkpoints" / f"step-{step:07d}")
+            if args.stop_after is not None and steps_this_run >= args.stop_after and step < args.steps:
+                last = run / "checkpoints" / f"step-{step:07d}"
+                if not last.exists():
+                    save_checkpoint(last)
+                return last
+    finally:
+        if metrics:
+            metrics.close()
+    save_checkpoint(run / "checkpoints" / f"step-{step:07d}")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final = run / "final"
+        tmp = run / "final.tmp"
+        save_model_folder(raw, tmp, args.lora)
+        if final.exists():
+            import shutil
+
+            shutil.rmtree(final)
+        tmp.rename(final)
+    accelerator.wait_for_everyone()
+    return run / "final"
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _write_curves(run: Path) -> None:
+    try:
+        from trainers.plots import write_curves
+    except ImportError:  # plotting is optional at this layer
+        return
+    write_curves(run)
