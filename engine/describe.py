@@ -117,8 +117,6 @@ def describe(
                                 recursive=recursive, stdin=stdin)
     summary = DescribeSummary(videos=len(videos))
     summary.errors.extend(problems)
-    for where, message in problems:
-        notify("error", video=where, message=message)
 
     if isinstance(model, str | Path):
         from engine.checkpoint import load
@@ -164,6 +162,10 @@ def describe(
             file_writer.write(rec)
         if stream_writer:
             stream_writer.write(rec)
+
+    for where, message in problems:  # inputs that led to no file at all
+        emit({"video": where, "error": message, "stage": "discover", **base})
+        notify("error", video=None, message=f"{where}: {message}")
 
     def finish_video(st: _VideoState) -> None:
         for rec in sorted(st.pending, key=lambda r: r["clip"]):

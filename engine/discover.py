@@ -134,10 +134,9 @@ def discover(
             matches = sorted(glob.glob(os.path.expanduser(given), recursive=recursive))
             files: list[Path] = []
             for m in matches:
+                # glob's own rule skips hidden names unless the pattern spells the dot (".*"),
+                # so a pattern under a hidden folder (~/.cache/*.mp4) still works
                 mp = Path(os.path.abspath(m))
-                parts = Path(m).parts
-                if any(_is_hidden(part) for part in parts if part not in (".", "..")):
-                    continue
                 if mp.is_dir():
                     continue
                 if mp.is_file() and _ext_ok(mp.name, exts):

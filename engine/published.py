@@ -68,7 +68,7 @@ def _offline() -> bool:
         from huggingface_hub import constants
 
         return bool(constants.HF_HUB_OFFLINE)
-    except Exception:  # pragma: no cover
+    except (ImportError, AttributeError):  # pragma: no cover
         return False
 
 
@@ -94,17 +94,14 @@ def not_found_message(repo_id: str, why: str) -> str:
 
 def resolve_repo(repo_id: str) -> Path:
     """A local snapshot folder of `repo_id`: from the cache, else downloaded; ModelNotFound otherwise."""
-    try:
-        folder = _snapshot(repo_id, local_files_only=True)
-        if _complete(folder):
-            return folder
-    except Exception:
-        pass
+    folder = _cached_folder(repo_id)
+    if folder is not None:
+        return folder
     if _offline():
         raise ModelNotFound(not_found_message(repo_id, "the hub is off (HF_HUB_OFFLINE)"))
     try:
         folder = _snapshot(repo_id, local_files_only=False)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any hub/network failure becomes the one-line message
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise ModelNotFound(not_found_message(repo_id, f"the hub cannot be reached ({type(exc).__name__}: {first})")
                             ) from None
@@ -116,7 +113,7 @@ def resolve_repo(repo_id: str) -> Path:
 def _cached_folder(repo_id: str) -> Path | None:
     try:
         folder = _snapshot(repo_id, local_files_only=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - not cached (or a broken cache entry): treated as absent
         return None
     return folder if _complete(folder) else None
 
@@ -191,7 +188,7 @@ def _read_state(folder: Path, rename) -> dict:
     state = {}
     for file in _weight_files(folder):
         with safe_open(str(file), framework="pt", device="cpu") as f:
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118 - safe_open handles are not dicts
                 state[rename(key)] = f.get_tensor(key)
     return state
 
@@ -219,9 +216,15 @@ def _empty_init():
 def _tokenizer(folder: Path):
     from transformers import PreTrainedTokenizerFast
 
-    if not (folder / "tokenizer.json").is_file():
-        raise ModelNotFound(f"{folder}: no tokenizer.json")
-    tok = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    if (folder / "tokenizer.json").is_file():   # exactly the tokenizer the checkpoint was trained with
+        tok = PreTrainedTokenizerFast.from_pretrained(str(folder))
+    else:   # vocab/merges or tokenizer.model only: transformers' own class for it (never remote code)
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFound(f"{folder}: no usable tokenizer ({type(exc).__name__})") from None
     if tok.pad_token_id is None:
         tok.pad_token = tok.unk_token if tok.unk_token is not None else tok.eos_token
     return tok
@@ -259,6 +262,10 @@ def _rename(key: str, rules) -> str:
     return key
 
 
+UPSTREAM_CLIP = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+                 "image_size": 336, "patch_size": 14, "projection_dim": 768}   # CLIP ViT-L/14-336
+
+
 def llava_model_config(raw: dict, folder: Path | None = None):
     """The ModelConfig (engine/config.py) of a published LLaVA-layout Tarsier config.json."""
     from transformers import CLIPVisionConfig
@@ -269,7 +276,7 @@ def llava_model_config(raw: dict, folder: Path | None = None):
         raise ModelNotFound("only vision_feature_select_strategy 'default' (CLS dropped) is supported")
     if raw.get("projector_hidden_act", "gelu") != "gelu" or raw.get("projection_head", "MLP") not in ("MLP", None):
         raise ModelNotFound("only the 2-layer GELU MLP projector is supported")
-    vision = dict(raw.get("vision_config") or {})
+    vision = dict(raw.get("vision_config") or UPSTREAM_CLIP)   # upstream's default when config.json has none
     vision.pop("model_type", None)
     hf_vision = CLIPVisionConfig(**vision).to_dict()
     for k in ("transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype"):
@@ -521,14 +528,18 @@ class QwenVideoModel(_module_base()):
 # Placement: one device (default) or, for CUDA with several GPUs, the LLM split across them
 # ---------------------------------------------------------------------------------------------
 def place(model, device, dtype) -> bool:
-    """Multi-GPU placement (device_map="auto") for published models on a plain --device cuda with more than
-    one GPU; returns False when the caller should just do model.to(device, dtype)."""
+    """Multi-GPU placement (like device_map="auto") for a published model too big for one GPU, on a plain
+    --device cuda with several GPUs (Tarsier-34B); returns False when the caller should just do
+    model.to(device, dtype). Not exercised by the test suite (no multi-GPU machine)."""
     import torch
 
     if getattr(model, "published_layout", None) is None or device.type != "cuda" or device.index is not None:
         return False
     if torch.cuda.device_count() < 2:
         return False
+    need = sum(p.numel() for p in model.parameters()) * torch.empty((), dtype=dtype).element_size()
+    if need * 1.3 < torch.cuda.mem_get_info(0)[0]:
+        return False   # fits on one GPU (with room for activations and the KV cache): no split
     from accelerate import dispatch_model, infer_auto_device_map
 
     model.to(dtype=dtype)

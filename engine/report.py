@@ -18,7 +18,9 @@ run its filter and write the result into attributes of <html>: data-selftest="do
 data-visible-videos / -clips / -errors (describe), data-visible-samples (eval), and
 data-js-errors (number of script or resource errors seen since the page started).
 `#selftest&suite=[{"selftest": "cat"}, {"mode": "errors"}, ...]` (URL-encoded JSON) runs several
-filters in one page load and writes their counts as JSON into data-selftest-results.
+filters in one page load and writes their counts as JSON into data-selftest-results. Half a second
+after the load, data-images-loaded / data-images-pending count the images that came into view;
+data-load-ms is the time from navigation to the load event.
 """
 from __future__ import annotations
 
@@ -187,7 +189,8 @@ text-decoration:none;padding-left:3px;overflow:hidden;white-space:nowrap}
 .ch{font-size:13px}
 .ch .t{font-variant-numeric:tabular-nums}
 .sheet{display:flex;gap:3px;margin:5px 0;overflow-x:auto}
-.sheet img,.ph{height:72px;min-width:40px;border-radius:3px;background:#dfe3e8;flex:none}
+.sheet img,.ph{height:72px;min-width:72px;border-radius:3px;background:#dfe3e8;flex:none}
+section.video{content-visibility:auto;contain-intrinsic-size:auto 600px}
 .ph{width:72px;display:inline-flex;align-items:center;justify-content:center;font-size:10px;color:var(--dim);
 background:repeating-linear-gradient(45deg,#e6e9ed,#e6e9ed 6px,#dde1e6 6px,#dde1e6 12px)}
 .desc{margin:2px 0 0;white-space:pre-wrap;max-width:1100px}
@@ -229,15 +232,30 @@ h.slice(1).split('&').forEach(function(kv){var i=kv.indexOf('=');var k=i<0?kv:kv
 p[k]=i<0?'':decodeURIComponent(kv.slice(i+1).replace(/\\+/g,' '))});return p};})();
 """
 
-# At the end of every page: the self-test finisher (pages register window.__selftest(params)).
+# At the end of every page: images with data-src load when they come near the viewport (thousands
+# of thumbnails must not all load at once). Checked on scroll, resize and after every filter change
+# (window.__reveal), section by section; no IntersectionObserver: headless browsers that paint no
+# frames never call it. Then the self-test finisher (pages register window.__selftest(params)).
 TAIL_JS = """
+(function(){var secs=[].filter.call(document.querySelectorAll('section'),function(s){return s.querySelector('img[data-src]')});
+function near(r,h){return r.bottom>=-800&&r.top<=h+800}
+function reveal(){var h=window.innerHeight||800;secs=secs.filter(function(s){
+if(s.hidden||!near(s.getBoundingClientRect(),h))return true;
+[].forEach.call(s.querySelectorAll('img[data-src]'),function(i){if(i.offsetParent!==null&&near(i.getBoundingClientRect(),h)){
+i.src=i.getAttribute('data-src');i.removeAttribute('data-src')}});return !!s.querySelector('img[data-src]')})}
+var t=0;function later(){if(!t){t=setTimeout(function(){t=0;reveal()},80)}}
+window.addEventListener('scroll',later,{passive:true});window.addEventListener('resize',later);
+window.addEventListener('hashchange',later);window.__reveal=later;reveal()})();
 window.addEventListener('load',function(){var p=window.__selftestParams(),d=document.documentElement;if(!p)return;
 function snap(){var o={};[].forEach.call(d.attributes,function(a){if(a.name.indexOf('data-visible-')===0)
 o[a.name.slice(13)]=+a.value});return o}
 try{if(p.suite){var out=JSON.parse(p.suite).map(function(s){window.__selftest(s);return snap()});
 d.setAttribute('data-selftest-results',JSON.stringify(out));window.__selftest({})}
 else if(window.__selftest){window.__selftest(p)}}catch(e){console.error('selftest: '+e)}
-d.setAttribute('data-selftest','done')});
+d.setAttribute('data-load-ms',String(Math.round(performance.now())));
+setTimeout(function(){var ok=0,wait=0;[].forEach.call(document.images,function(i){if(!i.getAttribute('src'))return;
+if(i.complete&&i.naturalWidth){ok++}else{wait++}});d.setAttribute('data-images-loaded',ok);
+d.setAttribute('data-images-pending',wait);d.setAttribute('data-selftest','done')},500)});
 """
 
 
@@ -389,7 +407,10 @@ def describe_summary(videos: list[VideoEntry]) -> dict:
     }
 
 
-def _clip_thumbs(out_dir: Path, video: str, rec: dict) -> str:
+EAGER_THUMBS = 48  # the first screenful of thumbnails loads with the page; the rest as it scrolls into view
+
+
+def _clip_thumbs(out_dir: Path, video: str, rec: dict, budget: list[int]) -> str:
     times = rec.get("frame_times") if isinstance(rec.get("frame_times"), list) else []
     n = len(times)
     if not n:  # no timestamps recorded: show whatever thumbnails exist
@@ -404,7 +425,9 @@ def _clip_thumbs(out_dir: Path, video: str, rec: dict) -> str:
         except ValueError:
             rel = None
         if rel and (out_dir / rel).is_file():
-            parts.append(f"<img src=\"{esc(href(rel))}\" loading=lazy decoding=async alt=\"\" title=\"{label}\">")
+            attr = "src" if budget[0] > 0 else "data-src"
+            budget[0] -= 1
+            parts.append(f"<img {attr}=\"{esc(href(rel))}\" alt=\"\" title=\"{label}\">")
         else:
             parts.append(f"<span class=ph title=\"no thumbnail ({label})\">{esc(label)}</span>")
     return "<div class=sheet>" + "".join(parts) + "</div>" if parts else ""
@@ -430,7 +453,7 @@ def _error_html(rec: dict) -> str:
             f"<span class=reason>{esc(rec.get('error'))}</span>{tags}</div>")
 
 
-def _video_html(out_dir: Path, vi: int, entry: VideoEntry, many_variants: bool) -> str:
+def _video_html(out_dir: Path, vi: int, entry: VideoEntry, many_variants: bool, budget: list[int]) -> str:
     dur = entry.duration
     n = len(entry.clips)
     meta = f"{n} clip{'s' if n != 1 else ''}" + (f" · {fmt_duration(dur)}" if dur else "")
@@ -472,7 +495,7 @@ def _video_html(out_dir: Path, vi: int, entry: VideoEntry, many_variants: bool) 
             out.append(
                 f"<article class=clip id=v{vi}c{rec['clip']}{suffix}><div class=ch><b>clip {rec['clip']}</b> "
                 f"<span class=t>{fmt_time(s)} – {fmt_time(e)}</span> <span class=dim>({', '.join(extra)})</span>{tags}"
-                f"</div>{_clip_thumbs(out_dir, entry.video, rec)}<p class=desc>{esc(rec.get('description'))}</p></article>")
+                f"</div>{_clip_thumbs(out_dir, entry.video, rec, budget)}<p class=desc>{esc(rec.get('description'))}</p></article>")
         out.append("</div>")
     out.append("</section>")
     return "\n".join(out)
@@ -502,7 +525,7 @@ rows.forEach(function(r){var s=m!=='ok'&&match(r.t,terms);r.el.hidden=!s;if(s)nr
 if(errBox)errBox.hidden=!nr;
 count.textContent=nv+' video'+(nv===1?'':'s')+' · '+nc+' of '+total+' clips · '+ne+' error'+(ne===1?'':'s')+' shown';
 root.setAttribute('data-visible-videos',nv);root.setAttribute('data-visible-clips',nc);
-root.setAttribute('data-visible-errors',ne)}
+root.setAttribute('data-visible-errors',ne);if(window.__reveal)window.__reveal()}
 var timer;q.addEventListener('input',function(){clearTimeout(timer);timer=setTimeout(apply,60)});
 mode.addEventListener('change',apply);
 document.addEventListener('keydown',function(e){if(e.key==='/'&&document.activeElement!==q){e.preventDefault();q.focus()}});
@@ -549,8 +572,9 @@ def write_describe_report(out_dir: Path, output: Path | None = None) -> Path:
                     f"<th>stage</th><th>reason</th><th>model</th></tr>{rows}</table></section>")
     if not videos:
         body.append("<section class=box><p class=dim>No records in descriptions.jsonl yet.</p></section>")
+    budget = [EAGER_THUMBS]
     for vi, entry in enumerate(videos):
-        body.append(_video_html(out_dir, vi, entry, many))
+        body.append(_video_html(out_dir, vi, entry, many, budget))
     body.append("</main>")
     path = Path(output) if output else out_dir / REPORT_NAME
     _atomic_write_text(path, page(f"tarsier describe — {out_dir.resolve().name}", "\n".join(body), DESCRIBE_JS))
@@ -563,7 +587,8 @@ def write_describe_report(out_dir: Path, output: Path | None = None) -> Path:
 def _checkpoints(run_dir: Path) -> list[dict]:
     found = []
     cdir = run_dir / "checkpoints"
-    cands = sorted(p for p in cdir.iterdir() if p.is_dir()) if cdir.is_dir() else []
+    # a folder still being written (name.tmp) is not a checkpoint yet
+    cands = sorted(p for p in cdir.iterdir() if p.is_dir() and not p.name.endswith(".tmp")) if cdir.is_dir() else []
     if (run_dir / "final").is_dir():
         cands.append(run_dir / "final")
     for p in cands:
@@ -630,9 +655,9 @@ def write_training_report(run_dir: Path, output: Path | None = None, curves: boo
         try:
             from trainers.plots import write_curves
 
-            pngs = write_curves(run_dir)
+            pngs = write_curves(run_dir, strict=True)
         except ImportError as exc:  # matplotlib missing: the page still works without pictures
-            notes.append(f"curves not drawn: {exc}")
+            notes.append(f"curves not drawn: {type(exc).__name__}: {exc}")
     pngs = pngs or [p for p in (run_dir / "loss.png", run_dir / "lr.png") if p.is_file()]
     s = training_summary(rows)
     last, best = s["last"], s["best"]
@@ -640,7 +665,7 @@ def write_training_report(run_dir: Path, output: Path | None = None, curves: boo
         ("last logged step", "–" if s["step"] is None else f"{s['step']} ({s['stage']})", False),
         ("last loss", fmt_num(last.get("loss")), False),
         (f"lowest loss ({best.get('stage', '')} step {best.get('step', '–')})", fmt_num(best.get("loss")), False),
-        ("last eval loss", fmt_num(s["eval_last"].get("eval_loss")), False),
+    ] + ([("last eval loss", fmt_num(s["eval_last"].get("eval_loss")), False)] if s["eval_last"] else []) + [
         ("learning rate now", fmt_num(last.get("lr"), 3), False),
         ("samples/s (last 20 logs)", fmt_num(s["samples_per_s"], 3), False),
         ("elapsed", fmt_duration(s["elapsed_s"]), False),
@@ -726,7 +751,7 @@ def write_eval_charts(eval_dir: Path) -> list[Path]:
     if not groups:
         return []
     metrics = [("recall", "R", "#4f86e0"), ("precision", "P", "#f0a43a"), ("f1", "F1", "#3a9a5b")]
-    fig = Figure(figsize=(max(6.0, 1.3 * len(groups) + 2), 3.8))
+    fig = Figure(figsize=(min(14.0, max(6.5, 1.15 * len(groups) + 1.5)), 3.8))
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(metrics)
     for j, (key, label, color) in enumerate(metrics):
@@ -763,7 +788,7 @@ def _events_html(judgements, events, title: str) -> str:
     elif isinstance(events, list):
         items = [f"<li>{esc(e)}</li>" for e in events]
     n_ok = sum(1 for j in judgements or [] if isinstance(j, dict) and j.get("label") == "entailment")
-    count = (f"{n_ok}/{len(items)} matched" if judgements
+    count = ("" if not items else f"{n_ok}/{len(items)} matched" if judgements
              else f"{len(items)} event{'' if len(items) == 1 else 's'}, not judged")
     return (f"<div><h3>{esc(title)} <span class=\"dim sub\">{count}</span></h3>"
             + (f"<ul class=ev>{''.join(items)}</ul>" if items else "<p class=dim>no events</p>") + "</div>")
@@ -863,7 +888,7 @@ def evaluation_report_html(eval_dir: Path, output: Path | None = None, charts: b
     chart = eval_dir / EVAL_CHART
     body.append("<section class=box><h2>Per category <span class=\"dim sub\">percent; overall = unweighted mean of "
                 "the category means, F1 = 2PR/(P+R) of those means</span></h2>"
-                + (f"<img class=chart src=\"{href(EVAL_CHART)}\" alt=\"per-category recall, precision, F1\" width=760>"
+                + (f"<img class=chart src=\"{href(EVAL_CHART)}\" alt=\"per-category recall, precision, F1\">"
                    if chart.is_file() else "")
                 + _score_table(cats, "category", overall or None) + "</section>")
     buckets = report.get("buckets") if isinstance(report.get("buckets"), dict) else {}

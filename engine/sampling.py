@@ -20,7 +20,7 @@ def sample_indices(t: int, n: int) -> list[int]:
         return []
     if n == 1:
         return [(t - 1) // 2]
-    return [int(round(i * (t - 1) / (n - 1))) for i in range(n)]
+    return [round(i * (t - 1) / (n - 1)) for i in range(n)]
 
 
 @dataclass

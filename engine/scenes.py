@@ -20,6 +20,7 @@ The planner is pure arithmetic on times (no frames), so it is unit-testable on i
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 SCENE_MODES = ("adaptive", "content", "threshold", "none")
 
@@ -94,7 +95,7 @@ class ClipPlanner:
         n = math.ceil((b - a) / m - 1e-9)
         step = (b - a) / n
         edges = [a + i * step for i in range(n)] + [b]
-        return list(zip(edges[:-1], edges[1:]))
+        return list(pairwise(edges))
 
     def _merge_short_first(self) -> None:
         while self.cuts and self.cuts[0] - self.seg_start < self.min_clip - _EPS:
@@ -137,7 +138,7 @@ class ClipPlanner:
         if len(bounds) > 2 and bounds[-1] - bounds[-2] < self.min_clip - _EPS:
             del bounds[-2]
         out: list[tuple[float, float]] = []
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in pairwise(bounds):
             if b > a:
                 out.extend(self._split(a, b))
         if not out:

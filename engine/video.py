@@ -35,6 +35,7 @@ Design (see also engine/scenes.py and engine/sampling.py):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections import deque
@@ -42,12 +43,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine.sampling import CandidateBuffer, pick_frames
 from engine.scenes import SCENE_MODES, ClipPlanner, detector_lag_frames, make_detector
 from engine.types import Clip, VideoError, VideoInfo
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 @dataclass
@@ -128,7 +133,7 @@ class VideoReader:
             raise VideoError("open", "empty file (0 bytes)")
         try:
             self._container = av.open(str(self.path), "r")
-        except Exception as e:  # av.error.* and OSError: one clear line, never a traceback
+        except Exception as e:  # noqa: BLE001 - av.error.* and OSError: one clear line, never a traceback
             raise _open_error(self.path, e) from None
 
         try:
@@ -171,12 +176,12 @@ class VideoReader:
         except VideoError:
             self.close()
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a broken stream is a per-video error
             self.close()
             raise VideoError("probe", f"cannot read stream: {_one_line(e)}") from None
 
     # -- plumbing -------------------------------------------------------------------------
-    def __enter__(self) -> VideoReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -184,10 +189,8 @@ class VideoReader:
 
     def close(self) -> None:
         if self._container is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._container.close()
-            except Exception:
-                pass
             self._container = None
 
     def __del__(self):
@@ -196,9 +199,9 @@ class VideoReader:
     def _set_geometry(self, frame) -> None:
         try:
             rot = int(frame.rotation or 0)
-        except Exception:
+        except (AttributeError, TypeError, ValueError):
             rot = 0
-        self._k = int(round(rot / 90.0)) % 4          # np.rot90 turns counter-clockwise
+        self._k = round(rot / 90.0) % 4          # np.rot90 turns counter-clockwise
         w, h = frame.width, frame.height
         self._src_w, self._src_h = w, h
         self.info.rotation = (-self._k * 90) % 360    # clockwise degrees applied
@@ -249,7 +252,7 @@ class VideoReader:
 
         # detection frame size (downscaled, even)
         dw = min(o.detect_width, self._src_w) or self._src_w
-        dh = max(2, int(round(self._src_h * dw / max(1, self._src_w))))
+        dh = max(2, round(self._src_h * dw / max(1, self._src_w)))
         dw, dh = max(2, dw - dw % 2), dh - dh % 2
         self.stats["detect_size"] = (dw, dh) if detector is not None else None
 
@@ -260,7 +263,7 @@ class VideoReader:
             cap = int(o.max_candidates)
         elif o.max_clip is not None:
             horizon = 2 * o.max_clip + o.min_clip + o.min_scene_len + 2.0
-            cap = int(math.ceil(horizon / max(base_iv, frame_iv * 0.5))) + 2 * o.frames
+            cap = math.ceil(horizon / max(base_iv, frame_iv * 0.5)) + 2 * o.frames
         else:
             cap = max(256, 8 * o.frames)
         buf = CandidateBuffer(base_interval=base_iv, cap=cap)
@@ -311,8 +314,7 @@ class VideoReader:
             while frame is not None:
                 info.frames_decoded += 1
                 t = max(0.0, frame_time(frame))
-                if t < prev_t:       # broken (non-monotonic) timestamps: keep time moving forward
-                    t = prev_t
+                t = max(t, prev_t)   # broken (non-monotonic) timestamps: keep time moving forward
                 if frame.duration:
                     last_dur = float(frame.duration * tb)
                 elif info.frames_decoded > 1 and t > prev_t:
@@ -321,8 +323,8 @@ class VideoReader:
 
                 if detector is not None:
                     det = det_scaler.reformat(frame, width=dw, height=dh, format="bgr24",
-                                              interpolation="FAST_BILINEAR").to_ndarray()
-                    pts = int(round(t / tb))
+                                              interpolation="FAST_BILINEAR", threads=1).to_ndarray()
+                    pts = round(t / tb)
                     last_tc = FrameTimecode(Timecode(pts=pts, time_base=tb), fps=rate)
                     for cut in detector.process_frame(last_tc, det):
                         planner.add_cut(float(cut.seconds))
@@ -332,7 +334,7 @@ class VideoReader:
                     img = None
                     if o.sample_frames:
                         img = cand_scaler.reformat(frame, width=S, height=S, format="rgb24",
-                                                   interpolation="AREA").to_ndarray()
+                                                   interpolation="AREA", threads=1).to_ndarray()
                         if k:
                             img = np.ascontiguousarray(np.rot90(img, k))
                     buf.add(t, img)
@@ -351,7 +353,7 @@ class VideoReader:
                 try:
                     for cut in detector.post_process(last_tc) or []:
                         planner.add_cut(float(cut.seconds))
-                except Exception as e:  # a detector bug must not lose the video
+                except Exception as e:  # noqa: BLE001 - a detector bug must not lose the video
                     self.warnings.append(f"scene detector post-processing failed: {_one_line(e)}")
             end = prev_t + (last_dur or frame_iv)
             info.duration = end
@@ -364,7 +366,7 @@ class VideoReader:
             raise VideoError("decode", "out of memory while decoding") from None
         except GeneratorExit:
             raise
-        except Exception as e:  # never a traceback for one bad video
+        except Exception as e:  # noqa: BLE001 - never a traceback for one bad video
             raise VideoError("decode", f"{type(e).__name__}: {_one_line(e)}") from None
         finally:
             self.stats.update(max_buffer=buf.max_len, candidates=buf.kept, decimations=buf.decimations,

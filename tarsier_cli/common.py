@@ -32,13 +32,13 @@ def show_progress(quiet: bool) -> bool:
 @contextmanager
 def video_progress(enabled: bool, quiet: bool):
     """Yields a callback for engine progress events: a rich bar (videos, clips, ETA) on a terminal,
-    one line per error otherwise (nothing at all with --quiet)."""
+    one line per error otherwise (--quiet drops the bar, never the error lines)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
     if not enabled:
         def plain(event: str, **info) -> None:
-            if event == "error" and not quiet:
+            if event == "error":  # errors are shown even with --quiet: they are the one line per bad input
                 err_console.print(f"error: {info['message']}", markup=False, soft_wrap=True)
 
         yield plain

@@ -143,12 +143,11 @@ def describe_benchmark(videos: list[str], *, model: str, output_dir: Path, devic
     if frames:
         kwargs["frames"] = frames
     summary = describe(videos, **kwargs)
-    failed = getattr(summary, "failed", None)
+    failed = getattr(summary, "videos_failed", None)
     if failed is None:
         failed = len(getattr(summary, "errors", []) or [])
-    elif not isinstance(failed, int):
-        failed = len(failed)
-    return Path(output_dir) / "descriptions.jsonl", int(failed)
+    jsonl = getattr(summary, "jsonl", None) or Path(output_dir) / "descriptions.jsonl"
+    return Path(jsonl), int(failed)
 
 
 @eval_app.command("bench")

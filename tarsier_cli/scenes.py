@@ -5,10 +5,11 @@ Shares discovery, the decode pass and the detection/clip code with `describe`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -23,15 +24,18 @@ def _csv_field(s: str) -> str:
 
 
 def scenes(
-    paths: list[str] = typer.Argument(..., help="Video files, folders, globs, or '-' to read paths from stdin."),
-    scenes_mode: str = typer.Option("adaptive", "--scenes", help="Scene detector: adaptive | content | threshold | none."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Detector threshold (default: the detector's own)."),
-    min_scene_len: float = typer.Option(0.6, "--min-scene-len", help="Seconds; passed to the detector."),
-    min_clip: float = typer.Option(1.0, "--min-clip", help="Seconds; shorter scenes merge into a neighbour."),
-    max_clip: Optional[float] = typer.Option(30.0, "--max-clip", help="Seconds; longer scenes are split. 0 = no limit."),
-    ext: Optional[str] = typer.Option(None, "--ext", help="Comma-separated extensions for folder walks and globs."),
-    fmt: str = typer.Option("csv", "--format", help="csv (video,clip,start,end) or jsonl."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write here instead of stdout."),
+    paths: Annotated[list[str], typer.Argument(help="Videos, folders, globs, or '-' for a list on stdin.",
+                                                show_default=False)],
+    scenes_mode: Annotated[str, typer.Option("--scenes", help="Scene detector: adaptive, content, threshold or none.")] = "adaptive",
+    threshold: Annotated[float | None, typer.Option(help="Detector threshold (default: PySceneDetect's for that detector).")] = None,
+    min_scene_len: Annotated[float, typer.Option(help="Shortest scene the detector reports, seconds.")] = 0.6,
+    min_clip: Annotated[float, typer.Option(help="Scenes shorter than this (seconds) merge into a neighbour.")] = 1.0,
+    max_clip: Annotated[float, typer.Option(help="Scenes longer than this (seconds) split into windows; 0 = no limit.")] = 30.0,
+    ext: Annotated[list[str] | None, typer.Option("--ext", help="Video extensions to pick up in folders, comma-separated. [default: mp4,mov,mkv,webm,avi,wmv,m4v,gif]")] = None,
+    recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk folders recursively.")] = True,
+    fmt: Annotated[str, typer.Option("--format", help="csv (video,clip,start,end; seconds) or jsonl.")] = "csv",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+    threads: Annotated[int, typer.Option(help="Decoder threads per video; 0 = all cores.", min=0)] = 0,
 ) -> None:
     """List the clips (scene cuts, merged and split) of each video: no model is loaded."""
     from tarsier_cli.common import split_list, usage_error
@@ -40,11 +44,10 @@ def scenes(
         raise usage_error(f"unknown --scenes {scenes_mode!r} (choose {', '.join(SCENE_MODES)})")
     if fmt not in FORMATS:
         raise usage_error(f"unknown --format {fmt!r} (choose {', '.join(FORMATS)})")
-    if max_clip is not None and max_clip <= 0:
-        max_clip = None
+    max_clip_s: float | None = max_clip if max_clip > 0 else None
     if min_clip < 0 or min_scene_len < 0:
         raise usage_error("--min-clip and --min-scene-len must be >= 0")
-    if max_clip is not None and min_clip > max_clip:
+    if max_clip_s is not None and min_clip > max_clip_s:
         raise usage_error("--min-clip must not exceed --max-clip")
     if "-" in paths and sys.stdin.isatty():
         raise usage_error("'-' reads video paths from stdin, but stdin is a terminal")
@@ -53,17 +56,22 @@ def scenes(
     from engine.types import VideoError
     from engine.video import ClipOptions, VideoReader
 
-    exts = tuple(split_list([ext])) if ext else DEFAULT_EXTENSIONS
-    videos, problems = discover(paths, extensions=exts, stdin=sys.stdin)
+    exts = tuple(split_list(ext)) or DEFAULT_EXTENSIONS
+    videos, problems = discover(paths, extensions=exts, recursive=recursive, stdin=sys.stdin)
     failed = False
     for given, msg in problems:
         typer.echo(f"error: {given}: {msg}", err=True)
         failed = True
 
     options = ClipOptions(scenes=scenes_mode, threshold=threshold, min_scene_len=min_scene_len,
-                          min_clip=min_clip, max_clip=max_clip, sample_frames=False)
-    out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
-    try:
+                          min_clip=min_clip, max_clip=max_clip_s, threads=threads, sample_frames=False)
+    with contextlib.ExitStack() as stack:
+        out = sys.stdout
+        if output:
+            try:
+                out = stack.enter_context(open(output, "w", encoding="utf-8", newline=""))
+            except OSError as e:
+                raise usage_error(f"cannot write {output}: {e.strerror or e}") from None
         if fmt == "csv":
             out.write("video,clip,start,end\n")
         for v in videos:
@@ -80,9 +88,6 @@ def scenes(
                 else:
                     out.write(json.dumps({"video": v.rel, "clip": i, "start": round(a, 3), "end": round(b, 3)}) + "\n")
             out.flush()
-    finally:
-        if output:
-            out.close()
     if failed:
         raise typer.Exit(1)
 

@@ -102,7 +102,13 @@ def _write_json(path: Path, data: dict) -> None:
 
 def write_llava(folder: str | Path, seed: int = 0) -> Path:
     import torch
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import (
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

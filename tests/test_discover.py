@@ -56,6 +56,10 @@ def test_glob(tree):
     videos, problems = discover([str(tree / "sub" / "**" / "*")])
     assert problems == []
     assert rels(videos) == ["c.mkv", "deep/d.webm", "f.gif"]
+    videos, _ = discover([str(tree / "*")])
+    assert rels(videos) == ["a.MOV", "b.mp4"]                      # hidden names skipped
+    videos, _ = discover([str(tree / ".secret" / "*.mp4")])         # a pattern under a hidden folder
+    assert rels(videos) == ["e.mp4"]
     videos, problems = discover([str(tree / "*.nothing")])
     assert videos == [] and problems and "match" in problems[0][1]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.autodq import SampleResult, aggregate, evaluate
+from evaluation.autodq import aggregate, evaluate
 from evaluation.dream1k import CATEGORIES, Reference, load_references, normalise_category
 from evaluation.judges import ChatJudge, JudgeSpecError, make_judge
 from evaluation.predictions import Prediction, load_predictions, match

@@ -74,7 +74,7 @@ class _HalfBroken:
     name = "half-broken"
 
     def extract_events(self, texts):
-        return [None if "smoke" in t else [t] for t in texts]
+        return [None if "green monsters" in t else [t] for t in texts]
 
     def entail(self, pairs):
         return [["entailment"] * len(events) for _, events in pairs]

@@ -35,7 +35,7 @@ def fake_answer(messages: list[dict]) -> str:
     if "Events:\n" in prompt:
         description = prompt.split("Description:\n", 1)[1].split("\n\nEvents:\n", 1)[0]
         block = prompt.split("\n\nEvents:\n", 1)[1].split("\n\nAnswer", 1)[0]
-        events = re.findall(r"^\d+\. (.*)$", block, re.M)
+        events = re.findall(r"^\d+\. (.*)$", block, re.MULTILINE)
         have = _words(description)
         results = []
         for n, event in enumerate(events, 1):
@@ -135,8 +135,8 @@ def _predictions(tmp_path: Path) -> Path:
 
 
 def _judge(server: FakeServer, cache: Path, **kw):
-    opts = dict(url=server.url, api_key=KEY, concurrency=4, timeout=0.5, max_retries=4, backoff=0.01,
-                max_backoff=0.05, cache_path=str(cache))
+    opts = {"url": server.url, "api_key": KEY, "concurrency": 4, "timeout": 0.5, "max_retries": 4, "backoff": 0.01,
+                "max_backoff": 0.05, "cache_path": str(cache)}
     opts.update(kw)
     return make_judge("openai:fake-judge", **opts)
 

@@ -39,8 +39,8 @@ def test_parse_events_failures(text):
     "{'results': [{'id': 2, 'label': 'neutral'}, {'id': 1, 'label': 'entailment'}, {'id': 3, 'label': 'contradiction'}]}",
     'Answer: ["Entailment.", "neutral", "CONTRADICTION"] -- done',
     '{"1": "entailment", "2": "neutral", "3": "contradiction"}',
-    '{"results": [{"event": "x", "relationship": "entailed"}, {"event": "y", "relationship": "neutral"}, '
-    '{"event": "z", "relationship": "contradicts"}]}',
+    ('{"results": [{"event": "x", "relationship": "entailed"}, {"event": "y", "relationship": "neutral"}, '
+    '{"event": "z", "relationship": "contradicts"}]}'),
 ])
 def test_parse_labels_variants(text):
     assert parse_labels(text, 3) == ["entailment", "neutral", "contradiction"]

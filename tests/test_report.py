@@ -200,7 +200,7 @@ def make_eval_dir(d: Path) -> Path:
 # HTML checks
 
 def _local_refs(page: str) -> list[str]:
-    return re.findall(r'(?:src|href)="([^"#][^"]*)"', page)
+    return re.findall(r'(?:src|href)="([^"#][^"]*)"', page)  # src, data-src and href
 
 
 def assert_self_contained(page_path: Path) -> str:
@@ -227,9 +227,11 @@ def test_save_clip_thumbnails(tmp_path):
         assert data.startswith(JPEG_MAGIC) and len(data) < 12_000
         assert Image.open(tmp_path / rel).size == (128, 128)
     # display aspect restores the shape the square stretch removed; CHW and float frames are accepted
-    wide = save_clip_thumbnails(tmp_path, "w.mp4", 0, _frames(2, 64), aspect=16 / 9)
+    wide = save_clip_thumbnails(tmp_path, "w.mp4", 0, _frames(2, 384), aspect=16 / 9)
     assert Image.open(tmp_path / wide[0]).size == (128, 72)
-    chw = save_clip_thumbnails(tmp_path, "f.mp4", 0, _frames(2, 64).transpose(0, 3, 1, 2).astype(np.float32) / 255)
+    small = save_clip_thumbnails(tmp_path, "s.mp4", 0, _frames(1, 32))  # never upscaled
+    assert Image.open(tmp_path / small[0]).size == (32, 32)
+    chw = save_clip_thumbnails(tmp_path, "f.mp4", 0, _frames(2, 256).transpose(0, 3, 1, 2).astype(np.float32) / 255)
     assert Image.open(tmp_path / chw[1]).size == (128, 128)
     assert not list(tmp_path.rglob("*.tmp"))
     for bad in ("../escape.mp4", "", "a/../../x.mp4"):
@@ -280,12 +282,16 @@ def test_describe_report_page(tmp_path):
     assert_self_contained(Path(copy) / "report.html")
 
 
-def test_describe_report_500_clips_is_small(tmp_path):
+@pytest.fixture(scope="module")
+def big_run(tmp_path_factory) -> Path:
+    return make_big_run(tmp_path_factory.mktemp("big"))
+
+
+def test_describe_report_500_clips_is_small(big_run):
     import time
 
-    out = make_big_run(tmp_path / "big")
     t0 = time.perf_counter()
-    path = write_describe_report(out)
+    path = write_describe_report(big_run)
     took = time.perf_counter() - t0
     size = path.stat().st_size
     page = path.read_text(encoding="utf-8")
@@ -294,7 +300,7 @@ def test_describe_report_500_clips_is_small(tmp_path):
     assert size < 3_000_000, f"report for 500 clips is {size / 1e6:.2f} MB"
     assert "base64" not in page and "data:image" not in page
     assert took < 10, f"writing the page took {took:.1f} s"
-    assert 'loading=lazy' in page
+    assert page.count("<img data-src=") == 4000 - 48, "thumbnails past the first screen load as they come into view"
 
 
 def test_empty_describe_run(tmp_path):
@@ -396,8 +402,8 @@ def _browse(exe: str, tmp: Path, page: Path, hash_: str = "", *, screenshot: Pat
     args = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
     if screenshot:
         args += [f"--screenshot={screenshot}", "--window-size=1280,2000"]
-    else:
-        args += ["--dump-dom"]
+    else:  # virtual time lets the page's timers (the self-test's settle delay) run before the dump
+        args += ["--dump-dom", "--virtual-time-budget=5000"]
     proc = subprocess.run(args + [page.resolve().as_uri() + hash_], check=False, capture_output=True, text=True,
                           timeout=90)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -416,7 +422,8 @@ def _run_suite(exe: str, tmp: Path, page: Path, suite: list[dict]) -> list[dict]
     attrs = _attrs(_browse(exe, tmp, page, "#selftest&suite=" + quote(json.dumps(suite))))
     assert attrs.get("data-selftest") == "done", attrs
     assert attrs["data-js-errors"] == "0", attrs.get("data-js-error-text")
-    return json.loads(attrs["data-selftest-results"])
+    assert attrs["data-images-pending"] == "0"
+    return json.loads(attrs["data-selftest-results"]), int(attrs["data-images-loaded"])
 
 
 def _screenshot(exe: str, tmp: Path, page: Path, name: str) -> Path:
@@ -432,7 +439,7 @@ def _screenshot(exe: str, tmp: Path, page: Path, name: str) -> Path:
 
 def test_describe_page_in_browser(chromium, tmp_path):
     page = write_describe_report(make_describe_run(tmp_path / "run"))
-    got = _run_suite(chromium, tmp_path, page, [
+    got, images = _run_suite(chromium, tmp_path, page, [
         {},                                     # everything
         {"selftest": "CAT"},                    # case-insensitive, in path or description
         {"selftest": "dog runs"},               # every word must match
@@ -444,19 +451,32 @@ def test_describe_page_in_browser(chromium, tmp_path):
     keys = ("videos", "clips", "errors")
     assert [tuple(r[k] for k in keys) for r in got] == [
         (4, 6, 1), (1, 3, 0), (1, 1, 0), (1, 2, 0), (1, 0, 1), (0, 0, 0), (0, 0, 0)]
+    assert images >= 16, "the thumbnails in view were loaded (and none failed: data-js-errors is 0)"
     _screenshot(chromium, tmp_path, page, "describe-report.png")
+
+
+def test_500_clip_page_in_browser(chromium, big_run, tmp_path):
+    page = write_describe_report(big_run)
+    got, _ = _run_suite(chromium, tmp_path, page, [{}, {"selftest": "video_049"}, {"mode": "errors"}])
+    assert [(r["videos"], r["clips"], r["errors"]) for r in got] == [(51, 500, 1), (1, 10, 0), (1, 0, 1)]
+    # filtering to the last video brings its 80 thumbnails (past the eagerly loaded first screen) into view
+    attrs = _attrs(_browse(chromium, tmp_path, page, "#selftest=video_049"))
+    assert attrs["data-js-errors"] == "0", attrs.get("data-js-error-text")
+    assert int(attrs["data-images-loaded"]) >= 80 and attrs["data-images-pending"] == "0"
+    assert int(attrs["data-load-ms"]) < 5000, "the page loads without waiting for 4000 thumbnails"
 
 
 def test_training_page_in_browser(chromium, tmp_path):
     page = write_training_report(make_training_run(tmp_path / "run"))
     attrs = _attrs(_browse(chromium, tmp_path, page, "#selftest="))
     assert attrs["data-selftest"] == "done" and attrs["data-js-errors"] == "0", attrs.get("data-js-error-text")
+    assert attrs["data-images-loaded"] == "2" and attrs["data-images-pending"] == "0"  # loss.png, lr.png
     _screenshot(chromium, tmp_path, page, "training-report.png")
 
 
 def test_eval_page_in_browser(chromium, tmp_path):
     page = evaluation_report_html(make_eval_dir(tmp_path / "eval"))
-    got = _run_suite(chromium, tmp_path, page, [
+    got, _ = _run_suite(chromium, tmp_path, page, [
         {}, {"selftest": "robot"}, {"category": "animation", "status": "failed"}, {"category": "live-action"},
         {"selftest": "sits down"}, {"status": "missing"}])
     assert [r["samples"] for r in got] == [5, 1, 1, 2, 1, 1]

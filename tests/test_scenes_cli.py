@@ -57,3 +57,15 @@ def test_stdin_list(videos):
     r = run(["-"], input=f"{videos['cuts'].path}\n\n{videos['vfr'].path}\n")
     assert r.exit_code == 0, r.output
     assert "cuts.mp4,3," in r.stdout and "vfr.mp4,2," in r.stdout
+
+
+def test_module_import_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, tarsier_cli.scenes; "
+            "heavy = [m for m in ('torch', 'av', 'cv2', 'scenedetect', 'numpy') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
+                       cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    assert r.returncode == 0, r.stdout + r.stderr

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from itertools import pairwise
 
 import av
 import numpy as np
@@ -20,7 +21,7 @@ def spans(clips):
 def assert_tiles(info, clips):
     assert clips, "no clips"
     assert clips[0].start == 0.0
-    for a, b in zip(clips, clips[1:]):
+    for a, b in pairwise(clips):
         assert a.end == pytest.approx(b.start, abs=1e-9)
         assert a.end > a.start
     assert clips[-1].end == pytest.approx(info.duration, abs=1e-6)

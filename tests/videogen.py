@@ -93,7 +93,7 @@ def make_video(
 
     # frame times
     if frame_durations is None:
-        n = max(1, int(round(total * fps)))
+        n = max(1, round(total * fps))
         times = [i / fps for i in range(n)]
         durs = [1.0 / fps] * n
     else:
@@ -112,7 +112,7 @@ def make_video(
         stream = container.add_stream(codec, rate=rate)
         time_base = 1 / rate
     else:
-        stream = container.add_stream(codec, rate=int(round(fps)))
+        stream = container.add_stream(codec, rate=round(fps))
         time_base = Fraction(1, 1000)
     stream.width, stream.height = size
     stream.pix_fmt = pix_fmt
@@ -141,9 +141,9 @@ def make_video(
         seg_pos[s] += 1
         frame = av.VideoFrame.from_ndarray(img, format="rgb24")
         if frame_durations is None:   # CFR: exact integer pts, frame index plus the offset
-            frame.pts = i + int(round(start_offset * float(rate)))
+            frame.pts = i + round(start_offset * float(rate))
         else:
-            frame.pts = int(round((t + start_offset) / float(time_base)))
+            frame.pts = round((t + start_offset) / float(time_base))
         frame.time_base = time_base
         written.append(float(frame.pts * time_base))
         for packet in stream.encode(frame):

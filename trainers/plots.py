@@ -10,6 +10,7 @@ step count, its steps are drawn after the previous stage's (offset, marked by a 
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from engine.report import METRICS, _num, fill_stages, read_jsonl, save_figure
@@ -54,12 +55,24 @@ def stage_offsets(rows: list[dict]) -> dict[str, int]:
     return offsets
 
 
-def write_curves(run_dir: Path) -> list[Path]:
+def write_curves(run_dir: Path, strict: bool = False) -> list[Path]:
     """Draw loss.png (training loss per stage, smoothed when noisy, plus eval loss) and lr.png
-    (learning rate per step) into run_dir. Returns the files written ([] when nothing is logged)."""
+    (learning rate per step) into run_dir. Returns the files written ([] when nothing is logged).
+
+    Called from the training loop at every checkpoint, so by default it never raises: without
+    matplotlib, or on any plotting failure, it warns and returns what it wrote (strict=True raises)."""
+    try:
+        return _write_curves(Path(run_dir))
+    except Exception as exc:
+        if strict:
+            raise
+        warnings.warn(f"training curves not drawn: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+        return [p for p in (Path(run_dir) / "loss.png", Path(run_dir) / "lr.png") if p.is_file()]
+
+
+def _write_curves(run_dir: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
-    run_dir = Path(run_dir)
     rows = [r for r in fill_stages(read_jsonl(run_dir / METRICS))
             if isinstance(r.get("step"), int) and not isinstance(r.get("step"), bool)]
     if not rows:

@@ -121,46 +121,40 @@ def add_lora(model, args: TrainArgs) -> None:
 
 
 def merged_state_dict(model) -> dict[str, torch.Tensor]:
-    """A plain VideoLLM state dict with LoRA folded in, without disturbing the live adapters."""
+    """A plain VideoLLM state dict with LoRA folded in, without disturbing the live adapters.
+    Tied tensors (embeddings = LM head) appear once, under the name safetensors' load_model expects."""
+    from safetensors.torch import _remove_duplicate_names
+
     llm = model.llm
     llm.merge_adapter()
     try:
-        sd = {}
+        live = {}
         for name, value in model.state_dict().items():
             if "lora_" in name:
                 continue
             if name.startswith("llm."):
                 name = name.replace("llm.base_model.model.", "llm.").replace(".base_layer.", ".")
-            sd[name] = value.detach().clone()
+            live[name] = value
+        removed = {n for names in _remove_duplicate_names(live).values() for n in names}
+        return {n: t.detach().cpu().clone().contiguous() for n, t in live.items() if n not in removed}
     finally:
         llm.unmerge_adapter()
-    return sd
 
 
 def save_model_folder(model, folder: Path, lora: bool) -> None:
-    """config.json + model.safetensors + tokenizer (+ adapter/ for LoRA runs)."""
-    from safetensors.torch import save_file
+    """config.json + model.safetensors + tokenizer (+ adapter/ and trainable weights for LoRA runs)."""
+    from safetensors.torch import save_file, save_model
 
     folder.mkdir(parents=True, exist_ok=True)
     model.config.save(folder / ckpt.CONFIG_NAME)
     model.tokenizer.save_pretrained(str(folder))
-    if lora:
-        sd = merged_state_dict(model)
-        model.llm.save_pretrained(str(folder / "adapter"))  # peft writes safetensors
-        trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-        save_file(trainable, str(folder / "trainable.safetensors"))
-    else:
-        sd = model.state_dict()
-    # Tied weights (embeddings = LM head) are stored once.
-    seen: dict[int, str] = {}
-    unique = {}
-    for name, t in sd.items():
-        ptr = t.data_ptr()
-        if ptr in seen and t.numel() > 0:
-            continue
-        seen[ptr] = name
-        unique[name] = t.detach().cpu().contiguous()
-    save_file(unique, str(folder / ckpt.WEIGHTS_NAME), metadata={"format": "pt"})
+    if not lora:
+        save_model(model, str(folder / ckpt.WEIGHTS_NAME))
+        return
+    save_file(merged_state_dict(model), str(folder / ckpt.WEIGHTS_NAME), metadata={"format": "pt"})
+    model.llm.save_pretrained(str(folder / "adapter"))  # peft writes safetensors
+    trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(trainable, str(folder / "trainable.safetensors"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""Training on a tiny model: loss falls, exact resume, stage 2 from stage 1, LoRA, bad data, 2 processes."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from engine import checkpoint as ckpt
+from tarsier_cli.app import app
+from trainers.synth import generate
+from trainers.train import TrainArgs, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    generate(out, videos=8, seed=5, workers=1)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _cache_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TARSIER_HOME", str(tmp_path / "home"))
+
+
+def args(world: Path, out: Path, stage: str = "stage1", **kw) -> TrainArgs:
+    base = dict(stage=stage, data=str(world / stage / "mixture.json"), out=str(out), init="tiny-random",
+                steps=6, batch_size=4, lr=3e-3, warmup=2, log_every=1, device="cpu", workers=1,
+                feature_cache=str(out.parent / "features"))
+    base.update(kw)
+    return TrainArgs(**base)
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_checkpoint_is_loadable(world, tmp_path):
+    run = tmp_path / "run"
+    final = train(args(world, run, steps=25, lr=1e-2, warmup=3))
+    curve = losses(run)
+    assert len(curve) == 25
+    assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.5
+    model = ckpt.load(final, device="cpu")  # config + safetensors + tokenizer
+    assert model.config.name == "tiny-random"
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"step", "loss", "lr", "samples_per_s", "elapsed_s", "stage"} <= set(row)
+    assert (run / "run.json").is_file() and (run / "checkpoints" / "step-0000025" / "optimizer.safetensors").is_file()
+
+
+def test_interrupted_run_resumes_exactly(world, tmp_path):
+    straight = tmp_path / "straight"
+    train(args(world, straight, steps=8))
+    broken = tmp_path / "broken"
+    last = train(args(world, broken, steps=8, stop_after=3))
+    assert last.name == "step-0000003" and not (broken / "final").exists()
+    train(args(world, broken, steps=8, resume=True))
+    a, b = losses(straight), losses(broken)
+    assert len(a) == len(b) == 8
+    assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_stage2_starts_from_stage1(world, tmp_path):
+    s1 = tmp_path / "s1"
+    train(args(world, s1, steps=3))
+    s2 = tmp_path / "s2"
+    final = train(args(world, s2, stage="stage2", init=str(s1), steps=3))
+    assert json.loads((s2 / "run.json").read_text())["init_source"] == str(s1 / "final")
+    stage1_model = ckpt.load(s1 / "final", device="cpu")
+    stage2_model = ckpt.load(final, device="cpu")
+    assert stage1_model.tokenizer.get_vocab() == stage2_model.tokenizer.get_vocab()
+    assert not torch.equal(stage1_model.projector[0].weight, stage2_model.projector[0].weight)
+    # the frozen tower did not move
+    for (n, p), (_, q) in zip(stage1_model.vision.named_parameters(), stage2_model.vision.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_lora_saves_and_reloads_adapters(world, tmp_path):
+    from peft import PeftModel
+
+    s1 = tmp_path / "s1"
+    train(args(world, s1, steps=2))
+    run = tmp_path / "lora"
+    final = train(args(world, run, stage="stage2", init=str(s1), steps=4, lora=True, lora_r=4, lr=1e-2))
+    assert (final / "adapter" / "adapter_model.safetensors").is_file()
+    merged = ckpt.load(final, device="cpu")
+    base = ckpt.load(s1 / "final", device="cpu")
+    base.llm = PeftModel.from_pretrained(base.llm, str(final / "adapter"))
+    from safetensors.torch import load_file
+
+    trainable = load_file(str(final / "trainable.safetensors"))
+    base.projector.load_state_dict({k[len("projector."):]: v for k, v in trainable.items() if k.startswith("projector.")})
+    base.frame_separator.data.copy_(trainable["frame_separator"])
+    frames = torch.randint(0, 256, (2, 8, 32, 32, 3), dtype=torch.uint8)
+    batch = merged.tokenize([merged.format_prompt("Describe the video in detail.")] * 2, 8)
+    with torch.no_grad():
+        _, a = merged(batch["input_ids"], batch["attention_mask"], frames=frames)
+        _, b = base(batch["input_ids"], batch["attention_mask"], frames=frames)
+    assert torch.allclose(a, b, atol=1e-4)
+    # and the adapters actually changed something
+    plain = ckpt.load(s1 / "final", device="cpu")
+    with torch.no_grad():
+        _, c = plain(batch["input_ids"], batch["attention_mask"], frames=frames)
+    assert not torch.allclose(a, c, atol=1e-4)
+    # a LoRA run resumes too
+    run2 = tmp_path / "lora2"
+    train(args(world, run2, stage="stage2", init=str(s1), steps=4, lora=True, lora_r=4, stop_after=2))
+    train(args(world, run2, stage="stage2", init=str(s1), steps=4, lora=True, lora_r=4, resume=True))
+    assert len(losses(run2)) == 4
+
+
+def test_bad_manifest_row_is_a_clear_usage_error(world, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    good = (world / "stage2" / "describe.jsonl").read_text().splitlines()[0]
+    row = json.loads(good)
+    row["messages"] = row["messages"][:1]  # no assistant turn
+    fixed = good.replace("../videos/", str(world / "videos") + "/")
+    bad.write_text(fixed + "\n" + json.dumps(row) + "\n{not json\n")
+    result = CliRunner().invoke(app, ["train", "stage1", "-d", str(bad), "-o", str(tmp_path / "r"),
+                                      "--init", "tiny-random", "--steps", "1", "--device", "cpu"])
+    assert result.exit_code == 2
+    assert f"{bad}:2" in result.output and f"{bad}:3" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_train_and_describe_with_result(world, tmp_path):
+    run = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["train", "stage1", "-d", str(world / "stage1" / "mixture.json"), "-o", str(run),
+                                      "--init", "tiny-random", "--steps", "2", "-b", "2", "--device", "cpu",
+                                      "--feature-cache", str(tmp_path / "f"), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    video = sorted((world / "videos").glob("*.mp4"))[0]
+    result = CliRunner().invoke(app, ["describe", str(video), "-m", str(run / "final"), "-o", str(tmp_path / "d"),
+                                      "--max-new-tokens", "3", "--scenes", "none", "-q"])
+    assert result.exit_code == 0, result.output
+
+
+def test_accelerate_two_cpu_processes(world, tmp_path):
+    if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
+        pytest.skip("accelerate launcher not installed")
+    launcher = str(Path(sys.executable).parent / "accelerate")
+    run = tmp_path / "ddp"
+    cmd = [launcher, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "tarsier_cli.app", "train", "stage1",
+           "-d", str(world / "stage1" / "mixture.json"), "-o", str(run), "--init", "tiny-random",
+           "--steps", "3", "-b", "4", "--device", "cpu", "--log-every", "1",
+           "--feature-cache", str(tmp_path / "f"), "--workers", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TARSIER_HOME": str(tmp_path / "home")}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert len(losses(run)) == 3
+    model = ckpt.load(run / "final", device="cpu")
+    assert model.config.name == "tiny-random"
