@@ -1,20 +1,35 @@
 """The one library call: `describe(inputs, ...)` turns videos into per-clip descriptions.
 
-    discover -> (decode + scenes + sample: one pass per video, in a producer) -> batches of clips
-             -> model.generate -> JSONL records (as each batch finishes) -> SRT/VTT per video
+    discover -> decode + scenes + sample (one pass per video, in `workers` worker processes)
+             -> bounded queue -> batches of clips -> model.generate (main process)
+             -> JSONL records (per video, in clip order) -> SRT/VTT per video
+
+Pipelining: decoding is the bottleneck of video captioning, so it runs in worker processes
+(`workers`, default: one per core but one, see `default_workers`; 0 = one background thread in this
+process) while the model generates in the main process. Each worker takes the next video, decodes it
+once and sends its clips (frames are pickled numpy arrays: one memcpy per clip, see
+bench/describe_pipeline.py) through one bounded queue, so memory stays flat however many videos there
+are: at most `queue_size` clips wait, plus one batch, plus what each worker holds for its video.
+Batching: clips are batched in arrival order (with the project's VideoLLM every clip of a run has the
+same visual token count and prompt, so there is no padding to cut by sorting). A batch is run as soon
+as it is full; a partial batch is run instead of waiting when no clip is ready and it holds a clip of a
+video whose decode has ended, i.e. it never waits for more than one more video's worth of decoding.
+When the model is the bottleneck the queue stays full and every batch is full.
 
 Resume: every record carries the key (video, clip, model, grain, prompt, settings) and the video's
 clip count, so a rerun skips finished videos without decoding them and skips finished clips of
-the others. Bad inputs become one error record each; the batch goes on.
+the others. Bad inputs become one error record each; the batch goes on. A worker process that dies
+(a decoder crash, the OOM killer) fails its current video only; a fresh worker takes over.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -38,6 +53,7 @@ class DescribeSummary:
     errors: list[tuple[str, str]] = field(default_factory=list)   # (input, one-line message)
     jsonl: Path | None = None
     seconds: float = 0.0
+    batches: int = 0             # model calls (clips_done / batches = mean batch size)
 
     @property
     def exit_code(self) -> int:
@@ -61,6 +77,31 @@ def settings_key(options) -> str:
     return hashlib.sha1(json.dumps(fields_, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Decode worker processes when the caller does not say: all cores but one (the model's process
+    needs one), at most 16; on a one-core machine the in-process thread (0)."""
+    n = cores()
+    return 0 if n <= 1 else min(n - 1, 16)
+
+
+def clip_record(rel: str, clip: Clip, base: dict, text: str, tokens: int, decode_s: float,
+                generate_s: float) -> dict:
+    """The JSONL record of one described clip (n_clips is added when the video's decode has ended).
+    Shared by the local and the Ray engine so both write the same records."""
+    return {
+        "video": rel, "clip": clip.index, "start": round(clip.start, 3), "end": round(clip.end, 3),
+        "frame_times": [round(x, 3) for x in clip.frame_times], **base, "description": text,
+        "tokens": tokens, "timings": {"decode_s": round(decode_s, 3), "generate_s": round(generate_s, 3)},
+    }
+
+
 @dataclass
 class _VideoState:
     video: VideoInput
@@ -69,6 +110,58 @@ class _VideoState:
     pending: list[dict] = field(default_factory=list)        # generated, not yet written
     decode_s: float = 0.0
     failed: bool = False
+
+
+@dataclass
+class Job:
+    """What both engines work out before the first decode: the videos, the model's identity, the
+    clip options, the record key and what an earlier run already finished."""
+    videos: list[VideoInput]
+    problems: list[tuple[str, str]]
+    instruction: str
+    options: object                      # engine.video.ClipOptions
+    base: dict                           # model, grain, prompt, settings: the resume key
+    out: Path | None
+    jsonl_path: Path | None
+    formats: tuple[str, ...]
+    stems: set[str]
+
+
+def check_arguments(grain: str, prompt: str | None, formats, output_dir, stdout) -> str:
+    """Usage errors (ValueError) before anything slow happens; returns the instruction."""
+    instruction = instruction_for(grain, prompt)
+    unknown = set(formats) - {"jsonl", *SUBTITLE_WRITERS}
+    if unknown:
+        raise ValueError(f"unknown output format(s): {', '.join(sorted(unknown))}")
+    if output_dir is None and stdout is None:
+        raise ValueError("nowhere to write: give an output folder or a stdout stream")
+    if output_dir is None and set(formats) - {"jsonl"}:
+        raise ValueError("SRT/VTT output needs an output folder")
+    return instruction
+
+
+def plan_job(inputs, *, model_id: str, model_frames: int, frame_size: int, grain: str, prompt: str | None,
+             frames: int | None, scenes: str, threshold: float | None, min_scene_len: float, min_clip: float,
+             max_clip: float | None, max_new_tokens: int | None, output_dir, formats, stdout,
+             extensions, recursive: bool, stdin, threads: int) -> Job:
+    from engine.discover import DEFAULT_EXTENSIONS, discover
+    from engine.video import ClipOptions
+
+    instruction = check_arguments(grain, prompt, formats, output_dir, stdout)
+    videos, problems = discover(list(inputs), extensions=extensions or DEFAULT_EXTENSIONS,
+                                recursive=recursive, stdin=stdin)
+    options = ClipOptions(
+        scenes=scenes, threshold=threshold, min_scene_len=min_scene_len, min_clip=min_clip,
+        max_clip=max_clip, frames=frames or model_frames, frame_size=frame_size, threads=threads,
+    )
+    settings = settings_key(options) + (f"-t{max_new_tokens}" if max_new_tokens else "")
+    base = {"model": model_id, "grain": grain if not prompt else "custom", "prompt": instruction,
+            "settings": settings}
+    out = Path(output_dir) if output_dir is not None else None
+    # the JSONL is the resume log even when only SRT/VTT are asked for
+    jsonl_path = out / JSONL_NAME if out is not None else None
+    return Job(videos, problems, instruction, options, base, out, jsonl_path, tuple(formats),
+               _stem_collisions(v.rel for v in videos))
 
 
 def describe(
@@ -95,55 +188,44 @@ def describe(
     stdin: IO[str] | None = None,
     threads: int = 0,
     progress: Callable[..., None] | None = None,
+    workers: int | None = None,
+    queue_size: int | None = None,
+    thumbnails: bool = False,
 ) -> DescribeSummary:
     """Describe every video found in `inputs`; returns counts and errors. `model` is a preset name,
     a checkpoint folder or an already loaded model. `progress(event, **info)` gets "start",
-    "clips", "video" and "error" events (the CLI draws its progress bar from them)."""
-    from engine.discover import DEFAULT_EXTENSIONS, discover
-    from engine.video import ClipOptions
-
+    "clips", "video" and "error" events (the CLI draws its progress bar from them).
+    `workers`: decode worker processes (None = `default_workers()`, 0 = a thread in this process);
+    `queue_size`: clips decoded ahead of the model (default 2 batches + 2 per worker);
+    `thumbnails`: also save each described clip's frames as JPEGs under OUTPUT_DIR/thumbs/."""
     t0 = time.perf_counter()
     notify = progress or (lambda *a, **k: None)
-    instruction = instruction_for(grain, prompt)
-    unknown = set(formats) - {"jsonl", *SUBTITLE_WRITERS}
-    if unknown:
-        raise ValueError(f"unknown output format(s): {', '.join(sorted(unknown))}")
-    if output_dir is None and stdout is None:
-        raise ValueError("nowhere to write: give an output folder or a stdout stream")
-    if output_dir is None and set(formats) - {"jsonl"}:
-        raise ValueError("SRT/VTT output needs an output folder")
-
-    videos, problems = discover(list(inputs), extensions=extensions or DEFAULT_EXTENSIONS,
-                                recursive=recursive, stdin=stdin)
-    summary = DescribeSummary(videos=len(videos))
-    summary.errors.extend(problems)
-
+    check_arguments(grain, prompt, formats, output_dir, stdout)   # usage errors before the slow model load
+    if thumbnails and output_dir is None:
+        raise ValueError("thumbnails need an output folder")
     if isinstance(model, str | Path):
         from engine.checkpoint import load
 
         model = load(model, device=device)
     model_id = getattr(model, "model_id", getattr(model.config, "name", "model"))
-    options = ClipOptions(
-        scenes=scenes, threshold=threshold, min_scene_len=min_scene_len, min_clip=min_clip,
-        max_clip=max_clip, frames=frames or model.config.frames, frame_size=model.frame_size, threads=threads,
-    )
-    settings = settings_key(options) + (f"-t{max_new_tokens}" if max_new_tokens else "")
-    base = {"model": model_id, "grain": grain if not prompt else "custom", "prompt": instruction,
-            "settings": settings}
+    job = plan_job(inputs, model_id=model_id, model_frames=model.config.frames, frame_size=model.frame_size,
+                   grain=grain, prompt=prompt, frames=frames, scenes=scenes, threshold=threshold,
+                   min_scene_len=min_scene_len, min_clip=min_clip, max_clip=max_clip,
+                   max_new_tokens=max_new_tokens, output_dir=output_dir, formats=formats, stdout=stdout,
+                   extensions=extensions, recursive=recursive, stdin=stdin, threads=threads)
+    base, instruction, options = job.base, job.instruction, job.options
+    summary = DescribeSummary(videos=len(job.videos), jsonl=job.jsonl_path)
+    summary.errors.extend(job.problems)
 
-    out = Path(output_dir) if output_dir is not None else None
-    jsonl_path = out / JSONL_NAME if out is not None and "jsonl" in formats else None
-    if out is not None and jsonl_path is None:
-        jsonl_path = out / JSONL_NAME  # the JSONL is the resume log even when only SRT/VTT are asked for
-    summary.jsonl = jsonl_path
-
-    done = {} if overwrite or jsonl_path is None else _finished_records(jsonl_path, base)
-    subtitle_writers = [SUBTITLE_WRITERS[f](out) for f in formats if f in SUBTITLE_WRITERS]
-    stems = _stem_collisions(v.rel for v in videos)
+    done = {} if overwrite or job.jsonl_path is None else finished_records([job.jsonl_path], base)
+    subtitle_writers = [SUBTITLE_WRITERS[f](job.out) for f in formats if f in SUBTITLE_WRITERS]
+    save_thumbs = None
+    if thumbnails:
+        from engine.thumbnails import save_clip_thumbnails as save_thumbs
 
     states: dict[str, _VideoState] = {}
     todo: list[VideoInput] = []
-    for v in videos:
+    for v in job.videos:
         st = _VideoState(v, records=dict(done.get(v.rel, {})))
         prior = next(iter(st.records.values()), None)
         if prior is not None and len(st.records) == prior.get("n_clips"):
@@ -152,9 +234,9 @@ def describe(
             continue
         states[v.rel] = st
         todo.append(v)
-    notify("start", videos=len(videos), todo=len(todo), skipped=summary.videos_skipped)
+    notify("start", videos=len(job.videos), todo=len(todo), skipped=summary.videos_skipped)
 
-    file_writer = JsonlWriter(jsonl_path) if jsonl_path is not None else None
+    file_writer = JsonlWriter(job.jsonl_path) if job.jsonl_path is not None else None
     stream_writer = JsonlWriter(stream=stdout) if stdout is not None else None
 
     def emit(rec: dict) -> None:
@@ -163,7 +245,7 @@ def describe(
         if stream_writer:
             stream_writer.write(rec)
 
-    for where, message in problems:  # inputs that led to no file at all
+    for where, message in job.problems:  # inputs that led to no file at all
         emit({"video": where, "error": message, "stage": "discover", **base})
         notify("error", video=None, message=f"{where}: {message}")
 
@@ -176,7 +258,7 @@ def describe(
         if len(st.records) < (st.n_clips or 0):
             return
         for w in subtitle_writers:
-            w.write_video(st.video.rel, list(st.records.values()), unique_name=st.video.rel in stems)
+            w.write_video(st.video.rel, list(st.records.values()), unique_name=st.video.rel in job.stems)
         summary.videos_ok += 1
         notify("video", video=st.video.rel, ok=True, clips=st.n_clips)
         del states[st.video.rel]
@@ -207,13 +289,11 @@ def describe(
                     fail_video(st, VideoError("model", f"{type(exc).__name__}: {exc}"))
             return
         per_clip = (time.perf_counter() - t) / len(live)
+        summary.batches += 1
         for (st, clip), gen in zip(live, gens):
-            st.pending.append({
-                "video": st.video.rel, "clip": clip.index, "start": round(clip.start, 3),
-                "end": round(clip.end, 3), "frame_times": [round(x, 3) for x in clip.frame_times],
-                **base, "description": gen.text, "tokens": gen.tokens,
-                "timings": {"decode_s": round(st.decode_s, 3), "generate_s": round(per_clip, 3)},
-            })
+            if save_thumbs is not None:
+                _save_thumbnails(save_thumbs, job.out, st.video.rel, clip)
+            st.pending.append(clip_record(st.video.rel, clip, base, gen.text, gen.tokens, st.decode_s, per_clip))
             summary.clips_done += 1
             summary.tokens += gen.tokens
         notify("clips", n=len(live))
@@ -221,9 +301,19 @@ def describe(
             if st.n_clips is not None and not st.failed:
                 finish_video(st)
 
+    if workers is None:
+        workers = default_workers()
+    workers = min(workers, len(todo))
+    if queue_size is None:
+        queue_size = 2 * batch_size + 2 * workers
     batch: list[tuple[_VideoState, Clip]] = []
     try:
-        for kind, rel, payload in _produce(todo, options):
+        for kind, rel, payload in produce_clips(todo, options, workers=workers, queue_size=queue_size):
+            if kind == "idle":  # nothing decoded is waiting: run a partial batch rather than hold a finished video
+                if batch and any(s.n_clips is not None for s, _ in batch):
+                    run_batch(batch)
+                    batch = []
+                continue
             st = states.get(rel)
             if st is None:
                 continue
@@ -253,11 +343,52 @@ def describe(
     return summary
 
 
-def _produce(videos: list[VideoInput], options, queue_size: int = 16):
-    """Decode in a background thread (PyAV releases the GIL) so decoding overlaps generation.
-    Yields ("clip", rel, (Clip, decode_s)), ("end", rel, (n_clips, decode_s)), ("error", rel, VideoError)."""
+def _save_thumbnails(save, out: Path, rel: str, clip: Clip) -> None:
+    try:
+        save(out, rel, clip.index, clip.frames)
+    except Exception:  # noqa: BLE001 - a thumbnail must never fail a describe run
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The producer: decode + scenes + sample, in a thread or in worker processes
+# ---------------------------------------------------------------------------------------------
+def decode_video(video: VideoInput, options, put: Callable[[tuple], bool]) -> bool:
+    """One decode pass over one video: put(("clip", rel, (Clip, decode_s))) per clip, then
+    ("end", rel, (n_clips, decode_s)) or ("error", rel, VideoError). False when put() said stop."""
     from engine.video import VideoReader
 
+    t = time.perf_counter()
+    n = 0
+    try:
+        with VideoReader(video.path, options) as reader:
+            for clip in reader.clips():
+                n += 1
+                if not put(("clip", video.rel, (clip, time.perf_counter() - t))):
+                    return False
+        end = ("end", video.rel, (n, time.perf_counter() - t))
+    except VideoError as err:
+        end = ("error", video.rel, err)
+    except Exception as exc:  # never let one odd file stop the batch
+        end = ("error", video.rel, VideoError("decode", f"{type(exc).__name__}: {exc}"))
+    return put(end)
+
+
+def produce_clips(videos: list[VideoInput], options, workers: int = 0, queue_size: int = 16
+                  ) -> Iterator[tuple]:
+    """Yields ("clip", rel, (Clip, decode_s)), ("end", rel, (n_clips, decode_s)) and
+    ("error", rel, VideoError) for every video (the clips of one video in order), and ("idle", None,
+    None) whenever nothing is ready (then it blocks until something is)."""
+    if not videos:
+        return
+    if workers <= 0:
+        yield from _produce_thread(videos, options, queue_size)
+    else:
+        yield from _produce_processes(videos, options, workers, queue_size)
+
+
+def _produce_thread(videos: list[VideoInput], options, queue_size: int):
+    """Decode in a background thread (PyAV releases the GIL) so decoding overlaps generation."""
     q: queue.Queue = queue.Queue(maxsize=queue_size)
     stop = threading.Event()
 
@@ -272,20 +403,7 @@ def _produce(videos: list[VideoInput], options, queue_size: int = 16):
 
     def work() -> None:
         for v in videos:
-            t = time.perf_counter()
-            n = 0
-            try:
-                with VideoReader(v.path, options) as reader:
-                    for clip in reader.clips():
-                        n += 1
-                        if not put(("clip", v.rel, (clip, time.perf_counter() - t))):
-                            return
-                end = ("end", v.rel, (n, time.perf_counter() - t))
-            except VideoError as err:
-                end = ("error", v.rel, err)
-            except Exception as exc:  # never let one odd file stop the batch
-                end = ("error", v.rel, VideoError("decode", f"{type(exc).__name__}: {exc}"))
-            if not put(end):
+            if not decode_video(v, options, put):
                 return
         put(None)
 
@@ -293,7 +411,11 @@ def _produce(videos: list[VideoInput], options, queue_size: int = 16):
     worker.start()
     try:
         while True:
-            item = q.get()
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                yield ("idle", None, None)
+                item = q.get()
             if item is None:
                 return
             yield item
@@ -302,16 +424,175 @@ def _produce(videos: list[VideoInput], options, queue_size: int = 16):
         worker.join(timeout=5)
 
 
-def _finished_records(path: Path, base: dict) -> dict[str, dict[int, dict]]:
-    """Clip records from an earlier run with the same model/grain/prompt/settings."""
+def _decode_worker(wid: int, tasks, results, stop, parent: int, options) -> None:
+    """A decode worker process: takes (index, VideoInput) tasks until a None, sends what
+    decode_video() produces. Exits on its own when the parent process is gone (a kill -9 of the run
+    must not leave orphans decoding), and leaves Ctrl-C to the parent."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def alive() -> bool:
+        return not stop.is_set() and os.getppid() == parent
+
+    def put(item) -> bool:
+        if item[0] == "error":  # a VideoError does not survive pickling (two-argument __init__)
+            err = item[2]
+            item = ("error", item[1], (err.stage, err.message))
+        while alive():
+            try:
+                results.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    while alive():
+        try:
+            task = tasks.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if task is None:
+            put(("done", None, wid))
+            return
+        video = task
+        if not put(("begin", video.rel, wid)) or not decode_video(video, options, put):
+            break
+    results.cancel_join_thread()  # stopping: do not wait for a reader that is gone
+
+
+def _produce_processes(videos: list[VideoInput], options, workers: int, queue_size: int):
+    """Decode in `workers` spawned processes. Tasks are handed out a few at a time (the task pipe
+    stays small), results come back through one bounded queue. Every video ends with exactly one
+    "end" or "error"; a worker that dies fails the video it was on and is replaced."""
+    import dataclasses
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")   # never fork a process that holds a model and its thread pools
+    tasks, results, stop = ctx.Queue(), ctx.Queue(maxsize=max(1, queue_size)), ctx.Event()
+    tasks.cancel_join_thread()
+    if not options.threads:   # split the cores between the workers' decoders
+        options = dataclasses.replace(options, threads=max(1, cores() // workers))
+    procs: dict[int, object] = {}
+    current: dict[int, str] = {}         # worker id -> the video it is decoding
+    finished: set[str] = set()
+    next_task = 0
+
+    def hand_out(n: int) -> None:
+        nonlocal next_task
+        for _ in range(n):
+            if next_task < len(videos):
+                tasks.put(videos[next_task])
+                next_task += 1
+                if next_task == len(videos):
+                    for _ in range(len(procs) + 1):
+                        tasks.put(None)
+
+    started = 0
+
+    def start_worker() -> None:
+        nonlocal started
+        wid, started = started, started + 1
+        p = ctx.Process(target=_decode_worker, name=f"tarsier-decode-{wid}", daemon=True,
+                        args=(wid, tasks, results, stop, os.getpid(), options))
+        p.start()
+        procs[wid] = p
+        if next_task == len(videos):   # the end-of-tasks markers are out already: one for this worker
+            tasks.put(None)
+
+    def lost() -> Iterator[tuple]:
+        """Every worker has seen the end of the tasks, yet some video never came back (a worker
+        died between taking it and starting it): fail those rather than wait forever."""
+        if not procs:
+            for v in videos:
+                if v.rel not in finished:
+                    finished.add(v.rel)
+                    yield ("error", v.rel, VideoError("decode", "the decode worker was lost"))
+
+    for _ in range(workers):
+        start_worker()
+    hand_out(2 * workers)
+    try:
+        while len(finished) < len(videos):
+            try:
+                kind, rel, payload = results.get_nowait()
+            except queue.Empty:
+                yield ("idle", None, None)
+                try:
+                    kind, rel, payload = results.get(timeout=1.0)
+                except queue.Empty:
+                    yield from _reap(procs, current, finished, start_worker,
+                                     more=len(finished) < len(videos))
+                    yield from lost()
+                    continue
+            if kind == "begin":
+                current[payload] = rel
+                continue
+            if kind == "done":
+                p = procs.pop(payload, None)
+                if p is not None:
+                    p.join(timeout=5)
+                yield from lost()
+                continue
+            if kind in ("end", "error"):
+                current = {w: r for w, r in current.items() if r != rel}
+                finished.add(rel)
+                hand_out(1)
+                if kind == "error":
+                    payload = VideoError(*payload)
+            yield (kind, rel, payload)
+    finally:
+        stop.set()
+        _shutdown(procs.values(), results)
+
+
+def _reap(procs: dict, current: dict, finished: set, start_worker, more: bool):
+    """Workers that died: fail the video each was on; start a fresh worker if work remains."""
+    for wid, p in list(procs.items()):
+        if p.is_alive():
+            continue
+        del procs[wid]
+        rel = current.pop(wid, None)
+        if rel is not None and rel not in finished:
+            finished.add(rel)
+            yield ("error", rel, VideoError("decode", f"the decode worker died (exit code {p.exitcode})"))
+        if more:
+            start_worker()
+
+
+def _shutdown(procs, results) -> None:
+    procs = list(procs)
+    deadline = time.monotonic() + 3
+    while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+        try:   # drain, so a worker blocked on a full queue can see the stop flag and leave
+            results.get(timeout=0.05)
+        except (queue.Empty, OSError, EOFError):
+            pass
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+        p.join(timeout=2)
+    results.cancel_join_thread()
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume
+# ---------------------------------------------------------------------------------------------
+def finished_records(paths, base: dict) -> dict[str, dict[int, dict]]:
+    """Clip records from earlier runs (JSONL files) with the same model/grain/prompt/settings."""
     done: dict[str, dict[int, dict]] = {}
-    for rec in read_records(path):
-        if "error" in rec or "clip" not in rec:
-            continue
-        if any(rec.get(k) != v for k, v in base.items()):
-            continue
-        done.setdefault(rec["video"], {})[rec["clip"]] = rec
+    for path in paths:
+        for rec in read_records(Path(path)):
+            if "error" in rec or "clip" not in rec:
+                continue
+            if any(rec.get(k) != v for k, v in base.items()):
+                continue
+            done.setdefault(rec["video"], {})[rec["clip"]] = rec
     return done
+
+
+def _finished_records(path: Path, base: dict) -> dict[str, dict[int, dict]]:
+    return finished_records([path], base)
 
 
 def _stem_collisions(rels) -> set[str]:

@@ -83,7 +83,8 @@ def _snapshot(repo_id: str, local_files_only: bool) -> Path:
 
 
 def _complete(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and bool(_weight_files(folder, check=False))
+    files = _weight_files(folder, check=False)
+    return (folder / "config.json").is_file() and bool(files) and all(f.is_file() for f in files)
 
 
 def not_found_message(repo_id: str, why: str) -> str:
@@ -128,8 +129,7 @@ def load_preset(name: str, preset: dict):
 
 
 def load_hub(repo_id: str):
-    model = load_folder(resolve_repo(repo_id), None)
-    return model
+    return load_folder(resolve_repo(repo_id), None)
 
 
 def catalog_row(name: str, preset: dict) -> dict:

@@ -10,7 +10,9 @@ Agg, imported inside the functions that draw).
     write_training_report(run_dir)    RUN_DIR/report.html (+ loss.png, lr.png via trainers.plots)
     write_eval_charts(eval_dir)       EVAL_DIR/categories.png
     evaluation_report_html(eval_dir)  EVAL_DIR/report.html (+ categories.png)
-    write_report(folder)              whichever of the three the folder holds (detect_kind)
+    write_reports(folder)             every kind the folder holds (detect_kinds); when a describe run
+                                      and an evaluation share a folder (`tarsier eval bench`), the
+                                      eval page is EVAL_DIR/eval.html and the two pages link each other
 
 Self-test hook (used by tests/test_report.py with headless Chromium): opening a page with
 `#selftest=QUERY&mode=MODE` (and `&category=..&status=..` on the eval page) makes the page's own JS
@@ -18,7 +20,8 @@ run its filter and write the result into attributes of <html>: data-selftest="do
 data-visible-videos / -clips / -errors (describe), data-visible-samples (eval), and
 data-js-errors (number of script or resource errors seen since the page started).
 `#selftest&suite=[{"selftest": "cat"}, {"mode": "errors"}, ...]` (URL-encoded JSON) runs several
-filters in one page load and writes their counts as JSON into data-selftest-results. Half a second
+filters in one page load and writes their counts as JSON into data-selftest-results (then shows
+everything again, unless `&keep=1` leaves the last filter on). Half a second
 after the load, data-images-loaded / data-images-pending count the images that came into view;
 data-load-ms is the time from navigation to the load event.
 """
@@ -33,9 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from engine.thumbnails import thumbnail_relpath
+from engine.thumbnails import THUMBS_DIR, thumbnail_relpath
 
 REPORT_NAME = "report.html"
+EVAL_PAGE = "eval.html"          # the eval page's name when a describe run shares the folder
 DESCRIPTIONS = "descriptions.jsonl"
 METRICS = "metrics.jsonl"
 EVAL_REPORT = "report.json"
@@ -250,7 +254,7 @@ window.addEventListener('load',function(){var p=window.__selftestParams(),d=docu
 function snap(){var o={};[].forEach.call(d.attributes,function(a){if(a.name.indexOf('data-visible-')===0)
 o[a.name.slice(13)]=+a.value});return o}
 try{if(p.suite){var out=JSON.parse(p.suite).map(function(s){window.__selftest(s);return snap()});
-d.setAttribute('data-selftest-results',JSON.stringify(out));window.__selftest({})}
+d.setAttribute('data-selftest-results',JSON.stringify(out));if(!p.keep)window.__selftest({})}
 else if(window.__selftest){window.__selftest(p)}}catch(e){console.error('selftest: '+e)}
 d.setAttribute('data-load-ms',String(Math.round(performance.now())));
 setTimeout(function(){var ok=0,wait=0;[].forEach.call(document.images,function(i){if(!i.getAttribute('src'))return;
@@ -269,9 +273,10 @@ def page(title: str, body: str, script: str = "") -> str:
     )
 
 
-def _header(title: str, subtitle: str) -> str:
+def _header(title: str, subtitle: str, link_html: str = "") -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    return f"<header><h1>{esc(title)}</h1><div class=sub>{esc(subtitle)} · written {stamp}</div></header>"
+    link = f" · {link_html}" if link_html else ""
+    return f"<header><h1>{esc(title)}</h1><div class=sub>{esc(subtitle)} · written {stamp}{link}</div></header>"
 
 
 def _cards(items: list[tuple[str, str, bool]]) -> str:
@@ -420,11 +425,8 @@ def _clip_thumbs(out_dir: Path, video: str, rec: dict, budget: list[int]) -> str
     for i in range(n):
         t = _num(times[i]) if i < len(times) else None
         label = f"{t:.2f} s" if t is not None else f"frame {i}"
-        try:
-            rel = thumbnail_relpath(video, rec["clip"], i)
-        except ValueError:
-            rel = None
-        if rel and (out_dir / rel).is_file():
+        rel = thumbnail_relpath(video, rec["clip"], i)
+        if (out_dir / rel).is_file():
             attr = "src" if budget[0] > 0 else "data-src"
             budget[0] -= 1
             parts.append(f"<img {attr}=\"{esc(href(rel))}\" alt=\"\" title=\"{label}\">")
@@ -556,7 +558,9 @@ def write_describe_report(out_dir: Path, output: Path | None = None) -> Path:
         ("generated tokens", str(s["tokens"]), False),
         ("model · grain", f"{', '.join(s['models']) or '–'} · {', '.join(s['grains']) or '–'}", False),
     ])
-    body = [_header(f"tarsier describe — {out_dir.resolve().name}", f"{DESCRIPTIONS} in {out_dir}"), cards]
+    body = [_header(f"tarsier describe — {out_dir.resolve().name}", f"{DESCRIPTIONS} in {out_dir}",
+                    f"<a href=\"{EVAL_PAGE}\">AutoDQ scores of these descriptions</a>"
+                    if _is_eval_dir(out_dir) and (out_dir / EVAL_PAGE).is_file() else ""), cards]
     body.append(
         "<div class=toolbar><input id=q type=search placeholder=\"Search paths and descriptions (press /)\" "
         "aria-label=search autocomplete=off><select id=mode aria-label=\"show\"><option value=all>clips and errors"
@@ -794,7 +798,20 @@ def _events_html(judgements, events, title: str) -> str:
             + (f"<ul class=ev>{''.join(items)}</ul>" if items else "<p class=dim>no events</p>") + "</div>")
 
 
-def _sample_html(i: int, s: dict) -> str:
+def _sample_frames(eval_dir: Path, video) -> str:
+    """The frames of the video's first clip, when a describe run with thumbnails shares the folder."""
+    if not isinstance(video, str) or not video or not (eval_dir / THUMBS_DIR).is_dir():
+        return ""
+    imgs = []
+    for i in range(64):
+        rel = thumbnail_relpath(video, 0, i)
+        if not (eval_dir / rel).is_file():
+            break
+        imgs.append(f"<img data-src=\"{esc(href(rel))}\" alt=\"\">")
+    return "<div class=sheet>" + "".join(imgs) + "</div>" if imgs else ""
+
+
+def _sample_html(i: int, s: dict, eval_dir: Path) -> str:
     status = str(s.get("status") or "ok")
     head = (f"<b>{esc(s.get('idx'))}</b> <span class=tag>{esc(s.get('category'))}</span> "
             f"<span class=st-{esc(status)}>{esc(status)}</span> · R {fmt_pct(s.get('recall'))} · "
@@ -807,7 +824,7 @@ def _sample_html(i: int, s: dict) -> str:
              f"</h3><p class=desc>{esc(s.get('reference'))}</p></div><div><h3>Prediction</h3><p class=desc>"
              f"{esc(s.get('prediction')) if s.get('prediction') is not None else '<i>none</i>'}</p></div></div></details>")
     return (f"<article class=sample id=s{i} data-category=\"{esc(s.get('category'))}\" data-status=\"{esc(status)}\">"
-            f"<div class=ch>{head}</div>{note}<div class=cols>"
+            f"<div class=ch>{head}</div>{note}{_sample_frames(eval_dir, s.get('video'))}<div class=cols>"
             + _events_html(s.get("recall_judgements"), s.get("ref_events"), ref_title)
             + _events_html(s.get("precision_judgements"), s.get("pred_events"),
                            "Predicted events → judged against the reference (precision)")
@@ -839,7 +856,7 @@ c:a.getAttribute('data-category'),s:a.getAttribute('data-status')}});
 function match(t,terms){for(var i=0;i<terms.length;i++){if(t.indexOf(terms[i])<0)return false}return true}
 function apply(){var terms=q.value.toLowerCase().split(/\s+/).filter(Boolean),c=cat.value,s=st.value,n=0;
 items.forEach(function(it){var v=(!c||it.c===c)&&(!s||it.s===s)&&match(it.t,terms);it.el.hidden=!v;if(v)n++});
-count.textContent=n+' of '+items.length+' samples shown';root.setAttribute('data-visible-samples',n)}
+count.textContent=n+' of '+items.length+' samples shown';root.setAttribute('data-visible-samples',n);if(window.__reveal)window.__reveal()}
 var timer;q.addEventListener('input',function(){clearTimeout(timer);timer=setTimeout(apply,60)});
 cat.addEventListener('change',apply);st.addEventListener('change',apply);
 document.addEventListener('keydown',function(e){if(e.key==='/'&&document.activeElement!==q){e.preventDefault();q.focus()}});
@@ -847,6 +864,12 @@ window.__selftest=function(p){q.value=p.selftest||'';cat.value=p.category||'';st
 apply();
 })();
 """
+
+
+def eval_page_name(eval_dir: Path) -> str:
+    """report.html; eval.html when a describe run shares the folder (`tarsier eval bench`), whose
+    page is report.html."""
+    return EVAL_PAGE if (Path(eval_dir) / DESCRIPTIONS).is_file() else REPORT_NAME
 
 
 def evaluation_report_html(eval_dir: Path, output: Path | None = None, charts: bool = True) -> Path:
@@ -878,7 +901,9 @@ def evaluation_report_html(eval_dir: Path, output: Path | None = None, charts: b
         ("missing (no description)", str(overall.get("missing", "–")), bool(overall.get("missing"))),
     ])
     body = [_header(f"AutoDQ evaluation — {eval_dir.resolve().name}", f"{EVAL_REPORT} in {eval_dir}"
-                    + (f" · created {report['created']}" if report.get("created") else "")), cards]
+                    + (f" · created {report['created']}" if report.get("created") else ""),
+                    f"<a href=\"{REPORT_NAME}\">the descriptions scored here</a>"
+                    if (eval_dir / DESCRIPTIONS).is_file() else ""), cards]
     warn = (judge.get("note") or "approximate judge") if judge.get("approximate") else None
     body.append(f"<p class=banner><b>Judge: {esc(name)}.</b> "
                 + (f"<b>Approximate.</b> {esc(warn.rstrip('.'))}. " if warn else "")
@@ -914,9 +939,9 @@ def evaluation_report_html(eval_dir: Path, output: Path | None = None, charts: b
         + "".join(f"<option value=\"{esc(x)}\">{esc(x)}</option>" for x in statuses)
         + "</select><span id=count></span></div>")
     body.append(f"<section class=box id=samples><h2>Samples ({len(samples)})</h2>"
-                + ("".join(_sample_html(i, s) for i, s in enumerate(samples)) or "<p class=dim>samples.jsonl not found</p>")
+                + ("".join(_sample_html(i, s, eval_dir) for i, s in enumerate(samples)) or "<p class=dim>samples.jsonl not found</p>")
                 + "</section></main>")
-    path = Path(output) if output else eval_dir / REPORT_NAME
+    path = Path(output) if output else eval_dir / eval_page_name(eval_dir)
     _atomic_write_text(path, page(f"AutoDQ — {name} — {eval_dir.resolve().name}", "\n".join(body), EVAL_JS))
     return path
 
@@ -926,20 +951,34 @@ def evaluation_report_html(eval_dir: Path, output: Path | None = None, charts: b
 KINDS = ("describe", "train", "eval")
 
 
-def detect_kind(folder: Path) -> str | None:
-    """describe (descriptions.jsonl), train (metrics.jsonl or run.json), eval (AutoDQ report.json)."""
+def _is_eval_dir(folder: Path) -> bool:
+    path = Path(folder) / EVAL_REPORT
+    rep = _read_json(path) if path.is_file() else None
+    return isinstance(rep, dict) and ("categories" in rep or "overall" in rep or rep.get("metric") == "AutoDQ")
+
+
+def detect_kinds(folder: Path) -> list[str]:
+    """Every kind of result the folder holds: describe (descriptions.jsonl), train (metrics.jsonl or
+    run.json), eval (an AutoDQ report.json). `tarsier eval bench` puts describe + eval in one folder."""
     folder = Path(folder)
+    kinds = []
     if (folder / DESCRIPTIONS).is_file():
-        return "describe"
+        kinds.append("describe")
     if (folder / METRICS).is_file() or (folder / "run.json").is_file():
-        return "train"
-    rep = _read_json(folder / EVAL_REPORT) if (folder / EVAL_REPORT).is_file() else None
-    if isinstance(rep, dict) and ("categories" in rep or "overall" in rep or rep.get("metric") == "AutoDQ"):
-        return "eval"
-    return None
+        kinds.append("train")
+    if _is_eval_dir(folder):
+        kinds.append("eval")
+    return kinds
+
+
+def detect_kind(folder: Path) -> str | None:
+    """The main kind of the folder (the first of detect_kinds), or None."""
+    kinds = detect_kinds(folder)
+    return kinds[0] if kinds else None
 
 
 def write_report(folder: Path, kind: str | None = None, output: Path | None = None) -> Path:
+    """The page of one kind of result (default: the folder's main kind)."""
     folder = Path(folder)
     kind = kind or detect_kind(folder)
     if kind == "describe":
@@ -949,3 +988,11 @@ def write_report(folder: Path, kind: str | None = None, output: Path | None = No
     if kind == "eval":
         return evaluation_report_html(folder, output)
     raise ValueError(f"{folder} holds no {DESCRIPTIONS}, {METRICS} or AutoDQ {EVAL_REPORT}")
+
+
+def write_reports(folder: Path) -> list[Path]:
+    """The pages of every kind of result the folder holds (report.html, plus eval.html beside a
+    describe run), cross-linked."""
+    kinds = detect_kinds(folder)
+    written = {k: write_report(folder, k) for k in sorted(kinds, key=lambda k: k != "eval")}  # eval first: linked
+    return [written[k] for k in kinds]

@@ -7,6 +7,7 @@ frames: a thinned, already-resized subset of the decoded frames kept while the c
 """
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -91,6 +92,53 @@ class CandidateBuffer:
     def nearest_after(self) -> Candidate | None:
         return self.items[0] if self.items else None
 
+    def thin_before(self, before: float, origin: float, gap: float) -> int:
+        """Keep, among the candidates older than `before`, only the first one in each cell of a
+        grid of `gap` seconds anchored at `origin`. With gaps that are power-of-two multiples of
+        the base interval the grids nest, so repeated thinning keeps the spacing regular.
+        Returns how many were dropped."""
+        if gap <= 0:
+            return 0
+        kept: deque = deque()
+        last_cell = None
+        for c in self.items:
+            if c.time >= before:
+                kept.append(c)
+                continue
+            cell = math.floor((c.time - origin) / gap + 1e-9)
+            if cell != last_cell:
+                kept.append(c)
+                last_cell = cell
+        dropped = len(self.items) - len(kept)
+        self.items = kept
+        return dropped
+
 
 def pick_frames(cands: list[Candidate], n: int) -> list[Candidate]:
-    return [cands[i] for i in sample_indices(len(cands), n)]
+    """N candidates uniform in time including the first and the last (N=1: the middle one).
+
+    Targets are evenly spaced between the first and the last candidate's time and each takes the
+    nearest candidate, so a clip whose older part was thinned (sparser candidates) is still sampled
+    uniformly in time. For evenly spaced candidates this is Tarsier's index rule
+    round(i*(T-1)/(N-1)). Fewer candidates than N repeat frames (N stays exact).
+    """
+    if not cands or n <= 0:
+        return []
+    t = len(cands)
+    if t <= n:
+        return [cands[i] for i in sample_indices(t, n)]
+    times = [c.time for c in cands]
+    t0, t1 = times[0], times[-1]
+    if n == 1:
+        targets = [(t0 + t1) / 2]
+    else:
+        targets = [t0 + i * (t1 - t0) / (n - 1) for i in range(n)]
+    out = []
+    for x in targets:
+        j = bisect.bisect_left(times, x)
+        if j >= t:
+            j = t - 1
+        elif j > 0 and x - times[j - 1] <= times[j] - x:
+            j -= 1
+        out.append(cands[j])
+    return out

@@ -21,13 +21,12 @@ JPEG_QUALITY = 80
 
 
 def _safe_rel(video_rel: str) -> PurePosixPath:
-    """The video's path relative to the input root, as a folder under thumbs/ that cannot escape it."""
+    """The video's path relative to the input root, as a folder under thumbs/ that cannot escape it:
+    '..' parts become '__', a leading '/' is dropped, ':' becomes '_' (never an error: a thumbnail
+    must not fail a describe run)."""
     parts = [p for p in str(video_rel).replace("\\", "/").split("/") if p not in ("", ".")]
-    if not parts or any(p == ".." for p in parts):
-        raise ValueError(f"not a relative video path: {video_rel!r}")
-    if ":" in parts[0]:  # a Windows drive letter
-        parts[0] = parts[0].replace(":", "_")
-    return PurePosixPath(*parts)
+    parts = ["__" if p == ".." else p.replace(":", "_") for p in parts]
+    return PurePosixPath(*(parts or ["_"]))
 
 
 def thumbnail_relpath(video_rel: str, clip_index: int, frame_index: int) -> str:

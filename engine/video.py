@@ -9,9 +9,13 @@ Design (see also engine/scenes.py and engine/sampling.py):
 
 - Decoding: PyAV, `thread_type = "AUTO"`, `codec_context.thread_count` set explicitly (0 = all
   cores). Every frame is decoded exactly once; nothing seeks, nothing re-opens the file.
-  Per frame, at most two cheap conversions happen, both in swscale: a small BGR image
-  (`detect_width` wide) for the scene detector, and — only for frames kept as candidates, a few per
-  second — a `frame_size` square RGB image (stretched, no crop). Full-resolution RGB is never made.
+  Per frame, at most two cheap conversions happen, both in swscale with persistent contexts
+  (`frame.reformat()` would rebuild one per call, 4x slower at 1080p) and one swscale thread (the
+  decoder already has the cores): a small BGR image (`detect_width` wide, FAST_BILINEAR, like
+  PySceneDetect's own linear downscale) for the scene detector, and — only for frames kept as
+  candidates, a few per second — a `frame_size` square RGB image (stretched, no crop, AREA
+  filter). Full-resolution RGB is never made. Cut times agree exactly with
+  `scenedetect.detect(..., backend="pyav")` on the sample videos (tests/test_video.py).
 - Time origin: times are seconds from the container's start time (what a player shows as 0:00),
   falling back to the stream's start time, then to the first frame. Negative times (pre-roll) are
   clamped to 0. Clips tile [0, duration) with no gaps or overlaps; the first clip starts at 0 even
@@ -28,10 +32,17 @@ Design (see also engine/scenes.py and engine/sampling.py):
 - Candidate buffer: candidates are kept every `min_clip / (frames * 1.25)` seconds (by timestamp,
   at most every frame), so every clip of min_clip seconds has >= `frames` candidates. The buffer
   only holds candidates of clips not yet emitted, and the planner emits clips after at most
-  ~2*max_clip + detector delay + min_clip seconds, so memory is bounded by max_clip. The cap
-  (`reader.stats["buffer_cap"]`) is computed from that bound; with max_clip=None it is
-  max(256, 8*frames) and, when exceeded, every other candidate is dropped and the keep interval
-  doubles. `reader.stats["max_buffer"]` reports the most candidates ever held.
+  ~2*max_clip + detector delay + min_clip seconds, so memory is bounded by max_clip. On top of
+  that, while a scene stays open its old candidates (older than the detector's reporting delay)
+  are thinned on a nested power-of-two grid: every clip that can still contain them is at least
+  min(open length, max_clip/2) long, so 1.25*frames per that length suffice. In practice a few
+  dozen to ~110 candidates are held (about 17 MB at 224 px) whatever the video length.
+  A hard cap (`reader.stats["buffer_cap"]`, from the max_clip bound, or max(256, 8*frames) with
+  max_clip=None, or `max_candidates`) is enforced by dropping every other candidate and doubling
+  the keep interval. `reader.stats["max_buffer"]` reports the most candidates ever held.
+- Sampling: N frames uniform in time over the clip's candidates, including the first and the last
+  (engine.sampling.pick_frames; Tarsier's index rule when candidates are evenly spaced).
+- Options are checked up front: a bad ClipOptions raises ValueError (a usage error), not VideoError.
 """
 from __future__ import annotations
 
@@ -86,6 +97,13 @@ class ClipOptions:
             raise ValueError("min_clip must not exceed max_clip")
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _one_line(e: BaseException) -> str:
     msg = getattr(e, "strerror", None) or str(e) or type(e).__name__
     return " ".join(str(msg).split())
@@ -113,10 +131,7 @@ class VideoReader:
 
         self.path = Path(path)
         self.options = options or ClipOptions()
-        try:
-            self.options.validate()
-        except ValueError as e:
-            raise VideoError("open", f"bad options: {e}") from None
+        self.options.validate()   # ValueError: a usage error, not a bad video
         self.warnings: list[str] = []
         self.stats: dict = {"detect_size": None, "max_buffer": 0, "buffer_cap": 0, "candidates": 0,
                             "decimations": 0, "cuts": [], "cuts_dropped": 0}
@@ -145,7 +160,7 @@ class VideoReader:
             s = c.streams.video[0]
             self._stream = s
             s.thread_type = "AUTO"
-            s.codec_context.thread_count = int(self.options.threads or os.cpu_count() or 1)
+            s.codec_context.thread_count = int(self.options.threads or _cores())
             self._tb = s.time_base or Fraction(1, 1000000)
             rate = s.average_rate or s.guessed_rate or s.base_rate
             fps = float(rate) if rate else 0.0
@@ -268,6 +283,7 @@ class VideoReader:
             cap = max(256, 8 * o.frames)
         buf = CandidateBuffer(base_interval=base_iv, cap=cap)
         self.stats["buffer_cap"] = buf.cap
+        thin_at = 8 * o.frames
         S = o.frame_size
         k = self._k
         # Persistent swscale contexts: frame.reformat() builds a new one per call (4x slower at 1080p).
@@ -347,6 +363,21 @@ class VideoReader:
                 spans = planner.ready(now_end, safe)
                 if spans:
                     yield from emit(spans)
+                    thin_at = min(thin_at, len(buf.items) + 8 * o.frames)
+                # Thin old candidates of a long open region: every clip that will hold a candidate
+                # older than `safe` is at least lmin = min(open length, max_clip/2) long, so one
+                # candidate per lmin / (1.25 * frames) seconds is enough there (memory small, not
+                # just bounded). The gap is a power-of-two multiple of the base interval so that
+                # successive thinnings nest and the spacing stays regular.
+                if len(buf.items) >= thin_at and not planner.cuts:
+                    span = safe - planner.seg_start
+                    lmin = span if o.max_clip is None else min(span, o.max_clip / 2)
+                    unit = base_iv or frame_iv
+                    ratio = lmin / (1.25 * o.frames * unit)
+                    if ratio >= 2:
+                        gap = unit * 2 ** math.floor(math.log2(ratio))
+                        buf.thin_before(safe, planner.seg_start, gap)
+                    thin_at = len(buf.items) + 4 * o.frames
                 frame = next(frames_iter, None)
 
             if detector is not None and last_tc is not None and hasattr(detector, "post_process"):

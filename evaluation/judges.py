@@ -95,7 +95,9 @@ class ChatJudge:
         self._stats_lock = threading.Lock()
 
     # --- to implement -------------------------------------------------------------------------
-    def _chat_batch(self, conversations: list[list[dict]]) -> list[str | Exception]:
+    def _chat_batch(self, conversations: list[list[dict]], kind: str = "") -> list[str | Exception]:
+        """One answer (or the exception that ended its retries) per conversation; `kind` is
+        "extract" or "entail" (a local model may use it to start its answer, see HFJudge)."""
         raise NotImplementedError
 
     def generation_signature(self) -> str:
@@ -120,7 +122,7 @@ class ChatJudge:
             else:
                 todo.append(i)
         if todo:
-            answers = self._chat_batch([conversations[i] for i in todo])
+            answers = self._chat_batch([conversations[i] for i in todo], kind)
             for i, answer in zip(todo, answers):
                 out[i] = answer
                 if isinstance(answer, str):
@@ -346,7 +348,7 @@ class OpenAIJudge(ChatJudge):
         except JudgeCallError as e:
             return e
 
-    def _chat_batch(self, conversations: list[list[dict]]) -> list[str | Exception]:
+    def _chat_batch(self, conversations: list[list[dict]], kind: str = "") -> list[str | Exception]:
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(conversations)))) as pool:
             futures = [pool.submit(self._safe_call, conv) for conv in conversations]
             results = []
@@ -392,8 +394,12 @@ class HFJudge(ChatJudge):
         self._tokenizer = None
         self._load_lock = threading.Lock()
 
+    # Small local models follow the JSON format far better when their answer is started for them
+    # (SmolLM2-135M: no usable JSON without it, valid JSON with it). The prefix is part of the answer.
+    ANSWER_PREFIX = {"extract": '{"events": [', "entail": '{"results": [{"id": 1, "label": "'}
+
     def generation_signature(self) -> str:
-        return f"greedy;max_new_tokens={self.max_new_tokens}"
+        return f"greedy;max_new_tokens={self.max_new_tokens};prefill=1"
 
     def _source(self) -> tuple[str, str | None, bool]:
         """(folder or id, gguf file name or None, local?)"""
@@ -440,12 +446,13 @@ class HFJudge(ChatJudge):
         text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in conversation)
         return text + "Assistant:"
 
-    def _chat_batch(self, conversations: list[list[dict]]) -> list[str | Exception]:
+    def _chat_batch(self, conversations: list[list[dict]], kind: str = "") -> list[str | Exception]:
         import torch
 
         self._load()
         tok, model = self._tokenizer, self._model
-        texts = [self._render(c) for c in conversations]
+        prefix = self.ANSWER_PREFIX.get(kind, "")
+        texts = [self._render(c) + prefix for c in conversations]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out: list[str | Exception] = [RuntimeError("not run")] * len(texts)
         for start in range(0, len(order), self.batch_size):
@@ -458,7 +465,7 @@ class HFJudge(ChatJudge):
                                                pad_token_id=tok.pad_token_id)
                 new = generated[:, enc["input_ids"].shape[1]:]
                 for i, row in zip(chunk, new):
-                    out[i] = tok.decode(row, skip_special_tokens=True)
+                    out[i] = prefix + tok.decode(row, skip_special_tokens=True)
             except Exception as e:  # noqa: BLE001 - a failed batch fails its items, not the run
                 for i in chunk:
                     out[i] = RuntimeError(f"generation failed: {e}")

@@ -29,10 +29,10 @@ Examples:
 def describe_command(
     paths: Annotated[list[str], typer.Argument(help="Videos, folders, globs, or '-' for a list on stdin.",
                                                 show_default=False)],
-    model: Annotated[str, typer.Option("--model", "-m", help="Preset name (see `tarsier models`) or checkpoint folder.")] = DEFAULT_MODEL,
+    model: Annotated[str, typer.Option("--model", "-m", help="Preset name (see `tarsier models`), Hugging Face id (owner/name) or checkpoint folder.")] = DEFAULT_MODEL,
     grain: Annotated[str, typer.Option(help="brief: one short sentence; fine: every event in detail.")] = "fine",
     prompt: Annotated[str | None, typer.Option(help="Instruction text; overrides --grain's template.")] = None,
-    frames: Annotated[int | None, typer.Option(help="Frames per clip (default: the model's, 8 for Tarsier).", min=1)] = None,
+    frames: Annotated[int | None, typer.Option(help="Frames per clip (default: the model's: 16 for Tarsier2, 8 for Tarsier).", min=1)] = None,
     scenes: Annotated[str, typer.Option(help="Scene detector: adaptive, content, threshold or none.")] = "adaptive",
     threshold: Annotated[float | None, typer.Option(help="Detector threshold (default: PySceneDetect's for that detector).")] = None,
     min_scene_len: Annotated[float, typer.Option(help="Shortest scene the detector reports, seconds.")] = 0.6,
@@ -49,6 +49,10 @@ def describe_command(
     recursive: Annotated[bool, typer.Option("--recursive/--no-recursive", help="Walk folders recursively.")] = True,
     threads: Annotated[int, typer.Option(help="Decoder threads per video; 0 = all cores.", min=0)] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no per-file messages.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Decode worker processes; 0 = a thread in the model's process. [default: cores - 1, at most 16]", min=0)] = None,
+    report: Annotated[bool, typer.Option("--report", help="Save clip thumbnails and write OUT/report.html after the run.")] = False,
+    engine_name: Annotated[str, typer.Option("--engine", help="local: this machine; ray: a Ray cluster (needs the 'ray' extra).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local Ray.")] = None,
 ) -> None:
     formats = split_list(fmt) or ["jsonl"]
     if "all" in formats:
@@ -67,24 +71,46 @@ def describe_command(
     if paths == ["-"] and sys.stdin.isatty():
         raise usage_error("'-' reads video paths from stdin, but stdin is a terminal")
     extensions = tuple(e.lower().lstrip(".") for e in split_list(ext)) or None
+    if report and output_dir is None:
+        raise usage_error("--report needs --output-dir")
+    if engine_name not in ("local", "ray"):
+        raise usage_error(f"unknown --engine {engine_name!r} (choose local or ray)")
+    if ray_address and engine_name != "ray":
+        raise usage_error("--ray-address needs --engine ray")
+    if engine_name == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise usage_error("--engine ray needs Ray: pip install 'tarsier-cli[ray]'")
 
     from engine.checkpoint import ModelNotFound
-    from engine.describe import describe
 
+    if engine_name == "ray":
+        from engine.ray_engine import describe_ray as run
+        extra = {"address": ray_address}
+    else:
+        from engine.describe import describe as run
+        extra = {}
     with video_progress(show_progress(quiet), quiet) as callback:
         try:
-            summary = describe(
+            summary = run(
                 paths, model=model, grain=grain, prompt=prompt, frames=frames, scenes=scenes,
                 threshold=threshold, min_scene_len=min_scene_len, min_clip=min_clip,
                 max_clip=max_clip or None, batch_size=batch_size, max_new_tokens=max_new_tokens,
                 device=device, output_dir=output_dir, formats=tuple(formats),
                 stdout=sys.stdout if stdout else None, overwrite=overwrite, extensions=extensions,
                 recursive=recursive, stdin=sys.stdin, threads=threads, progress=callback,
+                workers=workers, thumbnails=report, **extra,
             )
         except ModelNotFound as exc:
             raise usage_error(str(exc)) from None
         except ValueError as exc:
             raise usage_error(str(exc)) from None
+    if report:
+        from engine.report import write_describe_report
+
+        page = write_describe_report(output_dir)
+        err_console.print(f"report: {page}", markup=False, soft_wrap=True)
     if not quiet:
         where = f" -> {summary.jsonl}" if summary.jsonl else ""
         err_console.print(

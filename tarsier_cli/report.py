@@ -15,7 +15,10 @@ thumbnails, descriptions, errors, search); metrics.jsonl or run.json -> training
 learning-rate curves, final numbers, arguments, checkpoints); report.json -> AutoDQ evaluation
 (per-category chart, bucket tables, every sample's events and judgements).
 
-The page uses relative links only: copy the whole folder to share it. Prints the page's path.
+A folder holding both descriptions and their AutoDQ scores (`tarsier eval bench`) gets both
+pages: report.html (descriptions) and eval.html (scores), linked to each other.
+
+The pages use relative links only: copy the whole folder to share it. Prints each page's path.
 
 Examples:
 
@@ -34,26 +37,29 @@ def report_command(
                                                      "(relative links then only work beside DIR).")] = None,
     open_page: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
 ) -> None:
-    from engine.report import KINDS, detect_kind, write_report
+    from engine.report import KINDS, detect_kinds, write_report, write_reports
 
     if not folder.is_dir():
         raise usage_error(f"{folder} is not a folder")
     if kind != "auto" and kind not in KINDS:
         raise usage_error(f"unknown --kind {kind!r} (choose auto, {', '.join(KINDS)})")
-    chosen = detect_kind(folder) if kind == "auto" else kind
-    if chosen is None:
+    kinds = detect_kinds(folder) if kind == "auto" else [kind]
+    if not kinds:
         raise usage_error(f"{folder} holds no descriptions.jsonl, metrics.jsonl/run.json or AutoDQ report.json; "
                           "nothing to report")
+    if output is not None and len(kinds) > 1:
+        raise usage_error(f"{folder} holds {' and '.join(kinds)} results: pick one with --kind to use --output")
     try:
-        path = write_report(folder, chosen, output)
+        paths = write_reports(folder) if kind == "auto" and output is None else [write_report(folder, kinds[0], output)]
     except (FileNotFoundError, ValueError) as exc:
         raise usage_error(str(exc)) from None
-    err_console.print(f"{chosen} report written", markup=False)
-    typer.echo(str(path))
+    for k, path in zip(kinds, paths):
+        err_console.print(f"{k} report written", markup=False)
+        typer.echo(str(path))
     if open_page:
         import webbrowser
 
-        webbrowser.open(path.resolve().as_uri())
+        webbrowser.open(paths[0].resolve().as_uri())
 
 
 def register(app: typer.Typer) -> None:

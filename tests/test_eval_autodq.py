@@ -168,7 +168,7 @@ class Stubborn(ChatJudge):
         self.answers = answers
         self.seen = []
 
-    def _chat_batch(self, conversations):
+    def _chat_batch(self, conversations, kind=""):
         self.seen.extend(conversations)
         return [self.answers(len(c)) for c in conversations]
 

@@ -122,3 +122,14 @@ def test_eval_compare_refuses_other_judges(tmp_path):
     assert r.exit_code == 2 and "different judges" in r.output
     r = runner.invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "a" / "report.json")])
     assert r.exit_code == 0, r.output
+
+
+def test_eval_modules_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, tarsier_cli.eval, evaluation, evaluation.judges, evaluation.run, evaluation.embed; "
+            "bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]; "
+            "print(*bad, file=sys.stderr); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -263,3 +263,18 @@ def test_describe_a_shared_sample_video(which, llava_model, qwen_model, tmp_path
     summary = describe([str(samples[0])], model=m, output_dir=tmp_path / "out", scenes="none", max_clip=None,
                        batch_size=4, threads=1)
     assert summary.exit_code == 0 and summary.clips_done >= 1, summary.errors
+
+
+def test_llava_model_saved_by_the_project_reloads_natively(llava_model, tmp_path):
+    """checkpoint.save writes the hf_clip VisionConfig into config.json: the copy loads as a VideoLLM
+    checkpoint (no published mapping) and generates the same text."""
+    import engine
+    from engine.checkpoint import save
+
+    folder = save(llava_model, tmp_path / "copy")
+    assert json.loads((folder / "config.json").read_text())["vision"]["source"] == "hf_clip"
+    copy = engine.load(folder, device="cpu")
+    assert getattr(copy, "published_layout", None) is None
+    frames = _frames(llava_model, 1, seed=3)
+    assert copy.generate(frames, INSTRUCTIONS[:1], max_new_tokens=6) == \
+        llava_model.generate(frames, INSTRUCTIONS[:1], max_new_tokens=6)

@@ -24,6 +24,7 @@ import pytest
 from engine.report import (
     describe_summary,
     detect_kind,
+    detect_kinds,
     evaluation_report_html,
     load_describe_run,
     write_describe_report,
@@ -234,9 +235,11 @@ def test_save_clip_thumbnails(tmp_path):
     chw = save_clip_thumbnails(tmp_path, "f.mp4", 0, _frames(2, 256).transpose(0, 3, 1, 2).astype(np.float32) / 255)
     assert Image.open(tmp_path / chw[1]).size == (128, 128)
     assert not list(tmp_path.rglob("*.tmp"))
-    for bad in ("../escape.mp4", "", "a/../../x.mp4"):
-        with pytest.raises(ValueError):
-            save_clip_thumbnails(tmp_path, bad, 0, _frames(1))
+    for odd, folder in (("../escape.mp4", "__/escape.mp4"), ("/abs/x.mp4", "abs/x.mp4"), ("a/../../x.mp4", "a/__/__/x.mp4"),
+                        ("C:\\v\\y.mp4", "C_/v/y.mp4")):
+        (rel,) = save_clip_thumbnails(tmp_path / "out", odd, 0, _frames(1))
+        assert rel == f"thumbs/{folder}/clip0000_f0.jpg"  # never outside OUT_DIR/thumbs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "thumbs"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -263,6 +266,10 @@ def test_describe_rerun_with_fewer_clips(tmp_path):
     ])
     (entry,) = load_describe_run(tmp_path)
     assert [[c["description"] for c in v.clips] for v in entry.variants] == [["new0", "new1"], ["brief"]]
+    page = write_describe_report(tmp_path).read_text(encoding="utf-8")
+    ids = re.findall(r"<article class=clip id=(\S+?)>", page)
+    assert len(ids) == 3 and len(set(ids)) == 3
+    assert all(f'href="#{i}"' in page for i in ids), "every timeline segment links its clip"
 
 
 def test_describe_report_page(tmp_path):
@@ -417,9 +424,11 @@ def _attrs(dom: str) -> dict:
     return {k: html.unescape(v) for k, v in re.findall(r'([\w-]+)="([^"]*)"', m.group(1))}
 
 
-def _run_suite(exe: str, tmp: Path, page: Path, suite: list[dict]) -> list[dict]:
-    """Open the page once; its self-test hook runs every filter of the suite and reports the counts."""
-    attrs = _attrs(_browse(exe, tmp, page, "#selftest&suite=" + quote(json.dumps(suite))))
+def _run_suite(exe: str, tmp: Path, page: Path, suite: list[dict], keep: bool = False) -> tuple[list[dict], int]:
+    """Open the page once; its self-test hook runs every filter of the suite and reports the counts
+    (and how many images were loaded half a second later, with the last filter on when `keep`)."""
+    attrs = _attrs(_browse(exe, tmp, page, "#selftest&suite=" + quote(json.dumps(suite)) + ("&keep=1" if keep else "")))
+    assert int(attrs["data-load-ms"]) < 5000, "the page loads without waiting for every thumbnail"
     assert attrs.get("data-selftest") == "done", attrs
     assert attrs["data-js-errors"] == "0", attrs.get("data-js-error-text")
     assert attrs["data-images-pending"] == "0"
@@ -457,13 +466,10 @@ def test_describe_page_in_browser(chromium, tmp_path):
 
 def test_500_clip_page_in_browser(chromium, big_run, tmp_path):
     page = write_describe_report(big_run)
-    got, _ = _run_suite(chromium, tmp_path, page, [{}, {"selftest": "video_049"}, {"mode": "errors"}])
-    assert [(r["videos"], r["clips"], r["errors"]) for r in got] == [(51, 500, 1), (1, 10, 0), (1, 0, 1)]
+    got, images = _run_suite(chromium, tmp_path, page, [{}, {"mode": "errors"}, {"selftest": "video_049"}], keep=True)
+    assert [(r["videos"], r["clips"], r["errors"]) for r in got] == [(51, 500, 1), (1, 0, 1), (1, 10, 0)]
     # filtering to the last video brings its 80 thumbnails (past the eagerly loaded first screen) into view
-    attrs = _attrs(_browse(chromium, tmp_path, page, "#selftest=video_049"))
-    assert attrs["data-js-errors"] == "0", attrs.get("data-js-error-text")
-    assert int(attrs["data-images-loaded"]) >= 80 and attrs["data-images-pending"] == "0"
-    assert int(attrs["data-load-ms"]) < 5000, "the page loads without waiting for 4000 thumbnails"
+    assert images >= 80
 
 
 def test_training_page_in_browser(chromium, tmp_path):
@@ -503,6 +509,28 @@ def test_cli_report_kinds(tmp_path):
     other = tmp_path / "elsewhere.html"
     result = runner.invoke(app, ["report", str(cases["eval"]), "--kind", "eval", "-o", str(other)])
     assert result.exit_code == 0 and other.is_file()
+
+
+def test_bench_folder_gets_both_pages(tmp_path):
+    """`tarsier eval bench` writes descriptions and AutoDQ scores into one folder: two linked pages."""
+    from typer.testing import CliRunner
+
+    from tarsier_cli.app import app
+
+    folder = make_eval_dir(make_describe_run(tmp_path / "bench"))
+    assert detect_kinds(folder) == ["describe", "eval"]
+    result = CliRunner().invoke(app, ["report", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(folder / "report.html"), str(folder / "eval.html")]
+    describe_page = assert_self_contained(folder / "report.html")
+    eval_page = assert_self_contained(folder / "eval.html")
+    assert 'href="eval.html"' in describe_page and 'href="report.html"' in eval_page
+    assert "<article class=clip " in describe_page and "<article class=sample " in eval_page
+    (folder / "samples.jsonl").write_text(json.dumps({"idx": "1", "category": "stock", "status": "ok",
+                                                      "video": "a/cats.mp4", "reference": "r"}) + "\n")
+    eval_page = assert_self_contained(evaluation_report_html(folder))  # the scored clip's frames are shown
+    assert eval_page.count('<img data-src="thumbs/a/cats.mp4/clip0000_f') == 8
+    assert CliRunner().invoke(app, ["report", str(folder), "-o", str(tmp_path / "x.html")]).exit_code == 2
 
 
 def test_cli_report_usage_errors(tmp_path):

@@ -184,20 +184,49 @@ def test_frames_option_and_no_sampling(videos):
     assert len(clips) == 4 and all(c.frames.shape[0] == 0 for c in clips)
 
 
+def _uniform(c, n=8):
+    """Sampled times are distinct, cover the clip, and no step is far from the ideal spacing."""
+    ts = c.frame_times
+    ideal = (c.end - c.start) / (n - 1)
+    steps = np.diff(ts)
+    return len(set(ts)) == n and steps.min() > 0.3 * ideal and steps.max() < 1.8 * ideal
+
+
 def test_memory_bounded_by_max_clip(tmp_path):
     gv = videogen.make_video(tmp_path / "long.mp4", [(60.0, 1), (60.0, 2)], fps=10, size=(64, 48))
     with VideoReader(gv.path, ClipOptions(max_clip=5.0, frame_size=8)) as r:
         clips = list(r.clips())
         assert r.stats["max_buffer"] <= r.stats["buffer_cap"]
-        assert r.stats["max_buffer"] < r.stats["candidates"] / 4
+        assert r.stats["max_buffer"] < r.stats["candidates"] / 8
         assert r.stats["decimations"] == 0
     assert all(c.end - c.start <= 5.0 + 1e-6 for c in clips)
-    # no limit: the cap is kept by decimation, each clip still gets N frames
+    assert all(_uniform(c) for c in clips)
+    # default max_clip=30: old candidates of the long open scene are thinned (a few dozen held)
+    with VideoReader(gv.path, ClipOptions(frame_size=8)) as r:
+        clips = list(r.clips())
+        assert r.stats["max_buffer"] <= 130 < r.stats["buffer_cap"]
+    assert len(clips) == 4 and all(_uniform(c) for c in clips)
+    # no limit: thinning alone keeps the buffer small, each clip still gets N frames uniform in time
+    with VideoReader(gv.path, ClipOptions(max_clip=None, frame_size=8)) as r:
+        clips = list(r.clips())
+        assert r.stats["max_buffer"] <= 80 and r.stats["decimations"] == 0
+    assert len(clips) == 2 and all(_uniform(c) for c in clips)
+    # a hard cap is kept by decimation (every other candidate, keep interval doubled)
     with VideoReader(gv.path, ClipOptions(max_clip=None, max_candidates=32, frame_size=8)) as r:
         clips = list(r.clips())
         assert r.stats["max_buffer"] <= 32 and r.stats["decimations"] > 0
-    assert len(clips) == 2 and all(c.frames.shape[0] == 8 for c in clips)
-    assert len(set(clips[0].frame_times)) == 8
+    assert len(clips) == 2 and all(_uniform(c) for c in clips)
+
+
+def test_pick_frames_uniform_in_time_over_uneven_candidates():
+    from engine.sampling import Candidate, pick_frames
+
+    # sparse (thinned) old part, dense recent part: picks stay uniform in time
+    times = [0.0, 1.6, 3.2, 4.8, 6.4, 8.0] + [8.0 + 0.1 * i for i in range(1, 21)]
+    chosen = [c.time for c in pick_frames([Candidate(t, None) for t in times], 5)]
+    assert chosen == pytest.approx([0.0, 3.2, 4.8, 8.0, 10.0])
+    even = [Candidate(float(i), None) for i in range(15)]
+    assert [c.time for c in pick_frames(even, 8)] == [float(i) for i in sample_indices(15, 8)]
 
 
 # -- bad inputs ------------------------------------------------------------------------------

@@ -204,8 +204,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
             save_model_folder(model, run / "base", lora=False)
     frames = args.frames or model.config.frames
     model.config.frames = frames
-    if args.train_vision:
-        model.config.vision.frozen = False
+    model.config.vision.frozen = not args.train_vision
     model.set_vision_trainable(args.train_vision)
     if args.lora:
         model.llm.requires_grad_(False)
