@@ -12,9 +12,9 @@ bench/describe_pipeline.py) through one bounded queue, so memory stays flat howe
 are: at most `queue_size` clips wait, plus one batch, plus what each worker holds for its video.
 Batching: clips are batched in arrival order (with the project's VideoLLM every clip of a run has the
 same visual token count and prompt, so there is no padding to cut by sorting). A batch is run as soon
-as it is full; a partial batch is run instead of waiting when no clip is ready and it holds a clip of a
-video whose decode has ended, i.e. it never waits for more than one more video's worth of decoding.
-When the model is the bottleneck the queue stays full and every batch is full.
+as it is full, or, partial, when another video's decode ends while it holds a clip of a video that had
+already ended: a batch never waits for more than one more video's worth of decoding, so the records of
+a finished video are not held back for long when the decoders are the bottleneck.
 
 Resume: every record carries the key (video, clip, model, grain, prompt, settings) and the video's
 clip count, so a rerun skips finished videos without decoding them and skips finished clips of
@@ -110,6 +110,7 @@ class _VideoState:
     pending: list[dict] = field(default_factory=list)        # generated, not yet written
     decode_s: float = 0.0
     failed: bool = False
+    ended: int = -1                       # how many decodes had ended when this one did
 
 
 @dataclass
@@ -283,7 +284,7 @@ def describe(
         try:
             frames = torch.from_numpy(np.stack([c.frames for _, c in live]))
             gens = model.generate(frames, [instruction] * len(live), max_new_tokens=max_new_tokens)
-        except Exception as exc:  # a model failure fails its videos, not the whole run
+        except Exception as exc:  # noqa: BLE001 - a model failure fails its videos, not the whole run
             for st, _ in live:
                 if not st.failed:
                     fail_video(st, VideoError("model", f"{type(exc).__name__}: {exc}"))
@@ -307,13 +308,9 @@ def describe(
     if queue_size is None:
         queue_size = 2 * batch_size + 2 * workers
     batch: list[tuple[_VideoState, Clip]] = []
+    ends = 0
     try:
         for kind, rel, payload in produce_clips(todo, options, workers=workers, queue_size=queue_size):
-            if kind == "idle":  # nothing decoded is waiting: run a partial batch rather than hold a finished video
-                if batch and any(s.n_clips is not None for s, _ in batch):
-                    run_batch(batch)
-                    batch = []
-                continue
             st = states.get(rel)
             if st is None:
                 continue
@@ -330,10 +327,16 @@ def describe(
                 batch = [(s, c) for s, c in batch if s is not st]
                 fail_video(st, payload)
             else:  # "end": the decode pass is over, the clip count is known
-                st.n_clips, st.decode_s = payload
+                st.n_clips, st.decode_s, st.ended = payload[0], payload[1], ends
+                ends += 1
                 if st.n_clips == 0:
                     fail_video(st, VideoError("decode", "no decodable video frames"))
-                elif not any(s is st for s, _ in batch):
+                    continue
+                in_batch = any(s is st for s, _ in batch)
+                if any(s.ended < st.ended for s, _ in batch if s.n_clips is not None):
+                    run_batch(batch)   # it has waited one more video's worth: run it partial
+                    batch = []
+                if not in_batch:
                     finish_video(st)
         run_batch(batch)
     finally:
@@ -346,7 +349,7 @@ def describe(
 def _save_thumbnails(save, out: Path, rel: str, clip: Clip) -> None:
     try:
         save(out, rel, clip.index, clip.frames)
-    except Exception:  # noqa: BLE001 - a thumbnail must never fail a describe run
+    except Exception:  # noqa: BLE001, S110 - a thumbnail must never fail a describe run
         pass
 
 
@@ -369,7 +372,7 @@ def decode_video(video: VideoInput, options, put: Callable[[tuple], bool]) -> bo
         end = ("end", video.rel, (n, time.perf_counter() - t))
     except VideoError as err:
         end = ("error", video.rel, err)
-    except Exception as exc:  # never let one odd file stop the batch
+    except Exception as exc:  # noqa: BLE001 - never let one odd file stop the batch
         end = ("error", video.rel, VideoError("decode", f"{type(exc).__name__}: {exc}"))
     return put(end)
 
@@ -377,8 +380,7 @@ def decode_video(video: VideoInput, options, put: Callable[[tuple], bool]) -> bo
 def produce_clips(videos: list[VideoInput], options, workers: int = 0, queue_size: int = 16
                   ) -> Iterator[tuple]:
     """Yields ("clip", rel, (Clip, decode_s)), ("end", rel, (n_clips, decode_s)) and
-    ("error", rel, VideoError) for every video (the clips of one video in order), and ("idle", None,
-    None) whenever nothing is ready (then it blocks until something is)."""
+    ("error", rel, VideoError) for every video (the clips of one video in order)."""
     if not videos:
         return
     if workers <= 0:
@@ -411,11 +413,7 @@ def _produce_thread(videos: list[VideoInput], options, queue_size: int):
     worker.start()
     try:
         while True:
-            try:
-                item = q.get_nowait()
-            except queue.Empty:
-                yield ("idle", None, None)
-                item = q.get()
+            item = q.get()
             if item is None:
                 return
             yield item
@@ -462,8 +460,8 @@ def _decode_worker(wid: int, tasks, results, stop, parent: int, options) -> None
 
 
 def _produce_processes(videos: list[VideoInput], options, workers: int, queue_size: int):
-    """Decode in `workers` spawned processes. Tasks are handed out a few at a time (the task pipe
-    stays small), results come back through one bounded queue. Every video ends with exactly one
+    """Decode in `workers` spawned processes. Tasks are handed out a window at a time (the task pipe
+    stays small however many videos there are), results come back through one bounded queue. Every video ends with exactly one
     "end" or "error"; a worker that dies fails the video it was on and is replaced."""
     import dataclasses
     import multiprocessing as mp
@@ -511,20 +509,17 @@ def _produce_processes(videos: list[VideoInput], options, workers: int, queue_si
 
     for _ in range(workers):
         start_worker()
-    hand_out(2 * workers)
+    # Videos handed out ahead of the consumer: enough that no worker ever waits for a task while the
+    # results queue has room (every video sends at least one item); the queue alone bounds memory.
+    hand_out(2 * workers + queue_size)
     try:
         while len(finished) < len(videos):
             try:
-                kind, rel, payload = results.get_nowait()
-            except queue.Empty:
-                yield ("idle", None, None)
-                try:
-                    kind, rel, payload = results.get(timeout=1.0)
-                except queue.Empty:
-                    yield from _reap(procs, current, finished, start_worker,
-                                     more=len(finished) < len(videos))
-                    yield from lost()
-                    continue
+                kind, rel, payload = results.get(timeout=1.0)
+            except queue.Empty:   # nothing for a second: check on the workers
+                yield from _reap(procs, current, finished, start_worker, more=len(finished) < len(videos))
+                yield from lost()
+                continue
             if kind == "begin":
                 current[payload] = rel
                 continue

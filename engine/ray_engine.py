@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import IO
 
 from engine.describe import (
-    DescribeSummary,
     JSONL_NAME,
+    DescribeSummary,
     check_arguments,
     clip_record,
     finished_records,
     plan_job,
 )
-from engine.types import Clip, VideoError, VideoInput
+from engine.types import Clip, VideoInput
 from engine.writers import SUBTITLE_WRITERS, JsonlWriter, read_records
 
 SHARDS_DIR = "shards"
@@ -124,7 +124,7 @@ class ModelActor:
                 stacked = torch.from_numpy(np.stack([c.frames for _, c, _ in clips]))
                 gens = self.model.generate(stacked, [self.instruction] * len(clips),
                                            max_new_tokens=self.max_new_tokens)
-            except Exception as exc:  # a model failure fails its videos, not the run
+            except Exception as exc:  # noqa: BLE001 - a model failure fails its videos, not the run
                 for video in dict.fromkeys(v for v, _, _ in clips):
                     add("error", video, {"stage": "model", "error": f"{type(exc).__name__}: {exc}"})
                 return out
@@ -141,7 +141,7 @@ def _thumbnails(out_dir: Path, video: str, clip: Clip) -> None:
         from engine.thumbnails import save_clip_thumbnails
 
         save_clip_thumbnails(out_dir, video, clip.index, clip.frames)
-    except Exception:  # noqa: BLE001 - a thumbnail must never fail a describe run
+    except Exception:  # noqa: BLE001, S110 - a thumbnail must never fail a describe run
         pass
 
 
@@ -311,9 +311,10 @@ def _run(job, ray, *, model, device, batch_size, max_new_tokens, stdout, overwri
             ds = ray.data.from_items([{"path": str(v.path), "video": v.rel} for v in todo],
                                      override_num_blocks=max(1, min(len(todo), 2000)))
             ds = ds.flat_map(decode_rows, fn_kwargs={"options": options}, num_cpus=decode_cpus,
-                             concurrency=workers or None)
+                             compute=ray.data.TaskPoolStrategy(size=workers or None))
             ds = ds.map_batches(
-                ModelActor, batch_size=batch_size, batch_format="numpy", concurrency=actors,
+                ModelActor, batch_size=batch_size, batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(size=actors),
                 num_gpus=num_gpus, num_cpus=actor_cpus,
                 fn_constructor_kwargs={"model": model_arg, "device": device, "instruction": job.instruction,
                                        "base": base, "max_new_tokens": max_new_tokens,
@@ -402,4 +403,4 @@ def merge_shards(out: Path) -> Path:
     return path
 
 
-__all__ = ["describe_ray", "merge_shards", "RAY_EXTRA", "VideoError"]
+__all__ = ["RAY_EXTRA", "describe_ray", "merge_shards"]

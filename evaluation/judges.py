@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import prompts
 from evaluation.cache import JudgeCache, default_cache_path, text_hash
@@ -396,7 +396,7 @@ class HFJudge(ChatJudge):
 
     # Small local models follow the JSON format far better when their answer is started for them
     # (SmolLM2-135M: no usable JSON without it, valid JSON with it). The prefix is part of the answer.
-    ANSWER_PREFIX = {"extract": '{"events": [', "entail": '{"results": [{"id": 1, "label": "'}
+    ANSWER_PREFIX: ClassVar[dict[str, str]] = {"extract": '{"events": [', "entail": '{"results": [{"id": 1, "label": "'}
 
     def generation_signature(self) -> str:
         return f"greedy;max_new_tokens={self.max_new_tokens};prefill=1"

@@ -23,6 +23,8 @@ Examples:
   tarsier describe ./videos --grain fine -f all -o captions/
 
   find /data -name '*.mp4' | tarsier describe - --stdout > captions.jsonl
+
+  tarsier describe /data/videos -o captions/ --engine ray --ray-address auto
 """
 
 
@@ -81,7 +83,9 @@ def describe_command(
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
-            raise usage_error("--engine ray needs Ray: pip install 'tarsier-cli[ray]'")
+            from rich.markup import escape
+
+            raise usage_error(escape("--engine ray needs Ray: pip install 'tarsier-cli[ray]'"))
 
     from engine.checkpoint import ModelNotFound
 

@@ -22,8 +22,9 @@ def models_command(
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="tarsier models")
-    for col in ("name", "kind", "layout", "params", "memory", "ready", "description"):
-        table.add_column(col)
+    for col in ("name", "kind", "layout", "params", "memory", "ready"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=60)
     for r in rows:
         table.add_row(r["name"], r["kind"], r.get("layout", ""), r.get("params", ""), r.get("memory", ""),
                       "yes" if r["ready"] else "no", r.get("description", ""))
