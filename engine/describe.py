@@ -13,8 +13,9 @@ are: at most `queue_size` clips wait, plus one batch, plus what each worker hold
 Batching: clips are batched in arrival order (with the project's VideoLLM every clip of a run has the
 same visual token count and prompt, so there is no padding to cut by sorting). A batch is run as soon
 as it is full, or, partial, when another video's decode ends while it holds a clip of a video that had
-already ended: a batch never waits for more than one more video's worth of decoding, so the records of
-a finished video are not held back for long when the decoders are the bottleneck.
+already ended and no decoded clip is waiting: a batch never waits for more than one more video's worth
+of decoding when the decoders are the bottleneck (the model would idle anyway), and stays full when
+they are not (short videos of one clip each still make full batches).
 
 Resume: every record carries the key (video, clip, model, grain, prompt, settings) and the video's
 clip count, so a rerun skips finished videos without decoding them and skips finished clips of
@@ -155,6 +156,7 @@ def plan_job(inputs, *, model_id: str, model_frames: int, frame_size: int, grain
         scenes=scenes, threshold=threshold, min_scene_len=min_scene_len, min_clip=min_clip,
         max_clip=max_clip, frames=frames or model_frames, frame_size=frame_size, threads=threads,
     )
+    options.validate()  # a bad option is a usage error, not one decode error per video
     settings = settings_key(options) + (f"-t{max_new_tokens}" if max_new_tokens else "")
     base = {"model": model_id, "grain": grain if not prompt else "custom", "prompt": instruction,
             "settings": settings}
@@ -309,8 +311,11 @@ def describe(
         queue_size = 2 * batch_size + 2 * workers
     batch: list[tuple[_VideoState, Clip]] = []
     ends = 0
+    ready: list[Callable[[], bool]] = []   # the producer's "is a decoded item waiting?"
+    restore_threads = _share_cpu_with_workers(model, workers)
     try:
-        for kind, rel, payload in produce_clips(todo, options, workers=workers, queue_size=queue_size):
+        for kind, rel, payload in produce_clips(todo, options, workers=workers, queue_size=queue_size,
+                                                ready=ready):
             st = states.get(rel)
             if st is None:
                 continue
@@ -333,17 +338,33 @@ def describe(
                     fail_video(st, VideoError("decode", "no decodable video frames"))
                     continue
                 in_batch = any(s is st for s, _ in batch)
-                if any(s.ended < st.ended for s, _ in batch if s.n_clips is not None):
-                    run_batch(batch)   # it has waited one more video's worth: run it partial
+                waited = any(s.ended < st.ended for s, _ in batch if s.n_clips is not None)
+                if waited and not (ready and ready[0]()):
+                    run_batch(batch)   # waited one more video's worth, and nothing is ready: run it partial
                     batch = []
                 if not in_batch:
                     finish_video(st)
         run_batch(batch)
     finally:
+        restore_threads()
         if file_writer:
             file_writer.close()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _share_cpu_with_workers(model, workers: int) -> Callable[[], None]:
+    """A model on the CPU leaves the decode workers their cores: torch's intra-op threads default to
+    every core, and oversubscribed they spin (tiny-random ran 20x slower with 2 threads than with 1 on
+    a busy 2-core machine, bench/describe_pipeline.py). Returns the function that restores the setting."""
+    import torch
+
+    device = getattr(model, "device", None)
+    if workers <= 0 or getattr(device, "type", "cpu") != "cpu":
+        return lambda: None
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(before, cores() - workers)))
+    return lambda: torch.set_num_threads(before)
 
 
 def _save_thumbnails(save, out: Path, rel: str, clip: Clip) -> None:
@@ -377,21 +398,24 @@ def decode_video(video: VideoInput, options, put: Callable[[tuple], bool]) -> bo
     return put(end)
 
 
-def produce_clips(videos: list[VideoInput], options, workers: int = 0, queue_size: int = 16
-                  ) -> Iterator[tuple]:
+def produce_clips(videos: list[VideoInput], options, workers: int = 0, queue_size: int = 16,
+                  ready: list | None = None) -> Iterator[tuple]:
     """Yields ("clip", rel, (Clip, decode_s)), ("end", rel, (n_clips, decode_s)) and
-    ("error", rel, VideoError) for every video (the clips of one video in order)."""
+    ("error", rel, VideoError) for every video (the clips of one video in order). `ready`, if given,
+    gets a function that says whether a decoded item is waiting (the next one comes without a wait)."""
     if not videos:
         return
     if workers <= 0:
-        yield from _produce_thread(videos, options, queue_size)
+        yield from _produce_thread(videos, options, queue_size, ready)
     else:
-        yield from _produce_processes(videos, options, workers, queue_size)
+        yield from _produce_processes(videos, options, workers, queue_size, ready)
 
 
-def _produce_thread(videos: list[VideoInput], options, queue_size: int):
+def _produce_thread(videos: list[VideoInput], options, queue_size: int, ready: list | None):
     """Decode in a background thread (PyAV releases the GIL) so decoding overlaps generation."""
     q: queue.Queue = queue.Queue(maxsize=queue_size)
+    if ready is not None:
+        ready.append(lambda: not q.empty())
     stop = threading.Event()
 
     def put(item) -> bool:
@@ -459,7 +483,7 @@ def _decode_worker(wid: int, tasks, results, stop, parent: int, options) -> None
     results.cancel_join_thread()  # stopping: do not wait for a reader that is gone
 
 
-def _produce_processes(videos: list[VideoInput], options, workers: int, queue_size: int):
+def _produce_processes(videos: list[VideoInput], options, workers: int, queue_size: int, ready: list | None):
     """Decode in `workers` spawned processes. Tasks are handed out a window at a time (the task pipe
     stays small however many videos there are), results come back through one bounded queue. Every video ends with exactly one
     "end" or "error"; a worker that dies fails the video it was on and is replaced."""
@@ -469,6 +493,8 @@ def _produce_processes(videos: list[VideoInput], options, workers: int, queue_si
     ctx = mp.get_context("spawn")   # never fork a process that holds a model and its thread pools
     tasks, results, stop = ctx.Queue(), ctx.Queue(maxsize=max(1, queue_size)), ctx.Event()
     tasks.cancel_join_thread()
+    if ready is not None:
+        ready.append(lambda: not results.empty())
     if not options.threads:   # split the cores between the workers' decoders
         options = dataclasses.replace(options, threads=max(1, cores() // workers))
     procs: dict[int, object] = {}

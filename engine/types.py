@@ -18,6 +18,9 @@ class VideoError(Exception):
     def __str__(self) -> str:
         return f"{self.stage}: {self.message}"
 
+    def __reduce__(self):  # survives a trip through a process pool
+        return (VideoError, (self.stage, self.message))
+
 
 @dataclass
 class VideoInput:

@@ -33,8 +33,14 @@ def show_progress(quiet: bool) -> bool:
 def video_progress(enabled: bool, quiet: bool):
     """Yields a callback for engine progress events: a rich bar (videos, clips, ETA) on a terminal,
     one line per error otherwise (--quiet drops the bar, never the error lines)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     if not enabled:
         def plain(event: str, **info) -> None:

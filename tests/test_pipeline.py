@@ -119,8 +119,7 @@ def test_a_dying_worker_fails_only_its_video(tmp_path, videos, tiny):
     assert again.videos_skipped == s.videos_ok and again.videos_ok == s.videos_failed
 
 
-def test_partial_batch_runs_when_a_video_has_ended(tmp_path, videos, tiny):
-    # one video of 3 clips and batch size 8: the batch is run when the decode ends, not held forever
+def test_batches_stay_within_batch_size_and_cover_every_clip(tmp_path, videos, tiny):
     calls = []
     real = tiny.generate
 

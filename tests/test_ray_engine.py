@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed")
-
 from engine.describe import describe
-from engine.ray_engine import describe_ray
+from engine.ray_engine import describe_ray  # imports Ray only when it runs
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
 OPTS = {"model": "tiny-random", "device": "cpu", "max_new_tokens": 5, "max_clip": 4.0, "batch_size": 3,
         "formats": ("jsonl", "srt", "vtt")}

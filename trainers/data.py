@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from engine.checkpoint import cache_dir
+from trainers.frames import decode_job as _decode
 
 
 def clip_key(sample) -> tuple:
@@ -39,13 +40,6 @@ def _file_key(key: tuple) -> str:
     path, *rest = key
     st = os.stat(path)
     return hashlib.sha1(json.dumps([path, st.st_size, st.st_mtime_ns, *rest]).encode()).hexdigest()
-
-
-def _decode(args):
-    from trainers.frames import sample_frames
-
-    video, frames, size, start, end, times = args
-    return sample_frames(video, frames, size, start, end, times)
 
 
 class FeatureStore:
@@ -91,9 +85,10 @@ class FeatureStore:
         if self.workers > 1 and len(jobs) > 1:
             import multiprocessing as mp
 
+            # spawn: workers import only trainers.frames (no torch); a bounded window of jobs in
+            # flight keeps decoded frames from piling up while the tower encodes
             with ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn")) as pool:
-                decoded = pool.map(_decode, jobs, chunksize=4)
-                self._encode(items, decoded, batch, progress)
+                self._encode(items, _bounded_map(pool, jobs, window=4 * self.workers), batch, progress)
         else:
             self._encode(items, map(_decode, jobs), batch, progress)
 
@@ -124,6 +119,24 @@ class FeatureStore:
             self.computed += 1
         if progress:
             progress(len(pending))
+
+
+def _bounded_map(pool, jobs, window: int):
+    """pool.map in order, with at most `window` jobs submitted ahead of the consumer."""
+    from collections import deque
+
+    pending: deque = deque()
+    it = iter(jobs)
+    for job in it:
+        pending.append(pool.submit(_decode, job))
+        if len(pending) >= window:
+            break
+    while pending:
+        result = pending.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(_decode, nxt))
+        yield result
 
 
 class FrameSource:

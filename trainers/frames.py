@@ -27,6 +27,12 @@ def sample_frames(video: str | Path, frames: int, size: int, start: float | None
     return _window_frames(Path(video), frames, size, start, end, frame_times)
 
 
+def decode_job(args: tuple) -> np.ndarray:
+    """Process-pool entry point: (video, frames, size, start, end, frame_times) -> frames."""
+    video, frames, size, start, end, times = args
+    return sample_frames(video, frames, size, start, end, times)
+
+
 def _window_frames(path: Path, frames: int, size: int, start, end, frame_times) -> np.ndarray:
     import av
 
