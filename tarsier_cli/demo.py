@@ -20,8 +20,8 @@ def demo_command(
     work: Annotated[Path | None, typer.Option(help="Working folder. [default: ~/.cache/tarsier/demo]")] = None,
     train_videos: Annotated[int, typer.Option(help="Synthetic training videos.", min=8)] = 600,
     bench_videos: Annotated[int, typer.Option(help="Held-out benchmark videos (another seed).", min=1)] = 100,
-    stage1_steps: Annotated[int, typer.Option(help="Stage-1 optimizer steps.", min=1)] = 500,
-    stage2_steps: Annotated[int, typer.Option(help="Stage-2 optimizer steps.", min=1)] = 700,
+    stage1_steps: Annotated[int, typer.Option(help="Stage-1 optimizer steps.", min=1)] = 400,
+    stage2_steps: Annotated[int, typer.Option(help="Stage-2 optimizer steps.", min=1)] = 600,
     batch_size: Annotated[int, typer.Option(help="Training batch size.", min=1)] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     ablation: Annotated[bool, typer.Option(help="Also train stage 2 alone with the same total steps and compare.")] = False,
@@ -50,10 +50,15 @@ def demo_command(
     for col in ("recipe", "grain", "precision", "recall", "F1"):
         table.add_column(col)
     for name, summary in results:
-        for grain, s in summary["scores"].items():
+        for grain in ("fine", "brief"):
+            s = summary["scores"][grain]
             table.add_row(name, grain, *(f"{s[k]:.3f}" if s[k] is not None else "-"
                                          for k in ("precision", "recall", "f1")))
     err_console.print(table)
+    for name, summary in results:
+        err_console.print(f"{name}: held-out loss per answer token {summary['scores']['heldout_loss']:.3f}; "
+                          f"brief answers that are one sentence: {summary['scores']['brief']['one_sentence']:.0%}",
+                          markup=False)
     typer.echo(json.dumps({name: s["scores"] for name, s in results}, indent=2))
 
 
