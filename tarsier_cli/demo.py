@@ -18,7 +18,7 @@ nano knows only the synthetic shapes world; for real videos use a published chec
 
 def demo_command(
     work: Annotated[Path | None, typer.Option(help="Working folder. [default: ~/.cache/tarsier/demo]")] = None,
-    train_videos: Annotated[int, typer.Option(help="Synthetic training videos.", min=8)] = 600,
+    train_videos: Annotated[int, typer.Option(help="Synthetic training videos.", min=8)] = 2000,
     bench_videos: Annotated[int, typer.Option(help="Held-out benchmark videos (another seed).", min=1)] = 100,
     stage1_steps: Annotated[int, typer.Option(help="Stage-1 optimizer steps.", min=1)] = 400,
     stage2_steps: Annotated[int, typer.Option(help="Stage-2 optimizer steps.", min=1)] = 600,

@@ -17,7 +17,7 @@ from engine.checkpoint import cache_dir, trained_preset_dir
 @dataclass
 class DemoConfig:
     work: Path = field(default_factory=lambda: cache_dir() / "demo")
-    train_videos: int = 600
+    train_videos: int = 2000
     train_seed: int = 1
     bench_videos: int = 100
     bench_seed: int = 9001           # never used for training data
