@@ -160,3 +160,19 @@ def test_accelerate_two_cpu_processes(world, tmp_path):
     assert len(losses(run)) == 3
     model = ckpt.load(run / "final", device="cpu")
     assert model.config.name == "tiny-random"
+
+
+def test_demo_whole_story_in_miniature(tmp_path):
+    """synth -> stage 1 -> stage 2 -> install nano -> describe the benchmark -> exact-judge scores."""
+    import engine
+    from trainers.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(work=tmp_path / "demo", train_videos=8, bench_videos=2, stage1_steps=2, stage2_steps=2,
+                     batch_size=4, describe_batch=2, device="cpu")
+    summary = run_demo(cfg, log=lambda m: None)
+    for grain in ("fine", "brief"):
+        assert set(summary["scores"][grain]) >= {"precision", "recall", "f1"}
+    assert summary["scores"]["heldout_loss"] > 0
+    assert (tmp_path / "demo" / "eval-full-fine" / "report.json").is_file()
+    nano = engine.load("nano", device="cpu")  # installed into TARSIER_HOME
+    assert nano.config.name == "nano"
