@@ -19,6 +19,7 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Run folder (metrics, che
 
 
 def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
+    """kw: the command's remaining options, named as TrainArgs fields."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from engine.checkpoint import ModelNotFound
@@ -47,19 +48,6 @@ def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
     except (ModelNotFound, ValueError) as exc:
         raise usage_error(str(exc)) from None
     err_console.print(f"model saved to {final}", markup=False)
-
-
-def _common(
-    steps: int, batch_size: int, grad_accum: int, lr: float, warmup: int, weight_decay: float,
-    clip_grad: float, seed: int, save_every: int, log_every: int, lora: bool, lora_r: int,
-    train_vision: bool, grad_checkpointing: bool, feature_cache: str, frames: int | None,
-    workers: int, resume: bool, device: str, stop_after: int | None,
-) -> dict:
-    return dict(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup=warmup,
-                weight_decay=weight_decay, clip_grad=clip_grad, seed=seed, save_every=save_every,
-                log_every=log_every, lora=lora, lora_r=lora_r, train_vision=train_vision,
-                grad_checkpointing=grad_checkpointing, feature_cache=feature_cache, frames=frames,
-                workers=workers, resume=resume, device=device, stop_after=stop_after)
 
 
 # Options shared by both stages, declared once.
@@ -96,10 +84,7 @@ def stage1(
     workers: Workers = 0, resume: Resume = False, device: Device = "auto", stop_after: StopAfter = None,
 ) -> None:
     """Stage 1: multi-task video-to-text pre-training on a mixture (captioning, QA, actions, ...)."""
-    _run("stage1", data, out, init, **_common(steps, batch_size, grad_accum, lr, warmup, weight_decay, clip_grad,
-                                              seed, save_every, log_every, lora, lora_r, train_vision,
-                                              grad_checkpointing, feature_cache, frames, workers, resume, device,
-                                              stop_after))
+    _run("stage1", **locals())
 
 
 @train_app.command("stage2")
@@ -113,10 +98,7 @@ def stage2(
     workers: Workers = 0, resume: Resume = False, device: Device = "auto", stop_after: StopAfter = None,
 ) -> None:
     """Stage 2: multi-grained description instruction tuning, from a stage-1 checkpoint."""
-    _run("stage2", data, out, init, **_common(steps, batch_size, grad_accum, lr, warmup, weight_decay, clip_grad,
-                                              seed, save_every, log_every, lora, lora_r, train_vision,
-                                              grad_checkpointing, feature_cache, frames, workers, resume, device,
-                                              stop_after))
+    _run("stage2", **locals())
 
 
 @train_app.command("cache-features")
