@@ -67,6 +67,11 @@ def test_interrupted_run_resumes_exactly(world, tmp_path):
     a, b = losses(straight), losses(broken)
     assert len(a) == len(b) == 8
     assert a == pytest.approx(b, abs=1e-5)
+    # resuming a finished run returns its model untouched
+    weights = broken / "final" / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert train(args(world, broken, steps=8, resume=True)) == broken / "final"
+    assert weights.stat().st_mtime_ns == before and len(losses(broken)) == 8
 
 
 def test_stage2_starts_from_stage1(world, tmp_path):

@@ -101,6 +101,12 @@ def latest_checkpoint(run: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
+def _checkpoint_step(folder: Path) -> int:
+    from trainers.state import STATE_JSON
+
+    return int(json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))["step"])
+
+
 def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
     def f(step: int) -> float:
         if step < warmup:
@@ -186,7 +192,9 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     mixture = load_mixture(args.data)  # every row validated before anything trains
     samples = mixture.samples
     resume_from = latest_checkpoint(run) if args.resume else None
-    if args.resume and resume_from is None and (run / "final").exists():
+    finished = resume_from is None or _checkpoint_step(resume_from) >= args.steps
+    if args.resume and (run / "final").exists() and finished:
+        # nothing left to train: do not rebuild the model only to write the same files again
         status(f"{run} already finished")
         return run / "final"
     if resume_from is not None:
