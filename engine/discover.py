@@ -44,16 +44,21 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def _realpath(p: Path) -> str:
+    """The path with symlinks resolved; the path itself if that fails (a loop, a vanished parent)."""
+    try:
+        return os.path.realpath(p)
+    except OSError:
+        return str(p)
+
+
 def _walk(root: Path, exts: frozenset[str], recursive: bool, problems: list, given: str) -> list[Path]:
     """Sorted video files under `root` (absolute, not resolved), following symlinked dirs once."""
     out: list[Path] = []
     seen_dirs: set[str] = set()
 
     def visit(d: Path) -> None:
-        try:
-            real = os.path.realpath(d)
-        except OSError:
-            real = str(d)
+        real = _realpath(d)
         if real in seen_dirs:
             return
         seen_dirs.add(real)
@@ -158,10 +163,7 @@ def discover(
     seen: set[str] = set()
     for _root, files in groups:
         for f in files:
-            try:
-                real = os.path.realpath(f)
-            except OSError:
-                real = str(f)
+            real = _realpath(f)
             if real in seen:
                 continue
             seen.add(real)
