@@ -8,8 +8,9 @@ import typer
 
 from tarsier_cli.common import err_console
 
-HELP = """Run the whole story offline: render the synthetic world, train stage 1 and stage 2,
-describe a held-out synthetic benchmark and score it (event precision / recall / F1).
+HELP = """Run the whole story offline: render the synthetic world, pretrain nano's small vision
+tower on it (stage 0, standing in for CLIP's pretraining), train stage 1 and stage 2 with that
+tower frozen, describe a held-out synthetic benchmark and score it (event precision / recall / F1).
 
 The trained model is installed as the `nano` preset (`tarsier describe --model nano`).
 nano knows only the synthetic shapes world; for real videos use a published checkpoint
@@ -20,6 +21,7 @@ def demo_command(
     work: Annotated[Path | None, typer.Option(help="Working folder. [default: ~/.cache/tarsier/demo]")] = None,
     train_videos: Annotated[int, typer.Option(help="Synthetic training videos.", min=8)] = 2000,
     bench_videos: Annotated[int, typer.Option(help="Held-out benchmark videos (another seed).", min=1)] = 100,
+    tower_steps: Annotated[int, typer.Option(help="Stage-0 (tower pretraining) optimizer steps.", min=1)] = 1000,
     stage1_steps: Annotated[int, typer.Option(help="Stage-1 optimizer steps.", min=1)] = 400,
     stage2_steps: Annotated[int, typer.Option(help="Stage-2 optimizer steps.", min=1)] = 600,
     batch_size: Annotated[int, typer.Option(help="Training batch size.", min=1)] = 16,
@@ -32,7 +34,8 @@ def demo_command(
 
     from trainers.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(train_videos=train_videos, bench_videos=bench_videos, stage1_steps=stage1_steps,
+    cfg = DemoConfig(train_videos=train_videos, bench_videos=bench_videos, tower_steps=tower_steps,
+                     stage1_steps=stage1_steps,
                      stage2_steps=stage2_steps, batch_size=batch_size, device=device)
     if work is not None:
         cfg.work = work

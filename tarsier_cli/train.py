@@ -1,6 +1,7 @@
-"""`tarsier train stage1|stage2|cache-features`: the paper's two-stage recipe."""
+"""`tarsier train tower|stage1|stage2|cache-features`: the paper's two-stage recipe (+ a stage 0 for nano)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,8 @@ def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
     from trainers.manifest import ManifestError
     from trainers.train import TrainArgs, train
 
+    if kw.get("vision_init") is not None:
+        kw["vision_init"] = str(kw["vision_init"])
     args = TrainArgs(stage=stage, data=str(data), out=str(out), init=init, **kw)
     quiet = kw.get("log_every", 10) <= 0
     progress = Progress(TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(),
@@ -64,6 +67,7 @@ LogEvery = Annotated[int, typer.Option(help="Log metrics every N steps.", min=1)
 Lora = Annotated[bool, typer.Option(help="Train LoRA adapters (peft) instead of the full LLM.")]
 LoraR = Annotated[int, typer.Option(help="LoRA rank.", min=1)]
 TrainVision = Annotated[bool, typer.Option(help="Unfreeze the vision tower (only for towers without pretrained weights).")]
+VisionInit = Annotated[Path | None, typer.Option(help="A `tarsier train tower` folder: start a fresh model (--init PRESET) with its pretrained tower.")]
 GradCkpt = Annotated[bool, typer.Option(help="Gradient checkpointing in the LLM (less memory, slower).")]
 FeatCache = Annotated[str, typer.Option(help="Tower feature cache: auto (user cache), off, or a folder.")]
 Frames = Annotated[int | None, typer.Option(help="Frames per sample (default: the model's).", min=1)]
@@ -80,7 +84,7 @@ def stage1(
     steps: Steps = 1000, batch_size: Batch = 16, grad_accum: Accum = 1, lr: Lr = 1e-3, warmup: Warmup = 50,
     weight_decay: Wd = 0.0, clip_grad: Clip = 1.0, seed: Seed = 0, save_every: SaveEvery = 0,
     log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, train_vision: TrainVision = False,
-    grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", frames: Frames = None,
+    vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", frames: Frames = None,
     workers: Workers = 0, resume: Resume = False, device: Device = "auto", stop_after: StopAfter = None,
 ) -> None:
     """Stage 1: multi-task video-to-text pre-training on a mixture (captioning, QA, actions, ...)."""
@@ -94,7 +98,7 @@ def stage2(
     steps: Steps = 1000, batch_size: Batch = 16, grad_accum: Accum = 1, lr: Lr = 5e-4, warmup: Warmup = 20,
     weight_decay: Wd = 0.0, clip_grad: Clip = 1.0, seed: Seed = 0, save_every: SaveEvery = 0,
     log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, train_vision: TrainVision = False,
-    grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", frames: Frames = None,
+    vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", frames: Frames = None,
     workers: Workers = 0, resume: Resume = False, device: Device = "auto", stop_after: StopAfter = None,
 ) -> None:
     """Stage 2: multi-grained description instruction tuning, from a stage-1 checkpoint."""
@@ -127,6 +131,32 @@ def cache_features(
     store.ensure(mixture.samples)
     err_console.print(f"{store.computed} clips encoded, {store.loaded} already cached, "
                       f"in {time.perf_counter() - t:.1f}s -> {store.folder}", markup=False)
+
+
+@train_app.command("tower")
+def tower(
+    out: Out,
+    init: Annotated[str, typer.Option(help="Preset whose vision geometry the tower takes.")] = "nano",
+    heldout: Annotated[Path | None, typer.Option(help="A `tarsier synth` folder (another seed) for held-out metrics on decoded video frames.")] = None,
+    steps: Steps = 1000, batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Frames per step.", min=1)] = 64,
+    lr: Lr = 2e-3,
+    scenes: Annotated[int, typer.Option(help="Freshly planned synthetic scenes to render frames from.", min=1)] = 10000,
+    per_scene: Annotated[int, typer.Option(help="Random instants rendered per scene.", min=1)] = 3,
+    seed: Seed = 0, workers: Workers = 0,
+) -> None:
+    """Stage 0 for nano (synthetic world only): pretrain its small vision tower on rendered, labelled
+    frames, standing in for CLIP's pretraining. Stage 1 loads it, frozen, with --vision-init."""
+    from engine.checkpoint import ModelNotFound
+    from trainers.tower import TowerArgs, pretrain_tower
+
+    args = TowerArgs(out=str(out), init=init, heldout=str(heldout) if heldout else None, steps=steps,
+                     batch_size=batch_size, lr=lr, scenes=scenes, per_scene=per_scene, seed=seed, workers=workers)
+    try:
+        metrics = pretrain_tower(args, log=lambda m: err_console.print(m, markup=False))
+    except (ModelNotFound, ValueError) as exc:
+        raise usage_error(str(exc)) from None
+    err_console.print(f"tower saved to {out}", markup=False)
+    typer.echo(json.dumps(metrics))
 
 
 def register(app: typer.Typer) -> None:

@@ -168,11 +168,12 @@ def test_accelerate_two_cpu_processes(world, tmp_path):
 
 
 def test_demo_whole_story_in_miniature(tmp_path):
-    """synth -> stage 1 -> stage 2 -> install nano -> describe the benchmark -> exact-judge scores."""
+    """synth -> tower -> stage 1 -> stage 2 -> install nano -> describe the benchmark -> exact-judge scores."""
     import engine
     from trainers.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(work=tmp_path / "demo", train_videos=8, bench_videos=2, stage1_steps=2, stage2_steps=2,
+    cfg = DemoConfig(work=tmp_path / "demo", train_videos=8, bench_videos=2, tower_steps=2, tower_scenes=4,
+                     stage1_steps=2, stage2_steps=2,
                      batch_size=4, describe_batch=2, device="cpu")
     summary = run_demo(cfg, log=lambda m: None)
     for grain in ("fine", "brief"):

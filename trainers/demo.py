@@ -1,7 +1,9 @@
-"""The whole story offline: synth -> stage 1 -> stage 2 -> describe the benchmark -> score.
+"""The whole story offline: synth -> tower (stage 0) -> stage 1 -> stage 2 -> describe the benchmark -> score.
 
 Trains the `nano` preset on the synthetic shapes world and installs it in the user's cache, where
-`--model nano` finds it. Every step is resumable: a rerun skips what is already done."""
+`--model nano` finds it. Every step is resumable: a rerun skips what is already done. Stage 0
+pretrains nano's small vision tower on rendered frames of the world (trainers/tower.py), standing
+in for the pretrained CLIP tower the paper freezes; stages 1 and 2 then keep it frozen."""
 from __future__ import annotations
 
 import json
@@ -21,6 +23,8 @@ class DemoConfig:
     train_seed: int = 1
     bench_videos: int = 100
     bench_seed: int = 9001           # never used for training data
+    tower_steps: int = 1000
+    tower_scenes: int = 10000
     stage1_steps: int = 400
     stage2_steps: int = 600
     batch_size: int = 16
@@ -38,6 +42,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
     from engine.describe import describe
     from evaluation import make_judge, score_file
     from trainers.synth import generate
+    from trainers.tower import TowerArgs, pretrain_tower
     from trainers.train import TrainArgs, train
 
     work = Path(cfg.work)
@@ -59,24 +64,31 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
                 shutil.rmtree(folder)
             timed(f"synth {folder.name}", lambda f=folder, n=n, s=seed: generate(f, videos=n, seed=s))
 
+    tower = work / f"tower-{cfg.tower_steps}"
+    log(f"tower: {cfg.tower_steps} steps on {cfg.tower_scenes} rendered scenes -> {tower}")
+    timed("tower", lambda: pretrain_tower(TowerArgs(out=str(tower), heldout=str(bench), steps=cfg.tower_steps,
+                                                    scenes=cfg.tower_scenes), log=log))
     runs = work / "runs"
     common = dict(batch_size=cfg.batch_size, device=cfg.device, log_every=10, resume=True, warmup=30)
     tag = "s2only" if cfg.skip_stage1 else "full"
     if cfg.skip_stage1:
         s2_init, s2_steps = "nano", cfg.stage1_steps + cfg.stage2_steps
+        s2_tower = str(tower)
     else:
         s1 = runs / f"stage1-{tag}"
         log(f"stage 1: {cfg.stage1_steps} steps -> {s1}")
         timed("stage1", lambda: train(TrainArgs(
             stage="stage1", data=str(world / "stage1" / "mixture.json"), out=str(s1), init="nano",
-            steps=cfg.stage1_steps, lr=cfg.stage1_lr, train_vision=cfg.stage1_train_vision, **common),
+            steps=cfg.stage1_steps, lr=cfg.stage1_lr, train_vision=cfg.stage1_train_vision,
+            vision_init=str(tower), **common),
             on_log=on_train_log, on_status=log))
-        s2_init, s2_steps = str(s1), cfg.stage2_steps
+        s2_init, s2_steps, s2_tower = str(s1), cfg.stage2_steps, None
     s2 = runs / f"stage2-{tag}"
     log(f"stage 2: {s2_steps} steps -> {s2}")
     final = timed("stage2", lambda: train(TrainArgs(
         stage="stage2", data=str(world / "stage2" / "mixture.json"), out=str(s2), init=s2_init,
-        steps=s2_steps, lr=cfg.stage2_lr, train_vision=cfg.skip_stage1 and cfg.stage1_train_vision, **common),
+        steps=s2_steps, lr=cfg.stage2_lr, train_vision=cfg.skip_stage1 and cfg.stage1_train_vision,
+        vision_init=s2_tower, **common),
         on_log=on_train_log, on_status=log))
 
     model_path = final

@@ -623,7 +623,8 @@ def make_truth(seed: int, index: int, cuts_prob: float = 0.3, pan_prob: float = 
                            "subject_id": e["subject_id"], "sentence": e["sentence"]})
     idents = {(o["colour"], o["shape"]) for o in plan["objects"]}
     truth = {
-        "video_id": vid, "index": index, "seed": seed, "video_file": f"videos/{vid}.mp4",
+        "video_id": vid, "index": index, "seed": seed, "cuts_prob": cuts_prob, "pan_prob": pan_prob,
+        "video_file": f"videos/{vid}.mp4",
         "duration": round(n_frames / fps, 3), "fps": fps, "size": size, "n_frames": n_frames,
         "shots": plan["shots"], "objects": plan["objects"],
         "events": events_out, "event_sentences": [e["sentence"] for e in plan["events"]],
@@ -641,6 +642,13 @@ def make_truth(seed: int, index: int, cuts_prob: float = 0.3, pan_prob: float = 
     truth["actions"] = actions
     truth["_plan"] = plan
     return truth
+
+
+def replay_plan(truth: dict[str, Any]) -> dict[str, Any]:
+    """The full plan behind a truth record (truth.jsonl leaves out the renderer's internals)."""
+    # folders written before the probabilities were recorded used generate()'s defaults
+    return truth.get("_plan") or _plan(truth["seed"], truth["index"], truth.get("cuts_prob", 0.3),
+                                       truth.get("pan_prob", 0.3))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -689,23 +697,89 @@ def _obj_state(obj: dict, evs: list[dict], t: float, objects_state_at) -> tuple 
     return x, y, r, ang, col, alpha
 
 
-def _render_video(truth: dict[str, Any], path: Path) -> None:
-    import av
-    import numpy as np
+@dataclass
+class FrameState:
+    """What is on screen at one instant: the shot, the camera offset (world units) and, for every
+    object of the shot still visible, (object record, x, y, r, angle, rgb, alpha) in world units."""
+    shot: dict[str, Any]
+    camera: tuple[float, float]
+    objects: list[tuple[dict, float, float, float, float, list[float], float]]
 
-    plan = truth["_plan"]
-    S, fps = truth["size"], truth["fps"]
+
+def frame_state(plan: dict[str, Any], t: float) -> FrameState:
+    """The exact scene at time t. The renderer draws it and the tower pretraining reads its labels
+    from it, so the pixels and the labels can never disagree."""
     objects = {o["id"]: o for o in plan["objects"]}
     evs_by_obj: dict[int, list] = {oid: [] for oid in objects}
     for e in plan["events"]:
         evs_by_obj[e["subject_id"]].append(e)
 
-    def state_at(oid: int, t: float):
-        st = _obj_state(objects[oid], evs_by_obj[oid], t, state_at)
+    def state_at(oid: int, tt: float):
+        st = _obj_state(objects[oid], evs_by_obj[oid], tt, state_at)
         return st[0], st[1], st[2]
 
+    shot = plan["shots"][-1]
+    for sh in plan["shots"]:
+        if sh["t_start"] <= t < sh["t_end"]:
+            shot = sh
+            break
+    cx = cy = 0.0
+    if shot["pan"]:  # content moves opposite to the pan
+        pf = (t - shot["t_start"]) / max(1e-6, shot["t_end"] - shot["t_start"])
+        dx, dy = _DIR_VEC[shot["pan"]]
+        cx, cy = dx * 0.09 * pf, dy * 0.09 * pf
+    visible = []
+    for oid, o in objects.items():
+        if o["shot"] != shot["index"]:
+            continue
+        x, y, r, ang, col, alpha = _obj_state(o, evs_by_obj[oid], t, state_at)
+        if alpha > 0.01:
+            visible.append((o, x, y, r, ang, col, alpha))
+    return FrameState(shot=shot, camera=(cx, cy), objects=visible)
+
+
+def _pixel_grids(S: int):
+    import numpy as np
+
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
-    axis = np.arange(S, dtype=np.float32)
+    return yy, xx, np.arange(S, dtype=np.float32)
+
+
+def render_frame(state: FrameState, S: int, grids=None):
+    """(S, S, 3) uint8 RGB picture of one scene state."""
+    import numpy as np
+
+    yy, xx, axis = grids if grids is not None else _pixel_grids(S)
+    shot = state.shot
+    bg = np.array(BACKGROUNDS[shot["background"]], np.float32)
+    cx, cy = state.camera
+    frame = np.empty((S, S, 3), np.float32)
+    frame[:] = bg
+    # background texture (a faint grid fixed in the world) makes camera pans visible
+    step = S / 8
+    line = bg * 0.7 + 20
+    frame[:, ((axis + cx * S) % step) < 1.0] = line
+    frame[((axis + cy * S) % step) < 1.0, :] = line
+    for o, x, y, r, ang, col, alpha in state.objects:
+        px, py, pr = (x - cx) * S, (y - cy) * S, r * S
+        x0, x1 = max(0, int(px - pr - 2)), min(S, int(px + pr + 3))
+        y0, y1 = max(0, int(py - pr - 2)), min(S, int(py + pr + 3))
+        if x0 >= x1 or y0 >= y1:
+            continue
+        u = xx[y0:y1, x0:x1] - px
+        v = yy[y0:y1, x0:x1] - py
+        mask = _shape_mask(o["shape"], u, v, pr, ang, np)
+        region = frame[y0:y1, x0:x1]
+        region[mask] = region[mask] * (1 - alpha) + np.array(col, np.float32) * alpha
+    return (frame + 0.5).astype(np.uint8)  # every value is a blend of colours in [0, 255]
+
+
+def _render_video(truth: dict[str, Any], path: Path) -> None:
+    import av
+
+    plan = truth["_plan"]
+    S, fps = truth["size"], truth["fps"]
+    grids = _pixel_grids(S)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.mp4")
     container = av.open(str(tmp), "w", format="mp4")
@@ -716,43 +790,7 @@ def _render_video(truth: dict[str, Any], path: Path) -> None:
     stream.options = {"crf": "20", "preset": "veryfast"}
     stream.codec_context.thread_count = 1
     for fi in range(truth["n_frames"]):
-        t = fi / fps
-        shot = plan["shots"][-1]
-        for sh in plan["shots"]:
-            if sh["t_start"] <= t < sh["t_end"]:
-                shot = sh
-                break
-        bg = np.array(BACKGROUNDS[shot["background"]], np.float32)
-        # camera offset (world units): content moves opposite to the pan
-        cx = cy = 0.0
-        if shot["pan"]:
-            pf = (t - shot["t_start"]) / max(1e-6, shot["t_end"] - shot["t_start"])
-            dx, dy = _DIR_VEC[shot["pan"]]
-            cx, cy = dx * 0.09 * pf, dy * 0.09 * pf
-        frame = np.empty((S, S, 3), np.float32)
-        frame[:] = bg
-        # background texture (a faint grid fixed in the world) makes camera pans visible
-        step = S / 8
-        line = bg * 0.7 + 20
-        frame[:, ((axis + cx * S) % step) < 1.0] = line
-        frame[((axis + cy * S) % step) < 1.0, :] = line
-        for oid, o in objects.items():
-            if o["shot"] != shot["index"]:
-                continue
-            x, y, r, ang, col, alpha = _obj_state(o, evs_by_obj[oid], t, state_at)
-            if alpha <= 0.01:
-                continue
-            px, py, pr = (x - cx) * S, (y - cy) * S, r * S
-            x0, x1 = max(0, int(px - pr - 2)), min(S, int(px + pr + 3))
-            y0, y1 = max(0, int(py - pr - 2)), min(S, int(py + pr + 3))
-            if x0 >= x1 or y0 >= y1:
-                continue
-            u = xx[y0:y1, x0:x1] - px
-            v = yy[y0:y1, x0:x1] - py
-            mask = _shape_mask(o["shape"], u, v, pr, ang, np)
-            region = frame[y0:y1, x0:x1]
-            region[mask] = region[mask] * (1 - alpha) + np.array(col, np.float32) * alpha
-        img = (frame + 0.5).astype(np.uint8)  # every value is a blend of colours in [0, 255]
+        img = render_frame(frame_state(plan, fi / fps), S, grids)
         for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
             container.mux(packet)
     for packet in stream.encode():

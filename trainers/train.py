@@ -53,6 +53,7 @@ class TrainArgs:
     lora_r: int = 16
     lora_alpha: int = 32
     train_vision: bool = False
+    vision_init: str | None = None  # a `tarsier train tower` folder: its pretrained tower replaces a fresh model's
     grad_checkpointing: bool = False
     feature_cache: str = "auto"     # auto (user cache) | off | a folder
     frames: int | None = None       # frames per sample (default: the model's)
@@ -68,6 +69,8 @@ def build_or_load(args: TrainArgs, texts: list[str]):
     (with a byte-level BPE trained on the training texts)."""
     init = Path(args.init).expanduser()
     if init.is_dir():
+        if args.vision_init:
+            raise ValueError("--vision-init sets the tower of a fresh model; a checkpoint brings its own")
         folder = resolve_run_checkpoint(init)
         return ckpt.load_folder(folder), str(folder)
     preset = ckpt.read_preset(args.init)
@@ -78,7 +81,13 @@ def build_or_load(args: TrainArgs, texts: list[str]):
     tok = build_bpe_tokenizer(texts, vocab_size=preset.get("tokenizer", {}).get("vocab_size", 512))
     config = ModelConfig.from_dict(preset["config"])
     config.llm["vocab_size"] = len(tok)
-    return ckpt.build_random(config, tok, seed=args.seed), f"new:{args.init}"
+    model = ckpt.build_random(config, tok, seed=args.seed)
+    if args.vision_init:
+        from trainers.tower import load_tower
+
+        load_tower(model, args.vision_init)
+        return model, f"new:{args.init}+tower:{args.vision_init}"
+    return model, f"new:{args.init}"
 
 
 def resolve_run_checkpoint(folder: Path) -> Path:

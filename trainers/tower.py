@@ -1,0 +1,303 @@
+"""Stage 0: pretrain a small vision tower on the synthetic world's frames, then freeze it.
+
+The paper freezes a pretrained CLIP tower. nano has no pretrained tower that loads offline, and a
+frozen random one carries too little about which shapes are where for a small LLM to learn from in
+minutes (linear probes on it did not beat the majority class on colour presence). So, standing in
+for CLIP's pretraining, we train the tower once with the synthetic world's exact ground truth: a
+linear head on the mean of the tower's patch features (the very features the projector sees when
+`spatial_pool` covers the whole grid) must read, for each of the world's 35 colour-shape
+identities, whether it is on screen and its position, size and orientation, plus the background
+and the camera offset. Stage 1 and 2 then load the frozen tower with `--vision-init`.
+
+Labels come from `trainers.synth.frame_state`, the function the renderer draws from, and frames
+are decoded from the rendered videos with the describe pipeline's resize, so the tower learns
+from exactly what it will see at inference.
+
+OUT layout:
+    tower.safetensors    the tower's weights (keys as in VideoLLM.vision)
+    tower.json           vision config, held-out metrics, settings
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from trainers.synth import BACKGROUNDS, COLOURS, SHAPES, _plan, frame_state, render_frame, replay_plan
+
+IDENTITIES = [(c, s) for c in COLOURS for s in SHAPES]
+SLOT = 6                     # presence, x, y, size, cos and sin of the angle modulo the shape's symmetry
+POS_WEIGHT = 8.0              # few of the 35 identities are on screen at once
+SYMMETRY = {"circle": 0, "square": 4, "triangle": 3, "star": 5, "hexagon": 6}
+_RGB = np.array(list(COLOURS.values()), np.float32)
+_BACKGROUNDS = list(BACKGROUNDS)
+
+
+def frame_targets(plan: dict, t: float) -> tuple[np.ndarray, int, np.ndarray]:
+    """(slots (35, 6), background index, camera offset (2,)) of the scene at time t."""
+    state = frame_state(plan, t)
+    cx, cy = state.camera
+    slots = np.zeros((len(IDENTITIES), SLOT), np.float32)
+    for o, x, y, r, ang, col, alpha in state.objects:
+        if alpha <= 0.5:   # half faded in or out: the description calls it neither present nor absent
+            continue
+        colour = int(((_RGB - np.asarray(col, np.float32)) ** 2).sum(1).argmin())
+        k = colour * len(SHAPES) + SHAPES.index(o["shape"])
+        sym = SYMMETRY[o["shape"]]
+        # screen coordinates, scaled to about [-2, 2] so no target dominates the loss
+        slots[k] = [1.0, (x - cx) * 4 - 2, (y - cy) * 4 - 2, r * 20 - 2,
+                    math.cos(sym * ang) if sym else 0.0, math.sin(sym * ang) if sym else 0.0]
+    return slots, _BACKGROUNDS.index(state.shot["background"]), np.array([cx, cy], np.float32) * 10
+
+
+def _video_job(args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Worker: decode one world video (every `every`-th frame) and label each kept frame."""
+    import av
+
+    truth, folder, size, every = args
+    plan = replay_plan(truth)
+    frames, slots, bgs, cams = [], [], [], []
+    with av.open(str(Path(folder) / truth["video_file"])) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        for i, frame in enumerate(container.decode(stream)):
+            if i % every:
+                continue
+            t = float(frame.time or 0.0)
+            frames.append(frame.reformat(width=size, height=size, format="rgb24", interpolation="AREA").to_ndarray())
+            s, b, c = frame_targets(plan, t)
+            slots.append(s)
+            bgs.append(b)
+            cams.append(c)
+    return np.stack(frames), np.stack(slots), np.array(bgs, np.int64), np.stack(cams)
+
+
+def load_world_frames(world: Path, size: int, videos: int | None = None, every: int = 2,
+                      workers: int = 0) -> dict[str, np.ndarray]:
+    """Decoded, labelled frames of the first `videos` videos of a `tarsier synth` folder."""
+    world = Path(world)
+    truth_file = world / "truth.jsonl"
+    if not truth_file.is_file():
+        raise ValueError(f"{world} is not a `tarsier synth` folder (no truth.jsonl)")
+    truths = [json.loads(line) for line in truth_file.read_text().splitlines() if line.strip()]
+    truths = truths[:videos] if videos else truths
+    jobs = [(t, str(world), size, every) for t in truths]
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            parts = list(pool.map(_video_job, jobs, chunksize=8))
+    else:
+        parts = [_video_job(j) for j in jobs]
+    keys = ("frames", "slots", "background", "camera")
+    return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(keys)}
+
+
+def _scene_job(args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Worker: plan scenes as the world does and render a few random instants of each, through the
+    same colour subsampling (yuv420p) and AREA resize as encoded-then-decoded videos."""
+    import random
+
+    import av
+
+    seed, first, count, per_scene, render_size, size = args
+    frames, slots, bgs, cams = [], [], [], []
+    for index in range(first, first + count):
+        plan = _plan(seed, index, 0.3, 0.3)
+        rng = random.Random(f"{seed}:{index}:tower")
+        for _ in range(per_scene):
+            t = rng.uniform(0.0, plan["duration"])
+            img = render_frame(frame_state(plan, t), render_size)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            frames.append(frame.reformat(width=size, height=size, format="rgb24", interpolation="AREA").to_ndarray())
+            s, b, c = frame_targets(plan, t)
+            slots.append(s)
+            bgs.append(b)
+            cams.append(c)
+    return np.stack(frames), np.stack(slots), np.array(bgs, np.int64), np.stack(cams)
+
+
+def render_scene_frames(seed: int, scenes: int, per_scene: int, size: int, render_size: int = 128,
+                        workers: int = 0) -> dict[str, np.ndarray]:
+    """Labelled frames of `scenes` freshly planned scenes (never the training videos' own), so the
+    tower sees a new arrangement in nearly every frame instead of memorising a few hundred videos."""
+    chunk = 64
+    jobs = [(seed, i, min(chunk, scenes - i), per_scene, render_size, size) for i in range(0, scenes, chunk)]
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            parts = list(pool.map(_scene_job, jobs))
+    else:
+        parts = [_scene_job(j) for j in jobs]
+    keys = ("frames", "slots", "background", "camera")
+    return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(keys)}
+
+
+@dataclass
+class TowerArgs:
+    out: str                        # where tower.safetensors + tower.json go
+    init: str = "nano"              # preset whose vision config the tower takes
+    heldout: str | None = None      # another synth folder (another seed) for the held-out metrics
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup: int = 30
+    weight_decay: float = 0.01
+    scenes: int = 10000             # freshly planned scenes to render frames from
+    per_scene: int = 3              # random instants rendered per scene
+    scene_seed: int = 777           # plans scenes with a seed of its own, apart from training and benchmark data
+    seed: int = 0
+    workers: int = 0
+
+
+class _Head:
+    """Names the slices of the linear read-out, so training and evaluation agree on them."""
+    n_slots = len(IDENTITIES) * SLOT
+    n_bg = len(_BACKGROUNDS)
+    size = n_slots + n_bg + 2
+
+    @classmethod
+    def split(cls, out):
+        slots = out[:, :cls.n_slots].reshape(-1, len(IDENTITIES), SLOT)
+        return slots, out[:, cls.n_slots:cls.n_slots + cls.n_bg], out[:, cls.n_slots + cls.n_bg:]
+
+
+def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
+    """Train the tower + linear head; save the tower; return the held-out metrics."""
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+
+    from engine import checkpoint as ckpt
+    from engine.config import ModelConfig
+    from engine.model import build_vision_tower
+
+    out = Path(args.out)
+    done = out / "tower.json"
+    if done.is_file() and (out / "tower.safetensors").is_file():
+        log(f"{out} already holds a pretrained tower")
+        return json.loads(done.read_text())["metrics"]
+    preset = ckpt.read_preset(args.init)
+    if "config" not in preset:
+        raise ckpt.ModelNotFound(f"preset {args.init!r} has no config to build a tower from")
+    vcfg = ModelConfig.from_dict(preset["config"]).vision
+    if vcfg.source != "open_clip" or vcfg.name is not None:
+        raise ValueError("tower pretraining builds a small open_clip ViT from the preset's geometry")
+    torch.manual_seed(args.seed)
+    tower = build_vision_tower(vcfg)
+    head = torch.nn.Linear(vcfg.width, _Head.size)
+    mean = torch.tensor(vcfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(vcfg.std).view(1, 3, 1, 1)
+    index = vcfg.feature_layer % vcfg.layers
+
+    def pooled(frames_u8: torch.Tensor) -> torch.Tensor:
+        # the same normalisation and block as VideoLLM.encode_frames, then the mean over patches
+        x = frames_u8.permute(0, 3, 1, 2).float().div(255.0)
+        x = (x - mean) / std
+        feats = tower.forward_intermediates(x, indices=[index], stop_early=True, intermediates_only=True,
+                                            output_fmt="NLC")["image_intermediates"][0]
+        return feats.mean(1)
+
+    t0 = time.perf_counter()
+    data = {k: torch.from_numpy(v) for k, v in render_scene_frames(
+        args.scene_seed, args.scenes, args.per_scene, vcfg.image_size, workers=args.workers).items()}
+    log(f"tower: {len(data['frames'])} labelled frames in {time.perf_counter() - t0:.1f}s")
+
+    def loss_fn(frames, slots, bg, cam):
+        pred_slots, pred_bg, pred_cam = _Head.split(head(pooled(frames)))
+        present = slots[..., 0]
+        presence = F.binary_cross_entropy_with_logits(pred_slots[..., 0], present,
+                                                      pos_weight=torch.tensor(POS_WEIGHT))
+        attr = ((pred_slots[..., 1:] - slots[..., 1:]) ** 2).mean(-1)
+        attr = (attr * present).sum() / present.sum().clamp(min=1.0)
+        return presence * 3 + attr + F.cross_entropy(pred_bg, bg) + F.mse_loss(pred_cam, cam)
+
+    params = list(tower.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < args.warmup:
+            return (step + 1) / args.warmup
+        p = (step - args.warmup) / max(1, args.steps - args.warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    gen = torch.Generator().manual_seed(args.seed)
+    n = len(data["frames"])
+    tower.train()
+    t0 = time.perf_counter()
+    for step in range(args.steps):
+        idx = torch.randint(n, (args.batch_size,), generator=gen)
+        loss = loss_fn(data["frames"][idx], data["slots"][idx], data["background"][idx], data["camera"][idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == args.steps - 1:
+            log(f"tower step {step + 1}/{args.steps} loss {loss.item():.4f} "
+                f"({(step + 1) * args.batch_size / (time.perf_counter() - t0):.0f} frames/s)")
+    tower.eval()
+    metrics = {"train_frames": n, "seconds": round(time.perf_counter() - t0, 1)}
+    seen = {k: v[:2000] for k, v in data.items()}
+    metrics["train_sample"] = {k: v for k, v in evaluate_tower(tower, head, pooled, seen).items() if "frames" not in k}
+    if args.heldout:
+        held = {k: torch.from_numpy(v) for k, v in
+                load_world_frames(Path(args.heldout), vcfg.image_size, 100, 3, args.workers).items()}
+        metrics.update(evaluate_tower(tower, head, pooled, held))
+        log("tower held-out: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(out / "tower.safetensors"))
+    tmp = done.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"vision": asdict(vcfg), "metrics": metrics, "args": asdict(args)}, indent=2) + "\n")
+    os.replace(tmp, done)  # written last: its presence means the tower is complete
+    return metrics
+
+
+def evaluate_tower(tower, head, pooled, held: dict) -> dict:
+    """Identity presence precision/recall, exact frames, attribute error, background accuracy."""
+    import torch
+
+    with torch.inference_mode():
+        outs = [head(pooled(held["frames"][i:i + 256])) for i in range(0, len(held["frames"]), 256)]
+    pred_slots, pred_bg, _ = _Head.split(torch.cat(outs))
+    truth = held["slots"][..., 0] > 0.5
+    guess = pred_slots[..., 0] > math.log(POS_WEIGHT)  # where the pos_weight-ed logit means p = 0.5
+    tp = int((truth & guess).sum())
+    attr = ((pred_slots[..., 1:4] - held["slots"][..., 1:4]).abs().mean(-1) * truth).sum() / truth.sum()
+    return {
+        "presence_precision": round(tp / max(1, int(guess.sum())), 4),
+        "presence_recall": round(tp / max(1, int(truth.sum())), 4),
+        "frames_all_identities_right": round(float((guess == truth).all(-1).float().mean()), 4),
+        "position_size_mae": round(float(attr), 4),
+        "background_accuracy": round(float((pred_bg.argmax(-1) == held["background"]).float().mean()), 4),
+        "heldout_frames": len(held["frames"]),
+    }
+
+
+def load_tower(model, folder: str | Path) -> None:
+    """Put a pretrained tower into `model` (strict: its geometry must match the model's)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    meta_path = folder / "tower.json"
+    if not meta_path.is_file():
+        raise ValueError(f"{folder} holds no pretrained tower (no tower.json; run `tarsier train tower`)")
+    meta = json.loads(meta_path.read_text())["vision"]
+    have = asdict(model.config.vision)
+    keys = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio")
+    if any(meta.get(k) != have.get(k) for k in keys):
+        raise ValueError(f"tower in {folder} has geometry {[meta.get(k) for k in keys]}, "
+                         f"the model needs {[have.get(k) for k in keys]}")
+    model.vision.load_state_dict(load_file(str(folder / "tower.safetensors")), strict=True)
