@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--layout", choices=("slots", "cells"), default="slots")
+    ap.add_argument("--frames", type=int, default=8, help="frames per clip (nano's default: 8)")
     a = ap.parse_args()
 
     import trainers.train as train_mod
@@ -101,10 +102,11 @@ def main() -> None:
         return preset
 
     train_mod.ckpt.read_preset = nano_for_oracle
-    run = a.out / f"{a.layout}-{a.steps}"
+    run = a.out / f"{a.layout}-{a.steps}-f{a.frames}-lr{a.lr:g}"
     t0 = time.perf_counter()
     final = train(TrainArgs(stage="stage2", data=str(a.world / "stage2" / "mixture.json"), out=str(run),
                             init="nano", steps=a.steps, lr=a.lr, batch_size=16, warmup=30, log_every=50,
+                            frames=a.frames,
                             resume=True, device="cpu"),
                   on_log=lambda r: print(f"step {r['step']} loss {r['loss']:.4f} {r['samples_per_s']:.0f} samples/s"))
     train_s = time.perf_counter() - t0
@@ -132,7 +134,7 @@ def main() -> None:
         result = score_file(pred, a.bench / "benchmark.jsonl", make_judge("exact"), run / f"eval-{grain}",
                             replace_other_judge=True)
         scores[grain] = {k: round(result.report["overall"][k], 3) for k in ("precision", "recall", "f1")}
-    print(json.dumps({"layout": a.layout, "steps": a.steps, "lr": a.lr, "train_s": round(train_s, 1), **scores}))
+    print(json.dumps({"layout": a.layout, "steps": a.steps, "frames": a.frames, "lr": a.lr, "train_s": round(train_s, 1), **scores}))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from tarsier_cli.common import err_console, usage_error
 
 train_app = typer.Typer(
     help="Train VideoLLM models: stage 1 (multi-task pre-training), stage 2 (multi-grained "
-    "instruction tuning). Runs data-parallel under `accelerate launch` with no code change.",
+    "instruction tuning), and for nano a stage 0 that pretrains its vision tower. Runs data-parallel "
+    "under `accelerate launch` with no code change.",
     no_args_is_help=True,
 )
 
@@ -133,9 +134,11 @@ def cache_features(
                       f"in {time.perf_counter() - t:.1f}s -> {store.folder}", markup=False)
 
 
-@train_app.command("tower")
+@train_app.command("tower", help=(
+    "Stage 0 for nano (synthetic world only): pretrain its small vision tower on rendered, labelled "
+    "frames, standing in for CLIP's pretraining. Stage 1 loads it, frozen, with --vision-init."))
 def tower(
-    out: Out,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tower.safetensors and tower.json (its metrics).")],
     init: Annotated[str, typer.Option(help="Preset whose vision geometry the tower takes.")] = "nano",
     heldout: Annotated[Path | None, typer.Option(help="A `tarsier synth` folder (another seed) for held-out metrics on decoded video frames.")] = None,
     steps: Steps = 1000, batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Frames per step.", min=1)] = 64,
@@ -144,8 +147,6 @@ def tower(
     per_scene: Annotated[int, typer.Option(help="Random instants rendered per scene.", min=1)] = 3,
     seed: Seed = 0, workers: Workers = 0,
 ) -> None:
-    """Stage 0 for nano (synthetic world only): pretrain its small vision tower on rendered, labelled
-    frames, standing in for CLIP's pretraining. Stage 1 loads it, frozen, with --vision-init."""
     from engine.checkpoint import ModelNotFound
     from trainers.tower import TowerArgs, pretrain_tower
 

@@ -149,7 +149,7 @@ class TowerArgs:
     out: str                        # where tower.safetensors + tower.json go
     init: str = "nano"              # preset whose vision config the tower takes
     heldout: str | None = None      # another synth folder (another seed) for the held-out metrics
-    steps: int = 600
+    steps: int = 1000
     batch_size: int = 64
     lr: float = 2e-3
     warmup: int = 30
