@@ -30,6 +30,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -447,9 +448,9 @@ def _produce_thread(videos: list[VideoInput], options, queue_size: int, ready: l
 
 
 def _decode_worker(wid: int, tasks, results, stop, parent: int, options) -> None:
-    """A decode worker process: takes (index, VideoInput) tasks until a None, sends what
-    decode_video() produces. Exits on its own when the parent process is gone (a kill -9 of the run
-    must not leave orphans decoding), and leaves Ctrl-C to the parent."""
+    """A decode worker process: takes VideoInput tasks from its own pipe until a None, sends what
+    decode_video() produces down its own result pipe. Exits on its own when the parent process is
+    gone (a kill -9 of the run must not leave orphans decoding), and leaves Ctrl-C to the parent."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -461,139 +462,160 @@ def _decode_worker(wid: int, tasks, results, stop, parent: int, options) -> None
         if item[0] == "error":  # a VideoError does not survive pickling (two-argument __init__)
             err = item[2]
             item = ("error", item[1], (err.stage, err.message))
-        while alive():
-            try:
-                results.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
+        if not alive():
+            return False
+        try:
+            results.send(item)   # blocks until the parent has read it: the pipe is the bound on memory
+            return True
+        except (BrokenPipeError, EOFError, OSError):
+            return False
 
     while alive():
         try:
-            task = tasks.get(timeout=0.5)
-        except queue.Empty:
-            continue
+            if not tasks.poll(0.5):
+                continue
+            task = tasks.recv()
+        except (EOFError, OSError):
+            return
         if task is None:
             put(("done", None, wid))
             return
-        video = task
-        if not put(("begin", video.rel, wid)) or not decode_video(video, options, put):
-            break
-    results.cancel_join_thread()  # stopping: do not wait for a reader that is gone
+        if not put(("begin", task.rel, wid)) or not decode_video(task, options, put):
+            return
+
+
+@dataclass
+class _Worker:
+    process: object
+    tasks: object                 # parent's sending end of the worker's task pipe
+    results: object               # parent's receiving end of the worker's result pipe
+    queued: deque = field(default_factory=deque)   # handed to it, not finished yet (in order)
+    current: str | None = None    # the video it said it began
+    closing: bool = False         # it has been told there is no more work
 
 
 def _produce_processes(videos: list[VideoInput], options, workers: int, queue_size: int, ready: list | None):
-    """Decode in `workers` spawned processes. Tasks are handed out a window at a time (the task pipe
-    stays small however many videos there are), results come back through one bounded queue. Every video ends with exactly one
-    "end" or "error"; a worker that dies fails the video it was on and is replaced."""
+    """Decode in `workers` spawned processes. Every worker has its own task pipe and result pipe,
+    so a worker that dies (even by SIGKILL, in the middle of a send) can poison nothing shared: its
+    pipes close, the video it was on fails, the videos queued on it go to a fresh worker. Each
+    worker holds at most `window` videos; a result send blocks until read, so memory stays bounded.
+    Every video ends with exactly one "end" or "error"."""
     import dataclasses
     import multiprocessing as mp
+    from multiprocessing.connection import wait
 
     ctx = mp.get_context("spawn")   # never fork a process that holds a model and its thread pools
-    tasks, results, stop = ctx.Queue(), ctx.Queue(maxsize=max(1, queue_size)), ctx.Event()
-    tasks.cancel_join_thread()
-    if ready is not None:
-        ready.append(lambda: not results.empty())
+    stop = ctx.Event()
     if not options.threads:   # split the cores between the workers' decoders
         options = dataclasses.replace(options, threads=max(1, cores() // workers))
-    procs: dict[int, object] = {}
-    current: dict[int, str] = {}         # worker id -> the video it is decoding
+    window = max(2, -(-queue_size // workers))
+    todo: deque = deque(videos)
+    live: dict[int, _Worker] = {}
     finished: set[str] = set()
-    next_task = 0
-
-    def hand_out(n: int) -> None:
-        nonlocal next_task
-        for _ in range(n):
-            if next_task < len(videos):
-                tasks.put(videos[next_task])
-                next_task += 1
-                if next_task == len(videos):
-                    for _ in range(len(procs) + 1):
-                        tasks.put(None)
-
     started = 0
+    if ready is not None:
+        ready.append(lambda: any(_poll(w.results) for w in list(live.values())))
+
+    def feed(w: _Worker) -> None:
+        try:
+            while len(w.queued) < window and todo:
+                v = todo.popleft()
+                w.queued.append(v)
+                w.tasks.send(v)
+            if not todo and not w.queued and not w.closing:
+                w.closing = True
+                w.tasks.send(None)
+        except (BrokenPipeError, OSError):
+            pass   # it died; its results pipe will say so and its queue is handed on
 
     def start_worker() -> None:
         nonlocal started
         wid, started = started, started + 1
+        task_recv, task_send = ctx.Pipe(duplex=False)
+        result_recv, result_send = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_decode_worker, name=f"tarsier-decode-{wid}", daemon=True,
-                        args=(wid, tasks, results, stop, os.getpid(), options))
+                        args=(wid, task_recv, result_send, stop, os.getpid(), options))
         p.start()
-        procs[wid] = p
-        if next_task == len(videos):   # the end-of-tasks markers are out already: one for this worker
-            tasks.put(None)
+        task_recv.close()     # the child's ends: closed here, so the child's death reads as EOF
+        result_send.close()
+        live[wid] = w = _Worker(p, task_send, result_recv)
+        feed(w)
 
-    def lost() -> Iterator[tuple]:
-        """Every worker has seen the end of the tasks, yet some video never came back (a worker
-        died between taking it and starting it): fail those rather than wait forever."""
-        if not procs:
-            for v in videos:
-                if v.rel not in finished:
-                    finished.add(v.rel)
-                    yield ("error", v.rel, VideoError("decode", "the decode worker was lost"))
+    def bury(wid: int) -> Iterator[tuple]:
+        w = live.pop(wid)
+        w.process.join(timeout=2)
+        for conn in (w.tasks, w.results):
+            conn.close()
+        if w.current is not None and w.current not in finished:
+            finished.add(w.current)
+            yield ("error", w.current, VideoError("decode", f"the decode worker died (exit code {w.process.exitcode})"))
+        todo.extendleft(reversed([v for v in w.queued if v.rel not in finished and v.rel != w.current]))
 
-    for _ in range(workers):
+    for _ in range(min(workers, len(videos))):
         start_worker()
-    # Videos handed out ahead of the consumer: enough that no worker ever waits for a task while the
-    # results queue has room (every video sends at least one item); the queue alone bounds memory.
-    hand_out(2 * workers + queue_size)
     try:
         while len(finished) < len(videos):
-            try:
-                kind, rel, payload = results.get(timeout=1.0)
-            except queue.Empty:   # nothing for a second: check on the workers
-                yield from _reap(procs, current, finished, start_worker, more=len(finished) < len(videos))
-                yield from lost()
+            if not live:
+                start_worker()
+            by_conn = {w.results: wid for wid, w in live.items()}
+            got = wait(list(by_conn), timeout=1.0)
+            if not got:   # nothing for a second: a worker that is gone without an EOF is still gone
+                for wid in [wid for wid, w in live.items() if not w.process.is_alive()]:
+                    yield from bury(wid)
                 continue
-            if kind == "begin":
-                current[payload] = rel
-                continue
-            if kind == "done":
-                p = procs.pop(payload, None)
-                if p is not None:
-                    p.join(timeout=5)
-                yield from lost()
-                continue
-            if kind in ("end", "error"):
-                current = {w: r for w, r in current.items() if r != rel}
-                finished.add(rel)
-                hand_out(1)
-                if kind == "error":
-                    payload = VideoError(*payload)
-            yield (kind, rel, payload)
+            for conn in got:
+                wid = by_conn[conn]
+                w = live.get(wid)
+                if w is None:
+                    continue
+                try:
+                    kind, rel, payload = conn.recv()
+                except (EOFError, OSError):
+                    yield from bury(wid)
+                    continue
+                if kind == "begin":
+                    w.current = rel
+                    continue
+                if kind == "done":
+                    yield from bury(wid)
+                    continue
+                if kind in ("end", "error"):
+                    finished.add(rel)
+                    w.queued = deque(v for v in w.queued if v.rel != rel)
+                    w.current = None if w.current == rel else w.current
+                    feed(w)
+                    if kind == "error":
+                        payload = VideoError(*payload)
+                yield (kind, rel, payload)
+            if todo and len(live) < min(workers, len(todo) + len(live)):
+                start_worker()   # a worker was lost or retired early while work remains
     finally:
         stop.set()
-        _shutdown(procs.values(), results)
+        _shutdown(list(live.values()))
 
 
-def _reap(procs: dict, current: dict, finished: set, start_worker, more: bool):
-    """Workers that died: fail the video each was on; start a fresh worker if work remains."""
-    for wid, p in list(procs.items()):
-        if p.is_alive():
-            continue
-        del procs[wid]
-        rel = current.pop(wid, None)
-        if rel is not None and rel not in finished:
-            finished.add(rel)
-            yield ("error", rel, VideoError("decode", f"the decode worker died (exit code {p.exitcode})"))
-        if more:
-            start_worker()
+def _poll(conn) -> bool:
+    try:
+        return conn.poll()
+    except (EOFError, OSError):
+        return True
 
 
-def _shutdown(procs, results) -> None:
-    procs = list(procs)
+def _shutdown(workers: list[_Worker]) -> None:
     deadline = time.monotonic() + 3
-    while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
-        try:   # drain, so a worker blocked on a full queue can see the stop flag and leave
-            results.get(timeout=0.05)
-        except (queue.Empty, OSError, EOFError):
-            pass
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-        p.join(timeout=2)
-    results.cancel_join_thread()
+    while any(w.process.is_alive() for w in workers) and time.monotonic() < deadline:
+        for w in workers:   # drain, so a worker blocked in a send can see the stop flag and leave
+            try:
+                while w.results.poll(0.02):
+                    w.results.recv()
+            except (EOFError, OSError):
+                pass
+    for w in workers:
+        if w.process.is_alive():
+            w.process.terminate()
+        w.process.join(timeout=2)
+        for conn in (w.tasks, w.results):
+            conn.close()
 
 
 # ---------------------------------------------------------------------------------------------
