@@ -56,26 +56,51 @@ def frame_targets(plan: dict, t: float) -> tuple[np.ndarray, int, np.ndarray]:
     return slots, _BACKGROUNDS.index(state.shot["background"]), np.array([cx, cy], np.float32) * 10
 
 
-def _video_job(args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+class _Labelled:
+    """Frames and their labels, gathered in a worker and shipped back as four arrays."""
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+        self.targets: list[tuple] = []
+
+    def add(self, frame, size: int, plan: dict, t: float) -> None:
+        """`frame`: a PyAV VideoFrame, resized as the describe pipeline resizes (AREA)."""
+        self.frames.append(frame.reformat(width=size, height=size, format="rgb24", interpolation="AREA").to_ndarray())
+        self.targets.append(frame_targets(plan, t))
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        slots, bgs, cams = zip(*self.targets)
+        return np.stack(self.frames), np.stack(slots), np.array(bgs, np.int64), np.stack(cams)
+
+
+def _gather(job, jobs: list[tuple], workers: int) -> dict[str, np.ndarray]:
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            parts = list(pool.map(job, jobs))
+    else:
+        parts = [job(j) for j in jobs]
+    keys = ("frames", "slots", "background", "camera")
+    return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(keys)}
+
+
+def _video_job(args: tuple) -> tuple[np.ndarray, ...]:
     """Worker: decode one world video (every `every`-th frame) and label each kept frame."""
     import av
 
     truth, folder, size, every = args
     plan = replay_plan(truth)
-    frames, slots, bgs, cams = [], [], [], []
+    out = _Labelled()
     with av.open(str(Path(folder) / truth["video_file"])) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
         for i, frame in enumerate(container.decode(stream)):
-            if i % every:
-                continue
-            t = float(frame.time or 0.0)
-            frames.append(frame.reformat(width=size, height=size, format="rgb24", interpolation="AREA").to_ndarray())
-            s, b, c = frame_targets(plan, t)
-            slots.append(s)
-            bgs.append(b)
-            cams.append(c)
-    return np.stack(frames), np.stack(slots), np.array(bgs, np.int64), np.stack(cams)
+            if i % every == 0:
+                out.add(frame, size, plan, float(frame.time or 0.0))
+    return out.arrays()
 
 
 def load_world_frames(world: Path, size: int, videos: int | None = None, every: int = 2,
@@ -87,21 +112,10 @@ def load_world_frames(world: Path, size: int, videos: int | None = None, every: 
         raise ValueError(f"{world} is not a `tarsier synth` folder (no truth.jsonl)")
     truths = [json.loads(line) for line in truth_file.read_text().splitlines() if line.strip()]
     truths = truths[:videos] if videos else truths
-    jobs = [(t, str(world), size, every) for t in truths]
-    workers = workers or min(4, os.cpu_count() or 1)
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            parts = list(pool.map(_video_job, jobs, chunksize=8))
-    else:
-        parts = [_video_job(j) for j in jobs]
-    keys = ("frames", "slots", "background", "camera")
-    return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(keys)}
+    return _gather(_video_job, [(t, str(world), size, every) for t in truths], workers)
 
 
-def _scene_job(args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _scene_job(args: tuple) -> tuple[np.ndarray, ...]:
     """Worker: plan scenes as the world does and render a few random instants of each, through the
     same colour subsampling (yuv420p) and AREA resize as encoded-then-decoded videos."""
     import random
@@ -109,20 +123,15 @@ def _scene_job(args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     import av
 
     seed, first, count, per_scene, render_size, size = args
-    frames, slots, bgs, cams = [], [], [], []
+    out = _Labelled()
     for index in range(first, first + count):
         plan = _plan(seed, index, 0.3, 0.3)
         rng = random.Random(f"{seed}:{index}:tower")
         for _ in range(per_scene):
             t = rng.uniform(0.0, plan["duration"])
             img = render_frame(frame_state(plan, t), render_size)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
-            frames.append(frame.reformat(width=size, height=size, format="rgb24", interpolation="AREA").to_ndarray())
-            s, b, c = frame_targets(plan, t)
-            slots.append(s)
-            bgs.append(b)
-            cams.append(c)
-    return np.stack(frames), np.stack(slots), np.array(bgs, np.int64), np.stack(cams)
+            out.add(av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p"), size, plan, t)
+    return out.arrays()
 
 
 def render_scene_frames(seed: int, scenes: int, per_scene: int, size: int, render_size: int = 128,
@@ -131,17 +140,7 @@ def render_scene_frames(seed: int, scenes: int, per_scene: int, size: int, rende
     tower sees a new arrangement in nearly every frame instead of memorising a few hundred videos."""
     chunk = 64
     jobs = [(seed, i, min(chunk, scenes - i), per_scene, render_size, size) for i in range(0, scenes, chunk)]
-    workers = workers or min(4, os.cpu_count() or 1)
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            parts = list(pool.map(_scene_job, jobs))
-    else:
-        parts = [_scene_job(j) for j in jobs]
-    keys = ("frames", "slots", "background", "camera")
-    return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(keys)}
+    return _gather(_scene_job, jobs, workers)
 
 
 @dataclass
