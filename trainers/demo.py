@@ -30,7 +30,7 @@ class DemoConfig:
     batch_size: int = 16
     stage1_lr: float = 2e-3
     stage2_lr: float = 1e-3
-    stage1_train_vision: bool = False  # True trains nano's random tower in stage 1 (slower: no feature cache)
+    stage1_train_vision: bool = False  # True also trains the pretrained tower in stage 1 (slower: no feature cache)
     describe_batch: int = 16
     device: str = "auto"
     install: bool = True              # copy the result to the cache as the `nano` preset
