@@ -447,28 +447,43 @@ def _produce_thread(videos: list[VideoInput], options, queue_size: int, ready: l
         worker.join(timeout=5)
 
 
-def _decode_worker(wid: int, tasks, results, stop, parent: int, options) -> None:
+def _decode_worker(wid: int, tasks, results, stop, parent: int, options, buffered: int) -> None:
     """A decode worker process: takes VideoInput tasks from its own pipe until a None, sends what
-    decode_video() produces down its own result pipe. Exits on its own when the parent process is
-    gone (a kill -9 of the run must not leave orphans decoding), and leaves Ctrl-C to the parent."""
+    decode_video() produces down its own result pipe. A sender thread does the sending, so decoding
+    runs up to `buffered` items ahead of a parent busy with the model. Exits on its own when the
+    parent process is gone (a kill -9 of the run must not leave orphans decoding), and leaves
+    Ctrl-C to the parent."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    outbox: queue.Queue = queue.Queue(maxsize=max(1, buffered))
+    broken = threading.Event()
+
+    def send_all() -> None:
+        while (item := outbox.get()) is not None:
+            try:
+                results.send(item)
+            except (BrokenPipeError, EOFError, OSError):
+                broken.set()
+                return
+
+    sender = threading.Thread(target=send_all, name="tarsier-send", daemon=True)
+    sender.start()
 
     def alive() -> bool:
-        return not stop.is_set() and os.getppid() == parent
+        return not stop.is_set() and not broken.is_set() and os.getppid() == parent
 
     def put(item) -> bool:
-        if item[0] == "error":  # a VideoError does not survive pickling (two-argument __init__)
+        if item is not None and item[0] == "error":  # a VideoError does not survive pickling
             err = item[2]
             item = ("error", item[1], (err.stage, err.message))
-        if not alive():
-            return False
-        try:
-            results.send(item)   # blocks until the parent has read it: the pipe is the bound on memory
-            return True
-        except (BrokenPipeError, EOFError, OSError):
-            return False
+        while alive():
+            try:
+                outbox.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     while alive():
         try:
@@ -478,7 +493,9 @@ def _decode_worker(wid: int, tasks, results, stop, parent: int, options) -> None
         except (EOFError, OSError):
             return
         if task is None:
-            put(("done", None, wid))
+            if put(("done", None, wid)) and put(None):
+                while sender.is_alive() and alive():   # everything out before the process ends
+                    sender.join(timeout=0.5)
             return
         if not put(("begin", task.rel, wid)) or not decode_video(task, options, put):
             return
@@ -498,7 +515,8 @@ def _produce_processes(videos: list[VideoInput], options, workers: int, queue_si
     """Decode in `workers` spawned processes. Every worker has its own task pipe and result pipe,
     so a worker that dies (even by SIGKILL, in the middle of a send) can poison nothing shared: its
     pipes close, the video it was on fails, the videos queued on it go to a fresh worker. Each
-    worker holds at most `window` videos; a result send blocks until read, so memory stays bounded.
+    worker holds at most `window` videos and decodes at most `buffered` items ahead of the parent,
+    so memory stays bounded.
     Every video ends with exactly one "end" or "error"."""
     import dataclasses
     import multiprocessing as mp
@@ -509,6 +527,7 @@ def _produce_processes(videos: list[VideoInput], options, workers: int, queue_si
     if not options.threads:   # split the cores between the workers' decoders
         options = dataclasses.replace(options, threads=max(1, cores() // workers))
     window = max(2, -(-queue_size // workers))
+    buffered = max(1, queue_size // workers)   # items a worker may decode ahead of the parent
     todo: deque = deque(videos)
     live: dict[int, _Worker] = {}
     finished: set[str] = set()
@@ -534,7 +553,7 @@ def _produce_processes(videos: list[VideoInput], options, workers: int, queue_si
         task_recv, task_send = ctx.Pipe(duplex=False)
         result_recv, result_send = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_decode_worker, name=f"tarsier-decode-{wid}", daemon=True,
-                        args=(wid, task_recv, result_send, stop, os.getpid(), options))
+                        args=(wid, task_recv, result_send, stop, os.getpid(), options, buffered))
         p.start()
         task_recv.close()     # the child's ends: closed here, so the child's death reads as EOF
         result_send.close()
