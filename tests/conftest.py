@@ -51,3 +51,21 @@ def videos(video_dir) -> dict:
     v["audio_only"] = videogen.make_audio_only(d / "audio_only.mp4")
     v.update(videogen.make_bad_files(d / "bad", v["cuts"].path))
     return v
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory) -> Path:
+    """A small `tarsier synth` world (8 videos, seed 5) that training and tower tests only read."""
+    from trainers.synth import generate
+
+    out = tmp_path_factory.mktemp("world")
+    generate(out, videos=8, seed=5, workers=1)
+    return out
+
+
+@pytest.fixture
+def tarsier_home(tmp_path, monkeypatch) -> Path:
+    """An empty model cache per test, so nothing leaks into or out of the user's ~/.cache/tarsier."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("TARSIER_HOME", str(home))
+    return home

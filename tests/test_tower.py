@@ -10,20 +10,10 @@ from typer.testing import CliRunner
 
 from engine import checkpoint as ckpt
 from tarsier_cli.app import app
-from trainers.synth import frame_state, generate, make_truth, render_frame
+from trainers.synth import frame_state, make_truth, render_frame
 from trainers.tower import IDENTITIES, TowerArgs, frame_targets, load_tower, pretrain_tower
 
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world")
-    generate(out, videos=4, seed=5, workers=1)
-    return out
-
-
-@pytest.fixture(autouse=True)
-def _cache_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TARSIER_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("tarsier_home")
 
 
 def _video_with(verb: str, seed: int = 11) -> dict:

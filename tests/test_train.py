@@ -14,22 +14,12 @@ from typer.testing import CliRunner
 
 from engine import checkpoint as ckpt
 from tarsier_cli.app import app
-from trainers.synth import generate
 from trainers.train import TrainArgs, train
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    out = tmp_path_factory.mktemp("world")
-    generate(out, videos=8, seed=5, workers=1)
-    return out
-
-
-@pytest.fixture(autouse=True)
-def _cache_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("TARSIER_HOME", str(tmp_path / "home"))
+pytestmark = pytest.mark.usefixtures("tarsier_home")
 
 
 def args(world: Path, out: Path, stage: str = "stage1", **kw) -> TrainArgs:
