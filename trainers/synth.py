@@ -56,6 +56,8 @@ DIRECTIONS = ["left", "right", "up", "down"]
 _VERB_WEIGHTS = {"move": 3.0, "grow": 1.0, "shrink": 1.0, "rotate": 1.0, "appear": 0.7,
                  "disappear": 0.5, "change_colour": 0.8, "collide": 0.8}
 _DIR_VEC = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
+CUTS_PROB = 0.3   # default chance that a video has a scene cut
+PAN_PROB = 0.3    # default chance that a shot pans
 _NUMBERS = ["zero", "one", "two", "three", "four", "five", "six"]
 
 BRIEF_PROMPTS = [
@@ -608,7 +610,7 @@ def _order(plan: dict[str, Any], rng: random.Random) -> tuple[str, str]:
     return q, first["sentence"]
 
 
-def make_truth(seed: int, index: int, cuts_prob: float = 0.3, pan_prob: float = 0.3,
+def make_truth(seed: int, index: int, cuts_prob: float = CUTS_PROB, pan_prob: float = PAN_PROB,
                fps: int = 12, size: int = 128) -> dict[str, Any]:
     """Complete ground truth of one video (no rendering)."""
     plan = _plan(seed, index, cuts_prob, pan_prob)
@@ -647,8 +649,8 @@ def make_truth(seed: int, index: int, cuts_prob: float = 0.3, pan_prob: float = 
 def replay_plan(truth: dict[str, Any]) -> dict[str, Any]:
     """The full plan behind a truth record (truth.jsonl leaves out the renderer's internals)."""
     # folders written before the probabilities were recorded used generate()'s defaults
-    return truth.get("_plan") or _plan(truth["seed"], truth["index"], truth.get("cuts_prob", 0.3),
-                                       truth.get("pan_prob", 0.3))
+    return truth.get("_plan") or _plan(truth["seed"], truth["index"], truth.get("cuts_prob", CUTS_PROB),
+                                       truth.get("pan_prob", PAN_PROB))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -937,7 +939,7 @@ def _job(args: tuple) -> dict[str, Any]:
 
 
 def generate(out: str | Path, videos: int, seed: int = 0, size: int = 128, fps: int = 12,
-             cuts_prob: float = 0.3, pan_prob: float = 0.3, workers: int | None = None,
+             cuts_prob: float = CUTS_PROB, pan_prob: float = PAN_PROB, workers: int | None = None,
              render: bool = True, progress: Callable[[int], None] | None = None) -> SynthSummary:
     """Render `videos` clips and write all ground truth and manifests into `out`."""
     import time

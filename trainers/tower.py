@@ -29,7 +29,17 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.synth import BACKGROUNDS, COLOURS, SHAPES, _plan, frame_state, render_frame, replay_plan
+from trainers.synth import (
+    BACKGROUNDS,
+    COLOURS,
+    CUTS_PROB,
+    PAN_PROB,
+    SHAPES,
+    _plan,
+    frame_state,
+    render_frame,
+    replay_plan,
+)
 
 IDENTITIES = [(c, s) for c in COLOURS for s in SHAPES]
 SLOT = 6                     # presence, x, y, size, cos and sin of the angle modulo the shape's symmetry
@@ -125,7 +135,7 @@ def _scene_job(args: tuple) -> tuple[np.ndarray, ...]:
     seed, first, count, per_scene, render_size, size = args
     out = _Labelled()
     for index in range(first, first + count):
-        plan = _plan(seed, index, 0.3, 0.3)
+        plan = _plan(seed, index, CUTS_PROB, PAN_PROB)
         rng = random.Random(f"{seed}:{index}:tower")
         for _ in range(per_scene):
             t = rng.uniform(0.0, plan["duration"])
