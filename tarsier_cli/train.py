@@ -73,6 +73,8 @@ GradCkpt = Annotated[bool, typer.Option(help="Gradient checkpointing in the LLM 
 FeatCache = Annotated[str, typer.Option(help="Tower feature cache: auto (user cache), off, or a folder.")]
 Frames = Annotated[int | None, typer.Option(help="Frames per sample (default: the model's).", min=1)]
 Workers = Annotated[int, typer.Option(help="Decode worker processes (0 = up to 4).", min=0)]
+GroupByLength = Annotated[int, typer.Option(help="Sort this many batches' worth of samples by length before "
+                                                 "batching, to cut padding (1 = off).", min=1)]
 Resume = Annotated[bool, typer.Option(help="Continue the run in --out from its latest checkpoint.")]
 Device = Annotated[str, typer.Option(help="auto or cpu (under accelerate launch, the launcher decides).")]
 StopAfter = Annotated[int | None, typer.Option(hidden=True, help="End after N steps of this invocation.")]
@@ -86,7 +88,8 @@ def stage1(
     weight_decay: Wd = 0.0, clip_grad: Clip = 1.0, seed: Seed = 0, save_every: SaveEvery = 0,
     log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, train_vision: TrainVision = False,
     vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", frames: Frames = None,
-    workers: Workers = 0, resume: Resume = False, device: Device = "auto", stop_after: StopAfter = None,
+    workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto",
+    stop_after: StopAfter = None,
 ) -> None:
     """Stage 1: multi-task video-to-text pre-training on a mixture (captioning, QA, actions, ...)."""
     _run("stage1", **locals())
@@ -100,7 +103,8 @@ def stage2(
     weight_decay: Wd = 0.0, clip_grad: Clip = 1.0, seed: Seed = 0, save_every: SaveEvery = 0,
     log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, train_vision: TrainVision = False,
     vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", frames: Frames = None,
-    workers: Workers = 0, resume: Resume = False, device: Device = "auto", stop_after: StopAfter = None,
+    workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto",
+    stop_after: StopAfter = None,
 ) -> None:
     """Stage 2: multi-grained description instruction tuning, from a stage-1 checkpoint."""
     _run("stage2", **locals())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainers.manifest import ManifestError, Sample, load_manifest, load_mixture
+from trainers.manifest import LengthGroupedBatches, ManifestError, Sample, load_manifest, load_mixture
 
 DREAM_FLAT = Path(__file__).resolve().parents[1].parent / "shared" / "dream1k" / "DREAM-1k.sample.jsonl"
 
@@ -144,6 +144,57 @@ def test_sampler_state_restore_is_exact(folder):
     bad = dict(state, sizes=[1, 2])
     with pytest.raises(ValueError):
         fresh.load_state_dict(bad)
+
+
+def _lengths_mixture(folder) -> Path:
+    # answers of very different lengths, as stage 1's short QA answers and long captions are
+    _write(folder / "x.jsonl", [_msg("videos/a.mp4", answer="word " * (1 + (7 * i) % 40)) for i in range(50)])
+    mix = folder / "len.json"
+    mix.write_text(json.dumps({"manifests": [{"path": "x.jsonl"}]}))
+    return mix
+
+
+def test_length_grouped_batches_cut_padding_and_keep_the_samples(folder):
+    m = load_mixture(_lengths_mixture(folder))
+    grouped = LengthGroupedBatches(m.sampler(seed=3), batch_size=4, group=8)
+    batches = [next(grouped) for _ in range(16)]
+    plain = m.sampler(seed=3)
+    drawn = [next(plain) for _ in range(64)]
+    # the same samples, in the same number; only how they are batched differs
+    assert sorted(s.answer for b in batches for s in b) == sorted(s.answer for s in drawn)
+
+    def padding(bs):
+        return sum(len(b) * max(len(s.answer) for s in b) - sum(len(s.answer) for s in b) for b in bs)
+
+    ungrouped = [drawn[i:i + 4] for i in range(0, 64, 4)]
+    assert padding(batches) < padding(ungrouped) / 3
+    # group 1 is the sampler's own order
+    one = LengthGroupedBatches(m.sampler(seed=3), batch_size=4, group=1)
+    assert [s.answer for _ in range(4) for s in next(one)] == [s.answer for s in drawn[:16]]
+
+
+@pytest.mark.parametrize("served", [0, 3, 8, 11])
+def test_length_grouped_batches_restore_is_exact(folder, served):
+    m = load_mixture(_lengths_mixture(folder))
+    grouped = LengthGroupedBatches(m.sampler(seed=5), batch_size=4, group=8)
+    for _ in range(served):
+        next(grouped)
+    state = json.loads(json.dumps(grouped.state_dict()))
+    expected = [[s.source for s in next(grouped)] for _ in range(20)]
+    fresh = LengthGroupedBatches(load_mixture(_lengths_mixture(folder)).sampler(seed=0), batch_size=4, group=8)
+    fresh.load_state_dict(state)
+    assert [[s.source for s in next(fresh)] for _ in range(20)] == expected
+
+
+def test_length_grouped_batches_take_a_plain_sampler_state(folder):
+    """Checkpoints written before batches were grouped hold the sampler's state alone."""
+    m = load_mixture(_lengths_mixture(folder))
+    it = m.sampler(seed=2)
+    for _ in range(9):
+        next(it)
+    grouped = LengthGroupedBatches(load_mixture(_lengths_mixture(folder)).sampler(seed=0), batch_size=4, group=2)
+    grouped.load_state_dict(it.state_dict())
+    assert sorted(s.source for s in next(grouped) + next(grouped)) == sorted(next(it).source for _ in range(8))
 
 
 def test_single_manifest_as_mixture(folder):

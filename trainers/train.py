@@ -58,6 +58,7 @@ class TrainArgs:
     feature_cache: str = "auto"     # auto (user cache) | off | a folder
     frames: int | None = None       # frames per sample (default: the model's)
     workers: int = 0                # decode processes (0 = up to 4)
+    group_by_length: int = 16       # batches sorted together by length to cut padding (1 = off)
     resume: bool = False
     device: str = "auto"
     stop_after: int | None = None   # end this invocation after N steps (a planned interruption)
@@ -181,7 +182,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     from accelerate.utils import set_seed
 
     from trainers.data import FeatureStore, FrameSource, collate
-    from trainers.manifest import load_mixture
+    from trainers.manifest import LengthGroupedBatches, load_mixture
     from trainers.state import load_trainer_state, save_trainer_state
 
     if args.stage not in STAGES:
@@ -255,7 +256,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup, args.steps, args.min_lr_ratio))
-    sampler = mixture.sampler(seed=args.seed)
+    sampler = LengthGroupedBatches(mixture.sampler(seed=args.seed), micro * world, args.group_by_length)
     step = 0
     if resume_from is not None:
         state = load_trainer_state(resume_from, optimizer=optimizer, scheduler=scheduler)
@@ -298,7 +299,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     try:
         while step < args.steps:
             for _ in range(args.grad_accum):
-                global_batch = [next(sampler) for _ in range(micro * world)]
+                global_batch = next(sampler)
                 mine = global_batch[rank::world]
                 batch = collate(raw, mine, frames)
                 visual_in = source_data.get(mine)
