@@ -38,6 +38,12 @@ class ProjectorConfig:
     spatial_pool: int = 1                 # average-pool patch grid by this factor (fewer tokens per frame)
     newline_token_id: int | None = None   # LLaVA/Tarsier1: append this token's embedding after each patch row
     frame_token_id: int | None = None     # embedding of this token after each frame; None = a learned vector
+    # Learned embedding of each frame's place in the clip, added to its tokens; 0 = none (Tarsier: the LLM
+    # reads time from token order alone). With N frames, frame i uses slot i * time_slots // N.
+    time_slots: int = 0
+    # Feed the projector each frame's features and their change to the next frame (zero for the last),
+    # so a moved, grown or recoloured shape is visible in one token instead of across two.
+    temporal_difference: bool = False
 
 
 @dataclass

@@ -3,12 +3,16 @@
     frames (B, N, S, S, 3) uint8
       -> normalise -> frozen open_clip vision tower, patch tokens of one block     (B*N, P, Dv)
       -> optional spatial average pool                                               (B*N, P', Dv)
-      -> projector: Linear(Dv, D) -> GELU -> Linear(D, D)                            (B*N, P', D)
+      -> [optional: concat the change to the next frame's features]                (B*N, P', 2Dv)
+      -> projector: Linear(Dv or 2Dv, D) -> GELU -> Linear(D, D)                     (B*N, P', D)
       -> [newline embedding after each patch row] + frame-separator embedding        (B*N, T, D)
+      -> [+ learned embedding of the frame's place in the clip]
       -> scattered into the LLM's input embeddings at the <video> placeholder positions
       -> any Hugging Face causal LM (loss on answer tokens / batched greedy generation)
 
-There is no temporal position embedding: as in Tarsier, the LLM learns time from token order.
+Tarsier has no temporal position embedding: its pretrained LLM learns time from token order. A small
+LLM trained from scratch finds "the frame after the last event I described" far faster when every
+frame's tokens say where in the clip they are, so `projector.time_slots` can add that (nano does).
 """
 from __future__ import annotations
 
@@ -103,11 +107,14 @@ class VideoLLM(nn.Module):
             llm = AutoModelForCausalLM.from_config(llm_cfg)
         self.llm = llm
         d_model = self.llm.get_input_embeddings().embedding_dim
-        self.projector = nn.Sequential(nn.Linear(v.width, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+        projector_in = v.width * (2 if config.projector.temporal_difference else 1)
+        self.projector = nn.Sequential(nn.Linear(projector_in, d_model), nn.GELU(), nn.Linear(d_model, d_model))
         if config.projector.frame_token_id is None:
             self.frame_separator = nn.Parameter(torch.randn(d_model) * 0.02)
         else:
             self.frame_separator = None
+        slots = config.projector.time_slots
+        self.time_embedding = nn.Parameter(torch.randn(slots, d_model) * 0.02) if slots else None
         self.register_buffer("pixel_mean", torch.tensor(v.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(v.std).view(1, 3, 1, 1), persistent=False)
         self.video_token_id = tokenizer.convert_tokens_to_ids(config.video_token)
@@ -166,6 +173,11 @@ class VideoLLM(nn.Module):
             f = F.avg_pool2d(f, pool)
             grid = f.shape[-1]
             features = f.flatten(2).transpose(1, 2)
+        if self.config.projector.temporal_difference:
+            clips = features.view(-1, frames_per_video, *features.shape[1:])
+            change = torch.zeros_like(clips)
+            change[:, :-1] = clips[:, 1:] - clips[:, :-1]
+            features = torch.cat([clips, change], dim=-1).flatten(0, 1)
         x = self.projector(features.to(self.dtype))
         bn, _, d = x.shape
         embed = self.llm.get_input_embeddings()
@@ -178,6 +190,10 @@ class VideoLLM(nn.Module):
         else:
             sep = embed.weight[self.config.projector.frame_token_id]
         x = torch.cat([x, sep.to(x.dtype).expand(bn, 1, d)], dim=1)
+        if self.time_embedding is not None:
+            place = torch.arange(bn, device=x.device) % frames_per_video
+            slot = place * self.time_embedding.shape[0] // frames_per_video
+            x = x + self.time_embedding[slot].to(x.dtype).unsqueeze(1)
         return x.reshape(bn // frames_per_video, -1, d)
 
     # -- step 3: text with placeholders -> token ids --------------------------------------------

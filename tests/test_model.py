@@ -47,6 +47,46 @@ def test_visual_tokens_scatter_at_placeholders(tiny):
     assert torch.allclose(sep_rows, tiny.frame_separator.expand(n, -1))
 
 
+def _variant(**projector):
+    preset = ckpt.read_preset("tiny-random")
+    config = ModelConfig.from_dict(preset["config"])
+    for k, v in projector.items():
+        setattr(config.projector, k, v)
+    tiny = engine.load("tiny-random", device="cpu")
+    model = ckpt.build_random(config, tiny.tokenizer)
+    return model.eval()
+
+
+def test_temporal_difference_shows_each_frame_its_change_to_the_next():
+    model = _variant(temporal_difference=True)
+    assert model.projector[0].in_features == 2 * model.config.vision.width
+    clip = frames(1, 4, seed=3)
+    later = clip.clone()
+    later[0, 3] = 255 - later[0, 3]                       # only the last frame differs
+    per = model.config.visual_tokens_per_frame()
+    with torch.no_grad():
+        a = model.visual_tokens(frames=clip).view(4, per, -1)
+        b = model.visual_tokens(frames=later).view(4, per, -1)
+    assert torch.equal(a[:2], b[:2])                      # frames 0 and 1 do not see frame 3
+    assert not torch.allclose(a[2, :-1], b[2, :-1])       # frame 2's change now differs
+    # a still clip: every change is zero, so each frame's tokens are the projector of (features, 0)
+    still = clip[:, :1].expand(1, 4, *clip.shape[2:])
+    with torch.no_grad():
+        s = model.visual_tokens(frames=still).view(4, per, -1)
+    assert torch.allclose(s[0], s[3])
+
+
+def test_time_slots_tell_identical_frames_apart():
+    model = _variant(time_slots=4)
+    clip = frames(1, 1, seed=4).expand(1, 8, 32, 32, 3)   # 8 copies of one frame, 4 slots: 2 per slot
+    per = model.config.visual_tokens_per_frame()
+    with torch.no_grad():
+        v = model.visual_tokens(frames=clip).view(8, per, -1)
+    assert torch.equal(v[0], v[1]) and torch.equal(v[6], v[7])
+    assert not torch.allclose(v[1], v[2])
+    assert torch.allclose(v[2] - v[0], (model.time_embedding[1] - model.time_embedding[0]).expand(per, -1))
+
+
 def test_batched_generation_equals_one_by_one(tiny):
     clips = frames(3, seed=1)
     prompts = ["Describe the video in detail.", "Describe the video in one short sentence.", "What moves?"]
