@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from engine import checkpoint as ckpt
 from tarsier_cli.app import app
 from trainers.synth import frame_state, make_truth, render_frame
-from trainers.tower import IDENTITIES, TowerArgs, frame_targets, load_tower, pretrain_tower
+from trainers.tower import IDENTITIES, TowerArgs, _cell_mask, frame_targets, load_tower, pretrain_tower
 
 pytestmark = pytest.mark.usefixtures("tarsier_home")
 
@@ -50,6 +50,20 @@ def test_appear_and_growth_are_in_the_slots():
     ev = next(e for e in plan["events"] if e["verb"] == "appear")
     assert (ev["colour"], ev["shape"]) not in _present(plan, ev["t_start"] - 0.01)
     assert (ev["colour"], ev["shape"]) in _present(plan, ev["t_end"] + 0.01)
+
+
+def test_each_identity_is_answered_by_the_cell_its_centre_is_in():
+    import torch
+
+    slots = torch.zeros(1, len(IDENTITIES), 6)
+    slots[0, 0, :3] = torch.tensor([1.0, -1.5, -1.5])   # top left of the screen
+    slots[0, 1, :3] = torch.tensor([1.0, 1.5, -1.0])    # top right
+    slots[0, 2, :3] = torch.tensor([1.0, 0.5, 1.9])     # bottom right
+    mask = _cell_mask(slots, 2)
+    assert mask.shape == (1, 4, len(IDENTITIES))
+    assert mask[0, :, 0].tolist() == [1, 0, 0, 0] and mask[0, :, 1].tolist() == [0, 1, 0, 0]
+    assert mask[0, :, 2].tolist() == [0, 0, 0, 1]
+    assert _cell_mask(slots, 1).sum(1).eq(1).all()      # one cell: every identity is in it
 
 
 def test_rendered_frame_is_what_the_video_shows(world):

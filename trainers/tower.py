@@ -3,11 +3,11 @@
 The paper freezes a pretrained CLIP tower. nano has no pretrained tower that loads offline, and a
 frozen random one carries too little about which shapes are where for a small LLM to learn from in
 minutes (linear probes on it did not beat the majority class on colour presence). So, standing in
-for CLIP's pretraining, we train the tower once with the synthetic world's exact ground truth: a
-linear head on the mean of the tower's patch features (the very features the projector sees when
-`spatial_pool` covers the whole grid) must read, for each of the world's 35 colour-shape
-identities, whether it is on screen and its position, size and orientation, plus the background
-and the camera offset. Stage 1 and 2 then load the frozen tower with `--vision-init`.
+for CLIP's pretraining, we train the tower once with the synthetic world's exact ground truth. The
+patch features are pooled into cells exactly as the projector pools them (`spatial_pool`), and a
+linear head on each cell must read, for each of the world's 35 colour-shape identities whose centre
+lies in that cell, that it is there and its position, size and orientation; every cell also reads
+the background and the camera offset. Stage 1 and 2 then load the frozen tower with `--vision-init`.
 
 Labels come from `trainers.synth.frame_state`, the function the renderer draws from, and frames
 are decoded from the rendered videos with the describe pipeline's resize, so the tower learns
@@ -64,6 +64,16 @@ def frame_targets(plan: dict, t: float) -> tuple[np.ndarray, int, np.ndarray]:
         slots[k] = [1.0, (x - cx) * 4 - 2, (y - cy) * 4 - 2, r * 20 - 2,
                     math.cos(sym * ang) if sym else 0.0, math.sin(sym * ang) if sym else 0.0]
     return slots, _BACKGROUNDS.index(state.shot["background"]), np.array([cx, cy], np.float32) * 10
+
+
+def _cell_mask(slots, cells: int):
+    """(N, 35, SLOT) targets -> (N, cells², 35): 1 where an identity's centre lies in that cell of a
+    cells x cells grid over the screen (targets hold screen positions scaled to [-2, 2])."""
+    import torch
+
+    xy = ((slots[..., 1:3] + 2) / 4 * cells).long().clamp(0, cells - 1)
+    cell = xy[..., 1] * cells + xy[..., 0]
+    return torch.nn.functional.one_hot(cell, cells * cells).transpose(1, 2).to(slots.dtype)
 
 
 class _Labelled:
@@ -174,12 +184,19 @@ class _Head:
     """Names the slices of the linear read-out, so training and evaluation agree on them."""
     n_slots = len(IDENTITIES) * SLOT
     n_bg = len(_BACKGROUNDS)
-    size = n_slots + n_bg + 2
+    n_parts = len(COLOURS) + len(SHAPES)
+    size = n_slots + n_bg + 2 + n_parts
 
     @classmethod
     def split(cls, out):
         slots = out[:, :cls.n_slots].reshape(-1, len(IDENTITIES), SLOT)
-        return slots, out[:, cls.n_slots:cls.n_slots + cls.n_bg], out[:, cls.n_slots + cls.n_bg:]
+        rest = out[:, cls.n_slots:]
+        return slots, rest[:, :cls.n_bg], rest[:, cls.n_bg:cls.n_bg + 2]
+
+    @classmethod
+    def parts(cls, out):
+        """Logits of 'some shape of this colour' (7) and 'some shape of this kind' (5) being there."""
+        return out[:, cls.size - cls.n_parts:]
 
 
 def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
@@ -210,13 +227,18 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
     std = torch.tensor(vcfg.std).view(1, 3, 1, 1)
     index = vcfg.feature_layer % vcfg.layers
 
+    grid = vcfg.image_size // vcfg.patch_size
+    pool = min(grid, ModelConfig.from_dict(preset["config"]).projector.spatial_pool)
+    cells = grid // pool
+
     def pooled(frames_u8: torch.Tensor) -> torch.Tensor:
-        # the same normalisation and block as VideoLLM.encode_frames, then the mean over patches
+        # the same normalisation, block and pooling as VideoLLM.encode_frames + project: (B, cells², Dv)
         x = frames_u8.permute(0, 3, 1, 2).float().div(255.0)
         x = (x - mean) / std
         feats = tower.forward_intermediates(x, indices=[index], stop_early=True, intermediates_only=True,
                                             output_fmt="NLC")["image_intermediates"][0]
-        return feats.mean(1)
+        f = feats.transpose(1, 2).reshape(feats.shape[0], -1, grid, grid)
+        return F.avg_pool2d(f, pool).flatten(2).transpose(1, 2)
 
     t0 = time.perf_counter()
     data = {k: torch.from_numpy(v) for k, v in render_scene_frames(
@@ -224,13 +246,25 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
     log(f"tower: {len(data['frames'])} labelled frames in {time.perf_counter() - t0:.1f}s")
 
     def loss_fn(frames, slots, bg, cam):
-        pred_slots, pred_bg, pred_cam = _Head.split(head(pooled(frames)))
-        present = slots[..., 0]
+        b = len(frames)
+        out = head(pooled(frames)).flatten(0, 1)
+        pred_slots, pred_bg, pred_cam = _Head.split(out)
+        pred_slots = pred_slots.view(b, cells * cells, *pred_slots.shape[1:])
+        # each cell answers for the identities whose centre lies in it; every cell sees the background
+        present = slots[..., 0].unsqueeze(1) * _cell_mask(slots, cells)            # (B, cells², 35)
         presence = F.binary_cross_entropy_with_logits(pred_slots[..., 0], present,
                                                       pos_weight=torch.tensor(POS_WEIGHT))
-        attr = ((pred_slots[..., 1:] - slots[..., 1:]) ** 2).mean(-1)
+        # colour and kind on their own as well: every triangle teaches "triangle", whatever its colour,
+        # five and seven times as often as its one identity does (shape is what the tower learns last)
+        grid_present = present.reshape(b * cells * cells, len(COLOURS), len(SHAPES))
+        parts = torch.cat([grid_present.amax(2), grid_present.amax(1)], dim=1)
+        presence = presence + F.binary_cross_entropy_with_logits(_Head.parts(out), parts,
+                                                                 pos_weight=torch.tensor(POS_WEIGHT / 3))
+        attr = ((pred_slots[..., 1:] - slots[:, None, :, 1:]) ** 2).mean(-1)
         attr = (attr * present).sum() / present.sum().clamp(min=1.0)
-        return presence * 3 + attr + F.cross_entropy(pred_bg, bg) + F.mse_loss(pred_cam, cam)
+        cells_bg = bg.repeat_interleave(cells * cells)
+        cells_cam = cam.repeat_interleave(cells * cells, dim=0)
+        return presence * 3 + attr + F.cross_entropy(pred_bg, cells_bg) + F.mse_loss(pred_cam, cells_cam)
 
     params = list(tower.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -259,6 +293,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
                 f"({(step + 1) * args.batch_size / (time.perf_counter() - t0):.0f} frames/s)")
     tower.eval()
     metrics = {"train_frames": n, "seconds": round(time.perf_counter() - t0, 1)}
+    metrics["cells"] = cells * cells
     seen = {k: v[:2000] for k, v in data.items()}
     metrics["train_sample"] = {k: v for k, v in evaluate_tower(tower, head, pooled, seen).items() if "frames" not in k}
     if args.heldout:
@@ -279,12 +314,18 @@ def evaluate_tower(tower, head, pooled, held: dict) -> dict:
     import torch
 
     with torch.inference_mode():
-        outs = [head(pooled(held["frames"][i:i + 256])) for i in range(0, len(held["frames"]), 256)]
-    pred_slots, pred_bg, _ = _Head.split(torch.cat(outs))
+        outs = torch.cat([head(pooled(held["frames"][i:i + 256])) for i in range(0, len(held["frames"]), 256)])
+    n, n_cells = outs.shape[:2]
+    pred_slots, pred_bg, _ = _Head.split(outs.flatten(0, 1))
+    pred_slots = pred_slots.view(n, n_cells, *pred_slots.shape[1:])
+    # an identity's answer comes from the cell its centre lies in (the only one trained to give it)
+    in_cell = _cell_mask(held["slots"], int(round(n_cells ** 0.5)))
+    own = (pred_slots * in_cell.unsqueeze(-1)).sum(1)
     truth = held["slots"][..., 0] > 0.5
-    guess = pred_slots[..., 0] > math.log(POS_WEIGHT)  # where the pos_weight-ed logit means p = 0.5
+    guess = pred_slots[..., 0].amax(1) > math.log(POS_WEIGHT)  # where the pos_weight-ed logit means p = 0.5
+    pred_bg = pred_bg.view(n, n_cells, -1).mean(1)
     tp = int((truth & guess).sum())
-    attr = ((pred_slots[..., 1:4] - held["slots"][..., 1:4]).abs().mean(-1) * truth).sum() / truth.sum()
+    attr = ((own[..., 1:4] - held["slots"][..., 1:4]).abs().mean(-1) * truth).sum() / truth.sum()
     return {
         "presence_precision": round(tp / max(1, int(guess.sum())), 4),
         "presence_recall": round(tp / max(1, int(truth.sum())), 4),
