@@ -25,8 +25,8 @@ class DemoConfig:
     bench_seed: int = 9001           # never used for training data
     tower_steps: int = 1000
     tower_scenes: int = 10000
-    stage1_steps: int = 400
-    stage2_steps: int = 600
+    stage1_steps: int = 300
+    stage2_steps: int = 1300
     batch_size: int = 16
     stage1_lr: float = 2e-3
     stage2_lr: float = 1e-3
