@@ -3,15 +3,21 @@
 Trains stage 2 (fine + brief descriptions) exactly as `tarsier demo` does, but every clip's tower
 features are replaced by the exact scene state at the sampled frame times, read from the world's
 plan (`trainers.tower.frame_targets`: for each of the 35 colour-shape identities, presence,
-position, size, orientation; plus background and camera offset). It is an upper bound for any
-frozen per-frame tower, so it tells apart "the tower sees too little" from "the LLM learns too
-slowly". Then describes the benchmark with the same features and scores it with the exact judge.
+position, size, orientation; plus background and camera offset). It is an upper bound for a
+frozen per-frame tower of each layout, so it tells apart "the tower sees too little" from "the LLM
+learns too slowly". Then describes the benchmark with the same features and scores it with the
+exact judge. The projector settings (time slots, temporal difference) are nano's preset's.
 
-    python bench/oracle_features.py --world W --bench B --steps 1000 [--layout slots|cells]
+    python bench/oracle_features.py --world W --bench B --steps 1000 [--layout slots|cells|quads|objs]
+    python bench/oracle_features.py --plans 20000 --world W ...   # W: a world of plans, no video rendered
 
-`slots`: one token per frame holding the whole state vector (what nano's pretrained tower is
-trained to provide). `cells`: nano's older layout, 16 tokens per frame on a 4x4 grid, each holding
-the identities whose centre lies in that cell (no cell position: the LLM only has RoPE for it).
+Layouts (tokens per frame):
+  slots  1   the whole state vector (what the old 1-token nano tower was trained to provide)
+  cells  16  4x4 grid; each cell: one-hot identities centred there + their attributes
+  quads  4   2x2 grid; each cell: colour and shape one-hot + attributes of what is centred there
+             (what nano's stage-0 tower is trained to provide in its 4 cells)
+  objs   4   one token per object on screen (up to 4, by identity): colour and shape one-hot,
+             attributes, change to the next frame, "gone next frame" and "new" flags
 Works by swapping the feature store's fill step for the oracle; nothing else in training changes.
 """
 from __future__ import annotations
@@ -39,28 +45,82 @@ def frame_times(truth: dict, frames: int, start=None, end=None) -> list[float]:
     return [times[i] for i in sample_indices(len(times), frames)]
 
 
+def _one_hot_object(k: int, attrs: np.ndarray) -> np.ndarray:
+    """colour one-hot (7), shape one-hot (5), then x, y, size, cos, sin."""
+    from trainers.synth import SHAPES
+
+    vec = np.zeros(17, np.float32)
+    vec[k // len(SHAPES)] = 1.0
+    vec[7 + k % len(SHAPES)] = 1.0
+    vec[12:17] = attrs
+    return vec
+
+
+def _put(out: torch.Tensor, fi: int, quadrant: int, vec: np.ndarray, add: bool = False) -> None:
+    """Write into the 2x2 block of the 4x4 grid that pools (spatial_pool 2) into one quadrant token."""
+    qy, qx = divmod(quadrant, 2)
+    for cy in (2 * qy, 2 * qy + 1):
+        for cx in (2 * qx, 2 * qx + 1):
+            cell = out[fi, cy * 4 + cx, :len(vec)]
+            cell += torch.from_numpy(vec) if add else torch.from_numpy(vec) - cell
+
+
 def oracle_features(truth: dict, frames: int, layout: str, start=None, end=None) -> torch.Tensor:
     from trainers.synth import replay_plan
     from trainers.tower import SLOT, frame_targets
 
     plan = replay_plan(truth)
     out = torch.zeros(frames, 16, WIDTH)
-    for fi, t in enumerate(frame_times(truth, frames, start, end)):
-        slots, bg, cam = frame_targets(plan, t)
+    targets = [frame_targets(plan, t) for t in frame_times(truth, frames, start, end)]
+    for fi, (slots, bg, cam) in enumerate(targets):
+        present = np.flatnonzero(slots[:, 0] > 0.5)
         if layout == "slots":
             vec = np.zeros(WIDTH, np.float32)
             vec[:slots.size] = slots.reshape(-1)
             vec[slots.size + bg] = 1.0
             vec[slots.size + 5:slots.size + 7] = cam
             out[fi, :] = torch.from_numpy(vec)   # every cell: pooled, it is still the same vector
-            continue
-        out[fi, :, 200 + bg] = 1.0
-        for k in np.flatnonzero(slots[:, 0] > 0.5):
-            x, y = (slots[k, 1] + 2) / 4, (slots[k, 2] + 2) / 4     # back to [0, 1] screen units
-            cell = min(3, max(0, int(y * 4))) * 4 + min(3, max(0, int(x * 4)))
-            out[fi, cell, k] += 1.0                                   # which identity
-            out[fi, cell, 40:40 + SLOT - 1] += torch.from_numpy(slots[k, 1:])
+        elif layout == "quads":
+            for k in present:
+                x, y = (slots[k, 1:3] + 2) / 4
+                quadrant = min(1, max(0, int(y * 2))) * 2 + min(1, max(0, int(x * 2)))
+                _put(out, fi, quadrant, _one_hot_object(k, slots[k, 1:]), add=True)
+        elif layout == "objs":
+            nxt = targets[fi + 1][0] if fi + 1 < frames else None
+            prev = targets[fi - 1][0] if fi > 0 else None
+            for j, k in enumerate(present[:4]):
+                vec = np.zeros(24, np.float32)
+                vec[:17] = _one_hot_object(k, slots[k, 1:])
+                if nxt is not None and nxt[k, 0] > 0.5:
+                    vec[17:22] = (nxt[k, 1:] - slots[k, 1:]) * 4
+                elif nxt is not None:
+                    vec[22] = 1.0                       # gone in the next frame
+                vec[23] = float(prev is not None and prev[k, 0] <= 0.5)   # new since the last frame
+                _put(out, fi, j, vec)
+        else:   # cells
+            for k in present:
+                x, y = (slots[k, 1] + 2) / 4, (slots[k, 2] + 2) / 4     # back to [0, 1] screen units
+                cell = min(3, max(0, int(y * 4))) * 4 + min(3, max(0, int(x * 4)))
+                out[fi, cell, k] += 1.0                                   # which identity
+                out[fi, cell, 40:40 + SLOT - 1] += torch.from_numpy(slots[k, 1:])
+        if layout != "slots":
+            out[fi, :, 200 + bg] = 1.0
+            out[fi, :, 205:207] = torch.from_numpy(cam)
     return out
+
+
+def plans_only_world(folder: Path, plans: int, seed: int) -> None:
+    """A world of `plans` planned videos with manifests but no pixels: the oracle needs only the
+    plans, so it can train on far more distinct videos than could be rendered in the time."""
+    from trainers.synth import generate
+
+    if (folder / "benchmark.jsonl").is_file():
+        return
+    generate(folder, videos=plans, seed=seed, render=False)
+    for line in (folder / "truth.jsonl").read_text().splitlines():
+        placeholder = folder / json.loads(line)["video_file"]     # manifests must name existing files
+        placeholder.parent.mkdir(parents=True, exist_ok=True)
+        placeholder.touch()
 
 
 def main() -> None:
@@ -70,9 +130,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/tarsier-oracle"))
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--layout", choices=("slots", "cells"), default="slots")
-    ap.add_argument("--frames", type=int, default=8, help="frames per clip (nano's default: 8)")
+    ap.add_argument("--layout", choices=("slots", "cells", "quads", "objs"), default="slots")
+    ap.add_argument("--plans", type=int, default=0, help="first build --world (and --bench, 100) from plans alone")
+    ap.add_argument("--time-slots", type=int, default=None, help="override the preset's time_slots (0: none)")
+    ap.add_argument("--frames", type=int, default=16, help="frames per clip (nano's default: 16)")
     a = ap.parse_args()
+    if a.plans:
+        plans_only_world(a.world, a.plans, seed=1)
+        plans_only_world(a.bench, 100, seed=9001)
 
     import trainers.train as train_mod
     from engine import checkpoint as ckpt
@@ -98,11 +163,13 @@ def main() -> None:
     def nano_for_oracle(name: str) -> dict:
         preset = original(name)
         preset["config"]["vision"].update(width=WIDTH, image_size=64, patch_size=16)
-        preset["config"]["projector"]["spatial_pool"] = 4 if a.layout == "slots" else 1
+        preset["config"]["projector"]["spatial_pool"] = {"slots": 4, "cells": 1, "quads": 2, "objs": 2}[a.layout]
+        if a.time_slots is not None:
+            preset["config"]["projector"]["time_slots"] = a.time_slots
         return preset
 
     train_mod.ckpt.read_preset = nano_for_oracle
-    run = a.out / f"{a.layout}-{a.steps}-f{a.frames}-lr{a.lr:g}"
+    run = a.out / f"{a.layout}-{a.steps}-f{a.frames}-lr{a.lr:g}-t{a.time_slots}"
     t0 = time.perf_counter()
     final = train(TrainArgs(stage="stage2", data=str(a.world / "stage2" / "mixture.json"), out=str(run),
                             init="nano", steps=a.steps, lr=a.lr, batch_size=16, warmup=30, log_every=50,
@@ -134,7 +201,7 @@ def main() -> None:
         result = score_file(pred, a.bench / "benchmark.jsonl", make_judge("exact"), run / f"eval-{grain}",
                             replace_other_judge=True)
         scores[grain] = {k: round(result.report["overall"][k], 3) for k in ("precision", "recall", "f1")}
-    print(json.dumps({"layout": a.layout, "steps": a.steps, "frames": a.frames, "lr": a.lr, "train_s": round(train_s, 1), **scores}))
+    print(json.dumps({"layout": a.layout, "time_slots": a.time_slots, "steps": a.steps, "frames": a.frames, "lr": a.lr, "train_s": round(train_s, 1), **scores}))
 
 
 if __name__ == "__main__":
