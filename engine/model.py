@@ -83,6 +83,15 @@ def build_vision_tower(cfg: VisionConfig) -> nn.Module:
     return _build_vision_tower(cfg.width, vision_cfg)
 
 
+def pool_patches(features: torch.Tensor, pool: int) -> torch.Tensor:
+    """(B, P, D) patch tokens of a square grid -> (B, P / pool², D), averaged over pool x pool blocks."""
+    if pool <= 1:
+        return features
+    grid = int(features.shape[1] ** 0.5)
+    f = features.transpose(1, 2).reshape(features.shape[0], -1, grid, grid)
+    return F.avg_pool2d(f, pool).flatten(2).transpose(1, 2)
+
+
 # ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
@@ -166,13 +175,8 @@ class VideoLLM(nn.Module):
     # -- step 2: features -> LLM-space visual tokens --------------------------------------------
     def project(self, features: torch.Tensor, frames_per_video: int) -> torch.Tensor:
         """(B*N, P, Dv) -> (B, N*T, D): projector, optional pooling, row newlines, frame separators."""
-        pool = self.config.projector.spatial_pool
+        features = pool_patches(features, self.config.projector.spatial_pool)
         grid = int(features.shape[1] ** 0.5)
-        if pool > 1:
-            f = features.transpose(1, 2).reshape(features.shape[0], -1, grid, grid)
-            f = F.avg_pool2d(f, pool)
-            grid = f.shape[-1]
-            features = f.flatten(2).transpose(1, 2)
         if self.config.projector.temporal_difference:
             clips = features.view(-1, frames_per_video, *features.shape[1:])
             change = torch.zeros_like(clips)

@@ -207,7 +207,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
 
     from engine import checkpoint as ckpt
     from engine.config import ModelConfig
-    from engine.model import build_vision_tower
+    from engine.model import build_vision_tower, pool_patches
 
     out = Path(args.out)
     done = out / "tower.json"
@@ -217,7 +217,8 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
     preset = ckpt.read_preset(args.init)
     if "config" not in preset:
         raise ckpt.ModelNotFound(f"preset {args.init!r} has no config to build a tower from")
-    vcfg = ModelConfig.from_dict(preset["config"]).vision
+    config = ModelConfig.from_dict(preset["config"])
+    vcfg = config.vision
     if vcfg.source != "open_clip" or vcfg.name is not None:
         raise ValueError("tower pretraining builds a small open_clip ViT from the preset's geometry")
     torch.manual_seed(args.seed)
@@ -228,7 +229,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
     index = vcfg.feature_layer % vcfg.layers
 
     grid = vcfg.image_size // vcfg.patch_size
-    pool = min(grid, ModelConfig.from_dict(preset["config"]).projector.spatial_pool)
+    pool = min(grid, config.projector.spatial_pool)
     cells = grid // pool
 
     def pooled(frames_u8: torch.Tensor) -> torch.Tensor:
@@ -237,8 +238,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
         x = (x - mean) / std
         feats = tower.forward_intermediates(x, indices=[index], stop_early=True, intermediates_only=True,
                                             output_fmt="NLC")["image_intermediates"][0]
-        f = feats.transpose(1, 2).reshape(feats.shape[0], -1, grid, grid)
-        return F.avg_pool2d(f, pool).flatten(2).transpose(1, 2)
+        return pool_patches(feats, pool)
 
     t0 = time.perf_counter()
     data = {k: torch.from_numpy(v) for k, v in render_scene_frames(
