@@ -189,14 +189,15 @@ class _Head:
 
     @classmethod
     def split(cls, out):
-        slots = out[:, :cls.n_slots].reshape(-1, len(IDENTITIES), SLOT)
-        rest = out[:, cls.n_slots:]
-        return slots, rest[:, :cls.n_bg], rest[:, cls.n_bg:cls.n_bg + 2]
+        """(..., size) -> slots (..., 35, SLOT), background logits (..., 5), camera (..., 2)."""
+        slots = out[..., :cls.n_slots].reshape(*out.shape[:-1], len(IDENTITIES), SLOT)
+        rest = out[..., cls.n_slots:]
+        return slots, rest[..., :cls.n_bg], rest[..., cls.n_bg:cls.n_bg + 2]
 
     @classmethod
     def parts(cls, out):
         """Logits of 'some shape of this colour' (7) and 'some shape of this kind' (5) being there."""
-        return out[:, cls.size - cls.n_parts:]
+        return out[..., cls.size - cls.n_parts:]
 
 
 def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
@@ -246,25 +247,24 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
     log(f"tower: {len(data['frames'])} labelled frames in {time.perf_counter() - t0:.1f}s")
 
     def loss_fn(frames, slots, bg, cam):
-        b = len(frames)
-        out = head(pooled(frames)).flatten(0, 1)
+        out = head(pooled(frames))                                                   # (B, cells², size)
         pred_slots, pred_bg, pred_cam = _Head.split(out)
-        pred_slots = pred_slots.view(b, cells * cells, *pred_slots.shape[1:])
         # each cell answers for the identities whose centre lies in it; every cell sees the background
         present = slots[..., 0].unsqueeze(1) * _cell_mask(slots, cells)            # (B, cells², 35)
         presence = F.binary_cross_entropy_with_logits(pred_slots[..., 0], present,
                                                       pos_weight=torch.tensor(POS_WEIGHT))
         # colour and kind on their own as well: every triangle teaches "triangle", whatever its colour,
         # five and seven times as often as its one identity does (shape is what the tower learns last)
-        grid_present = present.reshape(b * cells * cells, len(COLOURS), len(SHAPES))
-        parts = torch.cat([grid_present.amax(2), grid_present.amax(1)], dim=1)
+        grid_present = present.unflatten(-1, (len(COLOURS), len(SHAPES)))
+        parts = torch.cat([grid_present.amax(-1), grid_present.amax(-2)], dim=-1)
         presence = presence + F.binary_cross_entropy_with_logits(_Head.parts(out), parts,
                                                                  pos_weight=torch.tensor(POS_WEIGHT / 3))
         attr = ((pred_slots[..., 1:] - slots[:, None, :, 1:]) ** 2).mean(-1)
         attr = (attr * present).sum() / present.sum().clamp(min=1.0)
-        cells_bg = bg.repeat_interleave(cells * cells)
-        cells_cam = cam.repeat_interleave(cells * cells, dim=0)
-        return presence * 3 + attr + F.cross_entropy(pred_bg, cells_bg) + F.mse_loss(pred_cam, cells_cam)
+        cells_bg = bg[:, None].expand(-1, cells * cells)
+        cells_cam = cam[:, None].expand(-1, cells * cells, -1)
+        return presence * 3 + attr + F.cross_entropy(pred_bg.flatten(0, 1), cells_bg.flatten()) \
+            + F.mse_loss(pred_cam, cells_cam)
 
     params = list(tower.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -292,8 +292,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
             log(f"tower step {step + 1}/{args.steps} loss {loss.item():.4f} "
                 f"({(step + 1) * args.batch_size / (time.perf_counter() - t0):.0f} frames/s)")
     tower.eval()
-    metrics = {"train_frames": n, "seconds": round(time.perf_counter() - t0, 1)}
-    metrics["cells"] = cells * cells
+    metrics = {"train_frames": n, "seconds": round(time.perf_counter() - t0, 1), "cells": cells * cells}
     seen = {k: v[:2000] for k, v in data.items()}
     metrics["train_sample"] = {k: v for k, v in evaluate_tower(tower, head, pooled, seen).items() if "frames" not in k}
     if args.heldout:
@@ -315,15 +314,14 @@ def evaluate_tower(tower, head, pooled, held: dict) -> dict:
 
     with torch.inference_mode():
         outs = torch.cat([head(pooled(held["frames"][i:i + 256])) for i in range(0, len(held["frames"]), 256)])
-    n, n_cells = outs.shape[:2]
-    pred_slots, pred_bg, _ = _Head.split(outs.flatten(0, 1))
-    pred_slots = pred_slots.view(n, n_cells, *pred_slots.shape[1:])
+    n_cells = outs.shape[1]
+    pred_slots, pred_bg, _ = _Head.split(outs)
     # an identity's answer comes from the cell its centre lies in (the only one trained to give it)
     in_cell = _cell_mask(held["slots"], int(round(n_cells ** 0.5)))
     own = (pred_slots * in_cell.unsqueeze(-1)).sum(1)
     truth = held["slots"][..., 0] > 0.5
     guess = pred_slots[..., 0].amax(1) > math.log(POS_WEIGHT)  # where the pos_weight-ed logit means p = 0.5
-    pred_bg = pred_bg.view(n, n_cells, -1).mean(1)
+    pred_bg = pred_bg.mean(1)
     tp = int((truth & guess).sum())
     attr = ((own[..., 1:4] - held["slots"][..., 1:4]).abs().mean(-1) * truth).sum() / truth.sum()
     return {
