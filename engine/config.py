@@ -12,12 +12,16 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclass
 class VisionConfig:
-    """An open_clip vision tower: a named open_clip architecture, or a ViT built from the fields; or
+    """An open_clip vision tower: a named open_clip architecture, or a ViT or ResNet built from the fields; or
     (source="hf_clip") a transformers CLIPVisionModel built from `hf_config`, as in published Tarsier."""
 
     source: str = "open_clip"        # "open_clip" | "hf_clip"
     hf_config: dict | None = None    # hf_clip only: the CLIPVisionConfig dict (geometry fields follow it)
-    name: str | None = None          # open_clip model name (e.g. "ViT-L-14-336"); None = custom ViT below
+    name: str | None = None          # open_clip model name (e.g. "ViT-L-14-336"); None = custom tower below
+    # Bottleneck blocks per stage of an open_clip ModifiedResNet (CLIP RN50's layout: (3, 4, 6, 3));
+    # None = a ViT. For a ResNet, `patch_size` is the stride of the feature map read (4, 8, 16 or 32:
+    # the output of stage 1, 2, 3 or 4, each cell a "patch") and `width` its channels.
+    resnet_blocks: tuple[int, ...] | None = None
     pretrained: str | None = None    # open_clip weights file/tag, read only when a model is first built
     image_size: int = 224
     patch_size: int = 16

@@ -2,6 +2,7 @@
 
     frames (B, N, S, S, 3) uint8
       -> normalise -> frozen open_clip vision tower, patch tokens of one block     (B*N, P, Dv)
+         (a ResNet tower: the cells of one stage's feature map are its "patches")
       -> optional spatial average pool                                               (B*N, P', Dv)
       -> [optional: concat the change to the next frame's features]                (B*N, P', 2Dv)
       -> projector: Linear(Dv or 2Dv, D) -> GELU -> Linear(D, D)                     (B*N, P', D)
@@ -42,6 +43,10 @@ def resolve_vision_config(cfg: VisionConfig) -> VisionConfig:
         cfg.heads = int(h.get("num_attention_heads", cfg.heads))
         return cfg
     if cfg.name is None:
+        if cfg.resnet_blocks:
+            cfg.resnet_blocks = tuple(cfg.resnet_blocks)
+            cfg.layers = len(cfg.resnet_blocks)   # the ViT fields say nothing about a ResNet; keep them honest
+            resnet_stage(cfg)
         return cfg
     import open_clip
 
@@ -50,7 +55,15 @@ def resolve_vision_config(cfg: VisionConfig) -> VisionConfig:
         raise ValueError(f"unknown open_clip model {cfg.name!r}")
     v = model_cfg["vision_cfg"]
     if "timm_model_name" in v and v.get("timm_model_name"):
-        raise ValueError(f"{cfg.name}: timm-backed towers are not supported yet; use a ViT tower")
+        raise ValueError(f"{cfg.name}: timm-backed towers are not supported yet; use a ViT or ResNet tower")
+    if isinstance(v.get("layers"), (list, tuple)):   # CLIP RN50 & co: read the last stage's feature map
+        cfg.resnet_blocks = tuple(int(b) for b in v["layers"])
+        cfg.image_size = int(v.get("image_size", cfg.image_size))
+        cfg.patch_size = 32
+        cfg.width = int(v.get("width", 64)) * 32
+        cfg.layers = len(cfg.resnet_blocks)
+        cfg.heads = max(1, cfg.width // int(v.get("head_width", 64)))
+        return cfg
     cfg.image_size = int(v.get("image_size", cfg.image_size))
     cfg.patch_size = int(v.get("patch_size", cfg.patch_size))
     cfg.width = int(v.get("width", cfg.width))
@@ -76,11 +89,51 @@ def build_vision_tower(cfg: VisionConfig) -> nn.Module:
             full = open_clip.create_model(cfg.name, pretrained=cfg.pretrained)
             tower.load_state_dict(full.visual.state_dict())
         return tower
+    if cfg.resnet_blocks:
+        from open_clip.modified_resnet import ModifiedResNet
+
+        stage = resnet_stage(cfg)
+        # stage s has stride 4 * 2**(s-1) and base_width * stride channels; stages after it are not
+        # needed, so a config may list only the blocks up to it (open_clip always builds four)
+        blocks = list(cfg.resnet_blocks) + [1] * (4 - len(cfg.resnet_blocks))
+        tower = ModifiedResNet(layers=blocks, output_dim=cfg.width, heads=cfg.heads,
+                               image_size=cfg.image_size, width=cfg.width // cfg.patch_size)
+        # only the patch features of `stage` are ever read: the later stages and the attention pool
+        # would be dead weight in every checkpoint
+        for late in ("layer1", "layer2", "layer3", "layer4")[stage:]:
+            setattr(tower, late, nn.Identity())
+        tower.attnpool = nn.Identity()
+        return tower
     vision_cfg = CLIPVisionCfg(
         layers=cfg.layers, width=cfg.width, head_width=cfg.width // cfg.heads, mlp_ratio=cfg.mlp_ratio,
         patch_size=cfg.patch_size, image_size=cfg.image_size,
     )
     return _build_vision_tower(cfg.width, vision_cfg)
+
+
+def resnet_stage(cfg: VisionConfig) -> int:
+    """The ResNet stage (1-4) whose feature map a ResNet tower's `patch_size` (its stride) names."""
+    stage = {4: 1, 8: 2, 16: 3, 32: 4}.get(cfg.patch_size)
+    if stage is None or cfg.width % cfg.patch_size or cfg.image_size % cfg.patch_size:
+        raise ValueError(f"a ResNet tower reads stride 4, 8, 16 or 32, and its width and image_size must be "
+                         f"multiples of that stride; got patch_size {cfg.patch_size}, width {cfg.width}, "
+                         f"image_size {cfg.image_size}")
+    if not stage <= len(cfg.resnet_blocks) <= 4:
+        raise ValueError(f"resnet_blocks {cfg.resnet_blocks} must list 1-4 stages, at least up to stage {stage} "
+                         f"(patch_size {cfg.patch_size})")
+    return stage
+
+
+def tower_features(vision: nn.Module, cfg: VisionConfig, x: torch.Tensor) -> torch.Tensor:
+    """Normalised images (B, 3, S, S) -> patch features (B, P, Dv) of an open_clip tower's configured
+    block (ViT: `feature_layer`, CLS dropped) or stage (ResNet: the cells of its feature map)."""
+    if cfg.resnet_blocks:
+        fmap = vision.forward_intermediates(x, indices=[resnet_stage(cfg)], stop_early=True,
+                                            intermediates_only=True)["image_intermediates"][0]
+        return fmap.flatten(2).transpose(1, 2)
+    out = vision.forward_intermediates(x, indices=[cfg.feature_layer % cfg.layers], stop_early=True,
+                                       intermediates_only=True, output_fmt="NLC")
+    return out["image_intermediates"][0]
 
 
 def pool_patches(features: torch.Tensor, pool: int) -> torch.Tensor:
@@ -159,18 +212,14 @@ class VideoLLM(nn.Module):
         x = frames.reshape(b * n, *frames.shape[2:]).to(self.device)
         x = x.permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
         x = ((x - self.pixel_mean) / self.pixel_std).to(self.dtype)
-        layers = self.config.vision.layers
-        index = self.config.vision.feature_layer % layers
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.vision.frozen):
-            if self.config.vision.source == "hf_clip":
+        v = self.config.vision
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not v.frozen):
+            if v.source == "hf_clip":
                 # hidden_states[0] is the embedding output, so [index + 1] is the output of block `index`
                 # (= hidden_states[-2] for feature_layer -2, as in LLaVA/Tarsier); [:, 1:] drops CLS.
                 out = self.vision(pixel_values=x, output_hidden_states=True)
-                return out.hidden_states[index + 1][:, 1:]
-            out = self.vision.forward_intermediates(
-                x, indices=[index], stop_early=True, intermediates_only=True, output_fmt="NLC"
-            )
-        return out["image_intermediates"][0]
+                return out.hidden_states[v.feature_layer % v.layers + 1][:, 1:]
+            return tower_features(self.vision, v, x)
 
     # -- step 2: features -> LLM-space visual tokens --------------------------------------------
     def project(self, features: torch.Tensor, frames_per_video: int) -> torch.Tensor:

@@ -118,6 +118,48 @@ def test_checkpoint_roundtrip(tiny, tmp_path):
     assert ModelConfig.load(folder / "config.json") == again.config
 
 
+def _resnet_variant() -> torch.nn.Module:
+    preset = ckpt.read_preset("tiny-random")
+    config = ModelConfig.from_dict(preset["config"])
+    # a 2-stage ResNet read after stage 2 (stride 8): the same 4x4 grid of 32-px frames as the ViT
+    config.vision.resnet_blocks, config.vision.width, config.vision.patch_size = (1, 1), 64, 8
+    return ckpt.build_random(config, engine.load("tiny-random", device="cpu").tokenizer).eval()
+
+
+def test_resnet_tower_cells_are_its_patches(tmp_path):
+    model = _resnet_variant()
+    v = model.config.vision
+    assert v.layers == 2 and not hasattr(model.vision.layer3, "weight") and not list(model.vision.layer3.parameters())
+    feats = model.encode_frames(frames(1, 2))
+    assert feats.shape == (2, (32 // 8) ** 2, 64)
+    # a cell sees its own corner of the frame: changing the bottom-right corner leaves the top-left cell alone
+    clip = frames(1, 1, seed=5)
+    other = clip.clone()
+    other[0, 0, 24:, 24:] = 255 - other[0, 0, 24:, 24:]
+    a, b = model.encode_frames(clip), model.encode_frames(other)
+    assert torch.allclose(a[0, 0], b[0, 0]) and not torch.allclose(a[0, -1], b[0, -1])
+    # it trains in frozen eval mode (BatchNorm keeps its statistics) and round-trips through a checkpoint
+    model.train()
+    assert not model.vision.training
+    again = engine.load(ckpt.save(model, tmp_path / "rn"), device="cpu")
+    assert again.config.vision.resnet_blocks == (1, 1)
+    clips = frames(2, seed=3)
+    prompts = ["Describe the video in detail."] * 2
+    assert model.eval().generate(clips, prompts, max_new_tokens=6) == again.generate(clips, prompts, max_new_tokens=6)
+
+
+def test_resnet_tower_geometry_is_checked():
+    from engine.config import VisionConfig
+    from engine.model import resolve_vision_config
+
+    with pytest.raises(ValueError, match="stride 4, 8, 16 or 32"):
+        resolve_vision_config(VisionConfig(resnet_blocks=(1, 1), patch_size=12, width=96, image_size=48))
+    with pytest.raises(ValueError, match="at least up to stage 3"):
+        resolve_vision_config(VisionConfig(resnet_blocks=(1, 1), patch_size=16, width=128, image_size=64))
+    rn50 = resolve_vision_config(VisionConfig(name="RN50"))   # open_clip's registry, no weights
+    assert (rn50.resnet_blocks, rn50.patch_size, rn50.width) == ((3, 4, 6, 3), 32, 2048)
+
+
 def test_unknown_model_is_a_clear_error(tmp_path):
     with pytest.raises(ckpt.ModelNotFound, match="unknown model"):
         engine.load("no-such-model", device="cpu")
