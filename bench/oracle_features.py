@@ -162,7 +162,7 @@ def main() -> None:
 
     def nano_for_oracle(name: str) -> dict:
         preset = original(name)
-        preset["config"]["vision"].update(width=WIDTH, image_size=64, patch_size=16)
+        preset["config"]["vision"].update(width=WIDTH, image_size=64, patch_size=16, resnet_blocks=None, layers=1)
         preset["config"]["projector"]["spatial_pool"] = {"slots": 4, "cells": 1, "quads": 2, "objs": 2}[a.layout]
         if a.time_slots is not None:
             preset["config"]["projector"]["time_slots"] = a.time_slots

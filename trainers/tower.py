@@ -9,6 +9,11 @@ linear head on each cell must read, for each of the world's 35 colour-shape iden
 lies in that cell, that it is there and its position, size and orientation; every cell also reads
 the background and the camera offset. Stage 1 and 2 then load the frozen tower with `--vision-init`.
 
+nano's tower is a small CLIP-style ResNet (open_clip's ModifiedResNet, CLIP RN50's layout), not a
+ViT: at 64 px the shapes are 10-13 px across, and in the same 1,000 steps a ViT learned colours but
+barely shapes (shape recall 0.29, whatever its depth, learning rate or patch size), where the ResNet
+reached 0.85 (BENCHMARKS.md).
+
 Labels come from `trainers.synth.frame_state`, the function the renderer draws from, and frames
 are decoded from the rendered videos with the describe pipeline's resize, so the tower learns
 from exactly what it will see at inference.
@@ -208,7 +213,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
 
     from engine import checkpoint as ckpt
     from engine.config import ModelConfig
-    from engine.model import build_vision_tower, pool_patches
+    from engine.model import build_vision_tower, pool_patches, resolve_vision_config, tower_features
 
     out = Path(args.out)
     done = out / "tower.json"
@@ -219,15 +224,14 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
     if "config" not in preset:
         raise ckpt.ModelNotFound(f"preset {args.init!r} has no config to build a tower from")
     config = ModelConfig.from_dict(preset["config"])
-    vcfg = config.vision
+    vcfg = resolve_vision_config(config.vision)   # tower.json records the geometry the model will check
     if vcfg.source != "open_clip" or vcfg.name is not None:
-        raise ValueError("tower pretraining builds a small open_clip ViT from the preset's geometry")
+        raise ValueError("tower pretraining builds a small open_clip ViT or ResNet from the preset's geometry")
     torch.manual_seed(args.seed)
     tower = build_vision_tower(vcfg)
     head = torch.nn.Linear(vcfg.width, _Head.size)
     mean = torch.tensor(vcfg.mean).view(1, 3, 1, 1)
     std = torch.tensor(vcfg.std).view(1, 3, 1, 1)
-    index = vcfg.feature_layer % vcfg.layers
 
     grid = vcfg.image_size // vcfg.patch_size
     pool = min(grid, config.projector.spatial_pool)
@@ -236,10 +240,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
     def pooled(frames_u8: torch.Tensor) -> torch.Tensor:
         # the same normalisation, block and pooling as VideoLLM.encode_frames + project: (B, cells², Dv)
         x = frames_u8.permute(0, 3, 1, 2).float().div(255.0)
-        x = (x - mean) / std
-        feats = tower.forward_intermediates(x, indices=[index], stop_early=True, intermediates_only=True,
-                                            output_fmt="NLC")["image_intermediates"][0]
-        return pool_patches(feats, pool)
+        return pool_patches(tower_features(tower, vcfg, (x - mean) / std), pool)
 
     t0 = time.perf_counter()
     data = {k: torch.from_numpy(v) for k, v in render_scene_frames(
@@ -324,9 +325,20 @@ def evaluate_tower(tower, head, pooled, held: dict) -> dict:
     pred_bg = pred_bg.mean(1)
     tp = int((truth & guess).sum())
     attr = ((own[..., 1:4] - held["slots"][..., 1:4]).abs().mean(-1) * truth).sum() / truth.sum()
+    # the colour-only and shape-only heads tell which half of an identity the tower misses
+    part_truth = truth.unflatten(-1, (len(COLOURS), len(SHAPES)))
+    part_truth = torch.cat([part_truth.any(-1), part_truth.any(-2)], dim=-1)
+    part_guess = _Head.parts(outs).amax(1) > math.log(POS_WEIGHT / 3)
+    parts = {}
+    for name, cols in (("colour", slice(0, len(COLOURS))), ("shape", slice(len(COLOURS), None))):
+        t, g = part_truth[:, cols], part_guess[:, cols]
+        hit = int((t & g).sum())
+        parts[f"{name}_precision"] = round(hit / max(1, int(g.sum())), 4)
+        parts[f"{name}_recall"] = round(hit / max(1, int(t.sum())), 4)
     return {
         "presence_precision": round(tp / max(1, int(guess.sum())), 4),
         "presence_recall": round(tp / max(1, int(truth.sum())), 4),
+        **parts,
         "frames_all_identities_right": round(float((guess == truth).all(-1).float().mean()), 4),
         "position_size_mae": round(float(attr), 4),
         "background_accuracy": round(float((pred_bg.argmax(-1) == held["background"]).float().mean()), 4),
@@ -344,7 +356,8 @@ def load_tower(model, folder: str | Path) -> None:
         raise ValueError(f"{folder} holds no pretrained tower (no tower.json; run `tarsier train tower`)")
     meta = json.loads(meta_path.read_text())["vision"]
     have = asdict(model.config.vision)
-    keys = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio")
+    keys = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio", "resnet_blocks")
+    meta = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.items()}   # JSON has no tuples
     if any(meta.get(k) != have.get(k) for k in keys):
         raise ValueError(f"tower in {folder} has geometry {[meta.get(k) for k in keys]}, "
                          f"the model needs {[have.get(k) for k in keys]}")
