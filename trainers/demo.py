@@ -28,7 +28,7 @@ class DemoConfig:
     stage1_steps: int = 300
     stage2_steps: int = 1300
     batch_size: int = 16
-    stage1_lr: float = 2e-3
+    stage1_lr: float = 1e-3          # 2e-3 left stage 2 worse off than no stage 1 at all (BENCHMARKS.md)
     stage2_lr: float = 1e-3
     stage1_train_vision: bool = False  # True also trains the pretrained tower in stage 1 (slower: no feature cache)
     describe_batch: int = 16
