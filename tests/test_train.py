@@ -170,5 +170,11 @@ def test_demo_whole_story_in_miniature(tmp_path):
         assert set(summary["scores"][grain]) >= {"precision", "recall", "f1"}
     assert summary["scores"]["heldout_loss"] > 0
     assert (tmp_path / "demo" / "eval-full-fine" / "report.json").is_file()
+    # finished steps live in folders named by what shaped them, so other settings never resume them
+    [tower] = (tmp_path / "demo").glob("tower-2-*")
+    [run] = (tmp_path / "demo" / "runs").iterdir()
+    assert (run / "stage2-full" / "final").is_dir()
+    from trainers.demo import _fingerprint
+    assert _fingerprint({"a": 1}, 2) == _fingerprint({"a": 1}, 2) != _fingerprint({"a": 1}, 3)
     nano = engine.load("nano", device="cpu")  # installed into TARSIER_HOME
     assert nano.config.name == "nano"

@@ -6,6 +6,7 @@ pretrains nano's small vision tower on rendered frames of the world (trainers/to
 in for the pretrained CLIP tower the paper freezes; stages 1 and 2 then keep it frozen."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.checkpoint import cache_dir, trained_preset_dir
+from engine.checkpoint import cache_dir, read_preset, trained_preset_dir
 
 
 @dataclass
@@ -64,11 +65,16 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
                 shutil.rmtree(folder)
             timed(f"synth {folder.name}", lambda f=folder, n=n, s=seed: generate(f, videos=n, seed=s))
 
-    tower = work / f"tower-{cfg.tower_steps}"
+    # A rerun reuses finished steps, so their folders are named by everything that shaped them: a
+    # demo from an older nano (another tower, other settings) must not be resumed or reinstalled.
+    nano = read_preset("nano")["config"]
+    tower_key = _fingerprint(nano["vision"], nano["projector"]["spatial_pool"], cfg.tower_steps, cfg.tower_scenes)
+    tower = work / f"tower-{cfg.tower_steps}-{tower_key}"
     log(f"tower: {cfg.tower_steps} steps on {cfg.tower_scenes} rendered scenes -> {tower}")
     timed("tower", lambda: pretrain_tower(TowerArgs(out=str(tower), heldout=str(bench), steps=cfg.tower_steps,
                                                     scenes=cfg.tower_scenes), log=log))
-    runs = work / "runs"
+    runs = work / "runs" / _fingerprint(nano, tower_key, world.name, cfg.batch_size, cfg.stage1_steps,
+                                        cfg.stage2_steps, cfg.stage1_lr, cfg.stage2_lr, cfg.stage1_train_vision)
     common = dict(batch_size=cfg.batch_size, device=cfg.device, log_every=10, resume=True, warmup=30)
     tag = "s2only" if cfg.skip_stage1 else "full"
     if cfg.skip_stage1:
@@ -122,6 +128,10 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
                "model": str(model_path)}
     (work / f"demo-{tag}.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def heldout_loss(model, benchmark: Path, batch: int = 16) -> float:
