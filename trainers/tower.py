@@ -204,6 +204,14 @@ class _Head:
         """Logits of 'some shape of this colour' (7) and 'some shape of this kind' (5) being there."""
         return out[..., cls.size - cls.n_parts:]
 
+    @staticmethod
+    def part_targets(present):
+        """(..., 35) identity presence -> (..., 12): some shape of each colour, some shape of each kind."""
+        import torch
+
+        grid = present.unflatten(-1, (len(COLOURS), len(SHAPES)))
+        return torch.cat([grid.amax(-1), grid.amax(-2)], dim=-1)
+
 
 def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
     """Train the tower + linear head; save the tower; return the held-out metrics."""
@@ -256,9 +264,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
                                                       pos_weight=torch.tensor(POS_WEIGHT))
         # colour and kind on their own as well: every triangle teaches "triangle", whatever its colour,
         # five and seven times as often as its one identity does (shape is what the tower learns last)
-        grid_present = present.unflatten(-1, (len(COLOURS), len(SHAPES)))
-        parts = torch.cat([grid_present.amax(-1), grid_present.amax(-2)], dim=-1)
-        presence = presence + F.binary_cross_entropy_with_logits(_Head.parts(out), parts,
+        presence = presence + F.binary_cross_entropy_with_logits(_Head.parts(out), _Head.part_targets(present),
                                                                  pos_weight=torch.tensor(POS_WEIGHT / 3))
         attr = ((pred_slots[..., 1:] - slots[:, None, :, 1:]) ** 2).mean(-1)
         attr = (attr * present).sum() / present.sum().clamp(min=1.0)
@@ -326,8 +332,7 @@ def evaluate_tower(tower, head, pooled, held: dict) -> dict:
     tp = int((truth & guess).sum())
     attr = ((own[..., 1:4] - held["slots"][..., 1:4]).abs().mean(-1) * truth).sum() / truth.sum()
     # the colour-only and shape-only heads tell which half of an identity the tower misses
-    part_truth = truth.unflatten(-1, (len(COLOURS), len(SHAPES)))
-    part_truth = torch.cat([part_truth.any(-1), part_truth.any(-2)], dim=-1)
+    part_truth = _Head.part_targets(truth.float()) > 0.5
     part_guess = _Head.parts(outs).amax(1) > math.log(POS_WEIGHT / 3)
     parts = {}
     for name, cols in (("colour", slice(0, len(COLOURS))), ("shape", slice(len(COLOURS), None))):
