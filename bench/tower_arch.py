@@ -20,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # vision geometry (+ spatial_pool giving the same 2x2 cells) of each candidate, on 64-px frames
 ARCHS = {
-    "vit-p8": ({"patch_size": 8, "width": 128, "layers": 2, "heads": 4, "resnet_blocks": None}, 4),
-    "vit-p8-4blocks": ({"patch_size": 8, "width": 128, "layers": 4, "heads": 4, "resnet_blocks": None}, 4),
-    "vit-p4": ({"patch_size": 4, "width": 128, "layers": 2, "heads": 4, "resnet_blocks": None}, 8),
+    "vit-p8": ({"patch_size": 8, "width": 128, "layers": 2, "heads": 4, "feature_layer": -1, "resnet_blocks": None}, 4),
+    "vit-p8-4blocks": ({"patch_size": 8, "width": 128, "layers": 4, "heads": 4, "feature_layer": -1, "resnet_blocks": None}, 4),
+    "vit-p4": ({"patch_size": 4, "width": 128, "layers": 2, "heads": 4, "feature_layer": -1, "resnet_blocks": None}, 8),
     "resnet-w16": ({"patch_size": 16, "width": 256, "heads": 8, "resnet_blocks": [1, 1, 1]}, 2),
     "resnet-w32": ({"patch_size": 16, "width": 512, "heads": 8, "resnet_blocks": [1, 1, 1]}, 2),   # nano's
 }

@@ -12,7 +12,7 @@ the background and the camera offset. Stage 1 and 2 then load the frozen tower w
 nano's tower is a small CLIP-style ResNet (open_clip's ModifiedResNet, CLIP RN50's layout), not a
 ViT: at 64 px the shapes are 10-13 px across, and in the same 1,000 steps a ViT learned colours but
 barely shapes (shape recall 0.29, whatever its depth, learning rate or patch size), where the ResNet
-reached 0.85 (BENCHMARKS.md).
+reached 0.87 (BENCHMARKS.md).
 
 Labels come from `trainers.synth.frame_state`, the function the renderer draws from, and frames
 are decoded from the rendered videos with the describe pipeline's resize, so the tower learns
