@@ -47,11 +47,13 @@ def test_visual_tokens_scatter_at_placeholders(tiny):
     assert torch.allclose(sep_rows, tiny.frame_separator.expand(n, -1))
 
 
-def _variant(**projector):
+def _variant(vision: dict | None = None, **projector):
     preset = ckpt.read_preset("tiny-random")
     config = ModelConfig.from_dict(preset["config"])
     for k, v in projector.items():
         setattr(config.projector, k, v)
+    for k, v in (vision or {}).items():
+        setattr(config.vision, k, v)
     tiny = engine.load("tiny-random", device="cpu")
     model = ckpt.build_random(config, tiny.tokenizer)
     return model.eval()
@@ -118,16 +120,9 @@ def test_checkpoint_roundtrip(tiny, tmp_path):
     assert ModelConfig.load(folder / "config.json") == again.config
 
 
-def _resnet_variant() -> torch.nn.Module:
-    preset = ckpt.read_preset("tiny-random")
-    config = ModelConfig.from_dict(preset["config"])
-    # a 2-stage ResNet read after stage 2 (stride 8): the same 4x4 grid of 32-px frames as the ViT
-    config.vision.resnet_blocks, config.vision.width, config.vision.patch_size = (1, 1), 64, 8
-    return ckpt.build_random(config, engine.load("tiny-random", device="cpu").tokenizer).eval()
-
-
 def test_resnet_tower_cells_are_its_patches(tmp_path):
-    model = _resnet_variant()
+    # a 2-stage ResNet read after stage 2 (stride 8): the same 4x4 grid of 32-px frames as the ViT
+    model = _variant(vision={"resnet_blocks": (1, 1), "width": 64, "patch_size": 8})
     v = model.config.vision
     assert v.layers == 2 and not hasattr(model.vision.layer3, "weight") and not list(model.vision.layer3.parameters())
     feats = model.encode_frames(frames(1, 2))
