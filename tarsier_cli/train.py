@@ -68,7 +68,7 @@ LogEvery = Annotated[int, typer.Option(help="Log metrics every N steps.", min=1)
 Lora = Annotated[bool, typer.Option(help="Train LoRA adapters (peft) instead of the full LLM.")]
 LoraR = Annotated[int, typer.Option(help="LoRA rank.", min=1)]
 TrainVision = Annotated[bool, typer.Option(help="Unfreeze the vision tower (only for towers without pretrained weights).")]
-VisionInit = Annotated[Path | None, typer.Option(help="A `tarsier train tower` folder: start a fresh model (--init PRESET) with its pretrained tower.")]
+VisionInit = Annotated[Path | None, typer.Option(help="A `tarsier train tower` folder: the tower of a fresh model (--init PRESET). Default: the one the preset ships (nano's); `none`: a random tower.")]
 GradCkpt = Annotated[bool, typer.Option(help="Gradient checkpointing in the LLM (less memory, slower).")]
 FeatCache = Annotated[str, typer.Option(help="Tower feature cache: auto (user cache), off, or a folder.")]
 Frames = Annotated[int | None, typer.Option(help="Frames per sample (default: the model's).", min=1)]
@@ -140,7 +140,8 @@ def cache_features(
 
 @train_app.command("tower", help=(
     "Stage 0 for nano (synthetic world only): pretrain its small vision tower on rendered, labelled "
-    "frames, standing in for CLIP's pretraining. Stage 1 loads it, frozen, with --vision-init."))
+    "frames, standing in for CLIP's pretraining; nano ships one made this way. Stage 1 loads another, "
+    "frozen, with --vision-init."))
 def tower(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tower.safetensors and tower.json (its metrics).")],
     init: Annotated[str, typer.Option(help="Preset whose vision geometry the tower takes.")] = "nano",

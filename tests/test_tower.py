@@ -11,7 +11,18 @@ from typer.testing import CliRunner
 from engine import checkpoint as ckpt
 from tarsier_cli.app import app
 from trainers.synth import frame_state, make_truth, render_frame
-from trainers.tower import IDENTITIES, TowerArgs, _cell_mask, frame_targets, load_tower, pretrain_tower
+from trainers.tower import (
+    IDENTITIES,
+    TowerArgs,
+    _cell_mask,
+    check_saved_tower,
+    frame_targets,
+    load_tower,
+    load_world_frames,
+    pretrain_tower,
+    render_scene_frames,
+    shipped_tower,
+)
 
 pytestmark = pytest.mark.usefixtures("tarsier_home")
 
@@ -89,6 +100,11 @@ def test_pretrain_tower_saves_reloads_and_checks_geometry(world, tmp_path):
     meta = json.loads((out / "tower.json").read_text())
     assert meta["vision"]["image_size"] == 32 and meta["metrics"] == metrics
     assert pretrain_tower(args, log=lambda m: None) == metrics   # done: a rerun only reads it back
+    # the saved head lets anyone check the saved tower again, on the same frames to the digit
+    held = load_world_frames(world, 32, 100, 3, workers=1)
+    again = check_saved_tower(out, held, pool=1)
+    assert {k: again[k] for k in ("presence_recall", "shape_recall", "background_accuracy")} == \
+        {k: metrics[k] for k in ("presence_recall", "shape_recall", "background_accuracy")}
 
     from safetensors.torch import load_file
 
@@ -124,3 +140,20 @@ def test_cli_tower_then_stage1_with_vision_init(world, tmp_path):
     result = CliRunner().invoke(app, ["train", "stage2", "-o", str(tmp_path / "s2"), "--init", str(run),
                                       "--vision-init", str(out), *common])
     assert result.exit_code == 2 and "checkpoint brings its own" in result.output
+
+
+def test_shipped_nano_tower_reads_scenes_it_never_saw():
+    """nano ships its pretrained tower (as a real model ships CLIP): it must fit nano's geometry and
+    still read colours, shapes and places on freshly planned scenes of a seed it never trained on."""
+    folder = shipped_tower("nano")
+    assert folder is not None and (folder / "tower.safetensors").is_file()
+    meta = json.loads((folder / "tower.json").read_text())
+    nano = ckpt.read_preset("nano")["config"]
+    assert meta["vision"]["image_size"] == nano["vision"]["image_size"]
+    assert meta["args"]["scene_seed"] != 4242
+    frames = render_scene_frames(seed=4242, scenes=60, per_scene=2, size=meta["vision"]["image_size"], workers=1)
+    got = check_saved_tower(folder, frames, pool=nano["projector"]["spatial_pool"])
+    assert got["colour_precision"] > 0.97 and got["colour_recall"] > 0.97
+    assert got["shape_precision"] > 0.93 and got["shape_recall"] > 0.93
+    assert got["presence_precision"] > 0.92 and got["presence_recall"] > 0.9
+    assert got["background_accuracy"] > 0.95

@@ -113,6 +113,22 @@ def test_lora_saves_and_reloads_adapters(world, tmp_path):
     assert len(losses(run2)) == 4
 
 
+def test_fresh_nano_starts_from_the_tower_it_ships(world, tmp_path):
+    from safetensors.torch import load_file
+
+    from trainers.tower import shipped_tower
+    from trainers.train import build_or_load
+
+    shipped = load_file(str(shipped_tower("nano") / "tower.safetensors"))
+    model, source = build_or_load(args(world, tmp_path / "r", init="nano"), ["a red circle moves"] * 4)
+    assert "+tower:" in source
+    assert all(torch.equal(t, shipped[k]) for k, t in model.vision.state_dict().items())
+    model, source = build_or_load(args(world, tmp_path / "r", init="nano", vision_init="none"), ["a red circle"] * 4)
+    assert source == "new:nano"
+    assert not all(torch.equal(t, shipped[k]) for k, t in model.vision.state_dict().items())
+    assert shipped_tower("tiny-random") is None
+
+
 def test_bad_manifest_row_is_a_clear_usage_error(world, tmp_path):
     bad = tmp_path / "bad.jsonl"
     good = (world / "stage2" / "describe.jsonl").read_text().splitlines()[0]

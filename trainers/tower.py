@@ -20,7 +20,12 @@ from exactly what it will see at inference.
 
 OUT layout:
     tower.safetensors    the tower's weights (keys as in VideoLLM.vision)
+    head.safetensors     the linear read-out it was trained with, so its metrics can be checked again
     tower.json           vision config, held-out metrics, settings
+
+nano ships such a tower (engine/presets/towers/nano, made by the command in its tower.json), as a
+real model ships its pretrained CLIP weights: a fresh nano starts from it, and `tarsier demo` spends
+its minutes on stages 1 and 2 unless asked to redo stage 0 (`--train-tower`).
 """
 from __future__ import annotations
 
@@ -213,6 +218,23 @@ class _Head:
         return torch.cat([grid.amax(-1), grid.amax(-2)], dim=-1)
 
 
+def _pooler(tower, vcfg, pool: int):
+    """uint8 frames (B, S, S, 3) -> (B, cells², Dv): the normalisation, block and pooling of
+    VideoLLM.encode_frames + project, so the head reads exactly what the projector will."""
+    import torch
+
+    from engine.model import pool_patches, tower_features
+
+    mean = torch.tensor(vcfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(vcfg.std).view(1, 3, 1, 1)
+
+    def pooled(frames_u8: torch.Tensor) -> torch.Tensor:
+        x = frames_u8.permute(0, 3, 1, 2).float().div(255.0)
+        return pool_patches(tower_features(tower, vcfg, (x - mean) / std), pool)
+
+    return pooled
+
+
 def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
     """Train the tower + linear head; save the tower; return the held-out metrics."""
     import torch
@@ -221,7 +243,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
 
     from engine import checkpoint as ckpt
     from engine.config import ModelConfig
-    from engine.model import build_vision_tower, pool_patches, resolve_vision_config, tower_features
+    from engine.model import build_vision_tower, resolve_vision_config
 
     out = Path(args.out)
     done = out / "tower.json"
@@ -238,17 +260,10 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
     torch.manual_seed(args.seed)
     tower = build_vision_tower(vcfg)
     head = torch.nn.Linear(vcfg.width, _Head.size)
-    mean = torch.tensor(vcfg.mean).view(1, 3, 1, 1)
-    std = torch.tensor(vcfg.std).view(1, 3, 1, 1)
-
     grid = vcfg.image_size // vcfg.patch_size
     pool = min(grid, config.projector.spatial_pool)
     cells = grid // pool
-
-    def pooled(frames_u8: torch.Tensor) -> torch.Tensor:
-        # the same normalisation, block and pooling as VideoLLM.encode_frames + project: (B, cells², Dv)
-        x = frames_u8.permute(0, 3, 1, 2).float().div(255.0)
-        return pool_patches(tower_features(tower, vcfg, (x - mean) / std), pool)
+    pooled = _pooler(tower, vcfg, pool)
 
     t0 = time.perf_counter()
     data = {k: torch.from_numpy(v) for k, v in render_scene_frames(
@@ -309,6 +324,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
         log("tower held-out: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(out / "tower.safetensors"))
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps({"vision": asdict(vcfg), "metrics": metrics, "args": asdict(args)}, indent=2) + "\n")
     os.replace(tmp, done)  # written last: its presence means the tower is complete
@@ -349,6 +365,39 @@ def evaluate_tower(tower, head, pooled, held: dict) -> dict:
         "background_accuracy": round(float((pred_bg.argmax(-1) == held["background"]).float().mean()), 4),
         "heldout_frames": len(held["frames"]),
     }
+
+
+def check_saved_tower(folder: str | Path, frames: dict[str, np.ndarray], pool: int) -> dict:
+    """Held-out metrics of a saved tower and its head on labelled frames (as `render_scene_frames`
+    or `load_world_frames` give them), pooled into cells as the projector pools them."""
+    import torch
+    from safetensors.torch import load_file
+
+    from engine.config import VisionConfig
+    from engine.model import build_vision_tower
+
+    folder = Path(folder)
+    meta = json.loads((folder / "tower.json").read_text())["vision"]
+    vcfg = VisionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.items()})
+    tower = build_vision_tower(vcfg)
+    tower.load_state_dict(load_file(str(folder / "tower.safetensors")), strict=True)
+    head = torch.nn.Linear(vcfg.width, _Head.size)
+    head.load_state_dict(load_file(str(folder / "head.safetensors")), strict=True)
+    tower.eval()
+    return evaluate_tower(tower, head, _pooler(tower, vcfg, pool),
+                          {k: torch.from_numpy(v) for k, v in frames.items()})
+
+
+def shipped_tower(preset: str = "nano") -> Path | None:
+    """The pretrained tower a preset ships with (its "tower" entry), or None."""
+    from importlib import resources
+
+    from engine.checkpoint import read_preset
+
+    rel = read_preset(preset).get("tower")
+    if not rel:
+        return None
+    return Path(str(resources.files("engine").joinpath("presets", rel)))
 
 
 def load_tower(model, folder: str | Path) -> None:

@@ -53,7 +53,8 @@ class TrainArgs:
     lora_r: int = 16
     lora_alpha: int = 32
     train_vision: bool = False
-    vision_init: str | None = None  # a `tarsier train tower` folder: its pretrained tower replaces a fresh model's
+    vision_init: str | None = None  # a `tarsier train tower` folder for a fresh model's tower ("none": random;
+                                    # default: the tower the preset ships, if any)
     grad_checkpointing: bool = False
     feature_cache: str = "auto"     # auto (user cache) | off | a folder
     frames: int | None = None       # frames per sample (default: the model's)
@@ -83,11 +84,14 @@ def build_or_load(args: TrainArgs, texts: list[str]):
     config = ModelConfig.from_dict(preset["config"])
     config.llm["vocab_size"] = len(tok)
     model = ckpt.build_random(config, tok, seed=args.seed)
-    if args.vision_init:
-        from trainers.tower import load_tower
+    from trainers.tower import load_tower, shipped_tower
 
-        load_tower(model, args.vision_init)
-        return model, f"new:{args.init}+tower:{args.vision_init}"
+    # a preset that ships a pretrained tower (nano) starts from it, as a real model starts from
+    # pretrained CLIP weights; "none" keeps the random tower (to train it with --train-vision)
+    tower = args.vision_init or shipped_tower(args.init)
+    if tower and str(tower) != "none":
+        load_tower(model, tower)
+        return model, f"new:{args.init}+tower:{tower}"
     return model, f"new:{args.init}"
 
 
