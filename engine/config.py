@@ -39,10 +39,7 @@ class VisionConfig:
 class ProjectorConfig:
     """2-layer GELU MLP from vision width to LLM width, and how visual tokens are laid out."""
 
-    spatial_pool: int = 1                 # merge pool x pool blocks of the patch grid (fewer tokens per frame)
-    # How a block becomes one token: "average" its patches (LLaVA-style pooling), or "concat" them
-    # (Qwen2-VL's patch merger: the projector sees each patch, so where in the block a thing is survives).
-    spatial_merge: str = "average"
+    spatial_pool: int = 1                 # average-pool patch grid by this factor (fewer tokens per frame)
     newline_token_id: int | None = None   # LLaVA/Tarsier1: append this token's embedding after each patch row
     frame_token_id: int | None = None     # embedding of this token after each frame; None = a learned vector
     # Learned embedding of each frame's place in the clip, added to its tokens; 0 = none (Tarsier: the LLM

@@ -3,9 +3,9 @@
     frames (B, N, S, S, 3) uint8
       -> normalise -> frozen open_clip vision tower, patch tokens of one block     (B*N, P, Dv)
          (a ResNet tower: the cells of one stage's feature map are its "patches")
-      -> optional spatial merge: average or concatenate pool x pool blocks           (B*N, P', Dv or pool²Dv)
-      -> [optional: concat the change to the next frame's features]                (B*N, P', 2x that)
-      -> projector: Linear(that width, D) -> GELU -> Linear(D, D)                    (B*N, P', D)
+      -> optional spatial average pool                                               (B*N, P', Dv)
+      -> [optional: concat the change to the next frame's features]                (B*N, P', 2Dv)
+      -> projector: Linear(Dv or 2Dv, D) -> GELU -> Linear(D, D)                     (B*N, P', D)
       -> [newline embedding after each patch row] + frame-separator embedding        (B*N, T, D)
       -> [+ learned embedding of the frame's place in the clip]
       -> scattered into the LLM's input embeddings at the <video> placeholder positions
@@ -136,19 +136,11 @@ def tower_features(vision: nn.Module, cfg: VisionConfig, x: torch.Tensor) -> tor
     return out["image_intermediates"][0]
 
 
-def pool_patches(features: torch.Tensor, pool: int, merge: str = "average") -> torch.Tensor:
-    """(B, P, D) patch tokens of a square grid -> (B, P / pool², D) averaged over pool x pool blocks,
-    or (B, P / pool², pool² * D) with each block's patches concatenated in row-major order."""
+def pool_patches(features: torch.Tensor, pool: int) -> torch.Tensor:
+    """(B, P, D) patch tokens of a square grid -> (B, P / pool², D), averaged over pool x pool blocks."""
     if pool <= 1:
         return features
     grid = int(features.shape[1] ** 0.5)
-    if merge == "concat":
-        b, _, d = features.shape
-        cells = grid // pool
-        f = features.view(b, cells, pool, cells, pool, d).permute(0, 1, 3, 2, 4, 5)
-        return f.reshape(b, cells * cells, pool * pool * d)
-    if merge != "average":
-        raise ValueError(f"spatial_merge must be 'average' or 'concat', not {merge!r}")
     f = features.transpose(1, 2).reshape(features.shape[0], -1, grid, grid)
     return F.avg_pool2d(f, pool).flatten(2).transpose(1, 2)
 
@@ -177,9 +169,7 @@ class VideoLLM(nn.Module):
             llm = AutoModelForCausalLM.from_config(llm_cfg)
         self.llm = llm
         d_model = self.llm.get_input_embeddings().embedding_dim
-        p = config.projector
-        merged = p.spatial_pool ** 2 if p.spatial_merge == "concat" and p.spatial_pool > 1 else 1
-        projector_in = v.width * merged * (2 if p.temporal_difference else 1)
+        projector_in = v.width * (2 if config.projector.temporal_difference else 1)
         self.projector = nn.Sequential(nn.Linear(projector_in, d_model), nn.GELU(), nn.Linear(d_model, d_model))
         if config.projector.frame_token_id is None:
             self.frame_separator = nn.Parameter(torch.randn(d_model) * 0.02)
@@ -234,7 +224,7 @@ class VideoLLM(nn.Module):
     # -- step 2: features -> LLM-space visual tokens --------------------------------------------
     def project(self, features: torch.Tensor, frames_per_video: int) -> torch.Tensor:
         """(B*N, P, Dv) -> (B, N*T, D): projector, optional pooling, row newlines, frame separators."""
-        features = pool_patches(features, self.config.projector.spatial_pool, self.config.projector.spatial_merge)
+        features = pool_patches(features, self.config.projector.spatial_pool)
         grid = int(features.shape[1] ** 0.5)
         if self.config.projector.temporal_difference:
             clips = features.view(-1, frames_per_video, *features.shape[1:])

@@ -78,23 +78,6 @@ def test_temporal_difference_shows_each_frame_its_change_to_the_next():
     assert torch.allclose(s[0], s[3])
 
 
-def test_concat_merge_keeps_each_patch_of_a_block_in_place():
-    from engine.model import pool_patches
-
-    grid = torch.arange(16.0).view(1, 16, 1)              # a 4x4 grid, each patch's value its index
-    merged = pool_patches(grid, 2, "concat")
-    assert merged.shape == (1, 4, 4)
-    assert merged[0, 0].tolist() == [0, 1, 4, 5] and merged[0, 3].tolist() == [10, 11, 14, 15]
-    assert torch.equal(pool_patches(grid, 2)[..., 0], merged.mean(-1))   # the average is their mean
-    with pytest.raises(ValueError, match="spatial_merge"):
-        pool_patches(grid, 2, "max")
-    model = _variant(spatial_pool=2, spatial_merge="concat", temporal_difference=True)
-    assert model.projector[0].in_features == 2 * 4 * model.config.vision.width
-    per = model.config.visual_tokens_per_frame()
-    with torch.no_grad():
-        assert model.visual_tokens(frames=frames(1, 3)).shape == (1, 3 * per, model.config.llm["hidden_size"])
-
-
 def test_time_slots_tell_identical_frames_apart():
     model = _variant(time_slots=4)
     clip = frames(1, 1, seed=4).expand(1, 8, 32, 32, 3)   # 8 copies of one frame, 4 slots: 2 per slot
