@@ -173,13 +173,14 @@ def test_accelerate_two_cpu_processes(world, tmp_path):
     assert model.config.name == "tiny-random"
 
 
-def test_demo_whole_story_in_miniature(tmp_path):
-    """synth -> tower -> stage 1 -> stage 2 -> install nano -> describe the benchmark -> exact-judge scores."""
+@pytest.mark.parametrize("train_tower", [False, True], ids=["shipped-tower", "train-tower"])
+def test_demo_whole_story_in_miniature(tmp_path, train_tower):
+    """synth -> [tower] -> stage 1 -> stage 2 -> install nano -> describe the benchmark -> exact-judge scores."""
     import engine
     from trainers.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(work=tmp_path / "demo", train_videos=8, bench_videos=2, tower_steps=2, tower_scenes=4,
-                     stage1_steps=2, stage2_steps=2,
+    cfg = DemoConfig(work=tmp_path / "demo", train_videos=8, bench_videos=2, train_tower=train_tower,
+                     tower_steps=2, tower_scenes=4, stage1_steps=2, stage2_steps=2,
                      batch_size=4, describe_batch=2, device="cpu")
     summary = run_demo(cfg, log=lambda m: None)
     for grain in ("fine", "brief"):
@@ -187,7 +188,7 @@ def test_demo_whole_story_in_miniature(tmp_path):
     assert summary["scores"]["heldout_loss"] > 0
     assert (tmp_path / "demo" / "eval-full-fine" / "report.json").is_file()
     # finished steps live in folders named by what shaped them, so other settings never resume them
-    [tower] = (tmp_path / "demo").glob("tower-2-*")
+    assert len(list((tmp_path / "demo").glob("tower-2-*"))) == int(train_tower)
     [run] = (tmp_path / "demo" / "runs").iterdir()
     assert (run / "stage2-full" / "final").is_dir()
     from trainers.demo import _fingerprint
