@@ -29,7 +29,7 @@ class DemoConfig:
     tower_steps: int = 1000
     tower_scenes: int = 10000
     stage1_steps: int = 300
-    stage2_steps: int = 1500
+    stage2_steps: int = 2100
     batch_size: int = 16
     stage1_lr: float = 1e-3          # 2e-3 left stage 2 worse off than no stage 1 at all (BENCHMARKS.md)
     stage2_lr: float = 1e-3
