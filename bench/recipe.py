@@ -74,9 +74,7 @@ def main() -> None:
     args = p.parse_args()
 
     from engine.checkpoint import load
-    from engine.describe import describe
-    from evaluation import make_judge, score_file
-    from trainers.demo import heldout_loss
+    from trainers.demo import score_on_benchmark
     from trainers.train import TrainArgs, train
 
     common = dict(batch_size=args.batch_size, lr=args.lr, log_every=50, resume=True, warmup=30)
@@ -96,16 +94,9 @@ def main() -> None:
 
     model = load(final)
     model.model_id = "nano"
-    scores = {"heldout_loss": heldout_loss(model, args.bench / "benchmark.jsonl")}
-    judge = make_judge("exact")
-    for grain in ("fine", "brief"):
-        described = args.out / f"describe-{grain}"
-        describe([str(args.bench / "videos")], model=model, grain=grain, scenes="none", max_clip=None,
-                 batch_size=16, output_dir=described, formats=("jsonl",))
-        report = score_file(described / "descriptions.jsonl", args.bench / "benchmark.jsonl", judge,
-                            args.out / f"eval-{grain}", replace_other_judge=True).report["overall"]
-        # None where no description had an event to score (an untrained model)
-        scores[grain] = {k: None if report[k] is None else round(report[k], 3) for k in ("precision", "recall", "f1")}
+    scores = score_on_benchmark(model, args.bench, args.out, "recipe", log=lambda m: None)
+    scores = {k: ({m: None if x is None else round(x, 3) for m, x in v.items()} if isinstance(v, dict) else v)
+              for k, v in scores.items()}
     recipe = {k: v for k, v in vars(args).items() if k not in ("world", "bench", "out")}
     print("RESULT", args.out.name, json.dumps(recipe), json.dumps(scores), json.dumps({"seconds": seconds}), flush=True)
 

@@ -42,8 +42,6 @@ class DemoConfig:
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
              on_train_log: Callable[[dict], None] | None = None) -> dict:
-    from engine.describe import describe
-    from evaluation import make_judge, score_file
     from trainers.synth import generate
     from trainers.tower import TowerArgs, pretrain_tower, shipped_tower
     from trainers.train import TrainArgs, train
@@ -119,14 +117,31 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
 
     model = load(model_path, device=cfg.device)
     model.model_id = "nano"
-    scores = {}
+    scores = score_on_benchmark(model, bench, work, tag, batch_size=cfg.describe_batch, log=log, timed=timed)
+    summary = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "scores": scores, "timings_s": timings,
+               "model": str(model_path)}
+    (work / f"demo-{tag}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def score_on_benchmark(model, bench: Path, work: Path, tag: str, batch_size: int = 16,
+                       log: Callable[[str], None] = print, timed=None) -> dict:
+    """Describe a synthetic benchmark at both grains and score it with the exact judge: P / R / F1
+    per grain (None where nothing could be scored), the share of one-sentence brief answers, and
+    the held-out loss. Writes describe-TAG-GRAIN/ and eval-TAG-GRAIN/ under `work`."""
+    from engine.describe import describe
+    from evaluation import make_judge, score_file
+
+    timed = timed or (lambda name, fn: fn())
+    videos = len(list((bench / "videos").iterdir()))
+    scores: dict = {}
     judge = make_judge("exact")
     for grain in ("fine", "brief"):
         out = work / f"describe-{tag}-{grain}"
-        log(f"describe {cfg.bench_videos} benchmark videos ({grain})")
+        log(f"describe {videos} benchmark videos ({grain})")
         timed(f"describe {grain}", lambda g=grain, o=out: describe(
             [str(bench / "videos")], model=model, grain=g, scenes="none", max_clip=None,
-            batch_size=cfg.describe_batch, output_dir=o, formats=("jsonl",)))
+            batch_size=batch_size, output_dir=o, formats=("jsonl",)))
         result = score_file(out / "descriptions.jsonl", bench / "benchmark.jsonl", judge, work / f"eval-{tag}-{grain}",
                             replace_other_judge=True)
         overall = result.report["overall"]
@@ -134,10 +149,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
         if grain == "brief":
             scores[grain]["one_sentence"] = _one_sentence_share(out / "descriptions.jsonl")
     scores["heldout_loss"] = heldout_loss(model, bench / "benchmark.jsonl")
-    summary = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "scores": scores, "timings_s": timings,
-               "model": str(model_path)}
-    (work / f"demo-{tag}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return scores
 
 
 def _fingerprint(*parts) -> str:
