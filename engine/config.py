@@ -73,7 +73,7 @@ class ModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        vision = VisionConfig(**_tuples(d.pop("vision", {})))
+        vision = VisionConfig(**tuples_from_json(d.pop("vision", {})))
         projector = ProjectorConfig(**d.pop("projector", {}))
         return cls(vision=vision, projector=projector, **d)
 
@@ -90,5 +90,6 @@ class ModelConfig:
         return grid * per_row + 1
 
 
-def _tuples(d: dict) -> dict:
+def tuples_from_json(d: dict) -> dict:
+    """JSON has no tuples: turn a config dict's lists back into the tuples the dataclasses hold."""
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}

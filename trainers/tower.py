@@ -373,12 +373,12 @@ def check_saved_tower(folder: str | Path, frames: dict[str, np.ndarray], pool: i
     import torch
     from safetensors.torch import load_file
 
-    from engine.config import VisionConfig
+    from engine.config import VisionConfig, tuples_from_json
     from engine.model import build_vision_tower
 
     folder = Path(folder)
     meta = json.loads((folder / "tower.json").read_text())["vision"]
-    vcfg = VisionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.items()})
+    vcfg = VisionConfig(**tuples_from_json(meta))
     tower = build_vision_tower(vcfg)
     tower.load_state_dict(load_file(str(folder / "tower.safetensors")), strict=True)
     head = torch.nn.Linear(vcfg.width, _Head.size)
@@ -404,6 +404,8 @@ def load_tower(model, folder: str | Path) -> None:
     """Put a pretrained tower into `model` (strict: its geometry must match the model's)."""
     from safetensors.torch import load_file
 
+    from engine.config import tuples_from_json
+
     folder = Path(folder)
     meta_path = folder / "tower.json"
     if not meta_path.is_file():
@@ -411,7 +413,7 @@ def load_tower(model, folder: str | Path) -> None:
     meta = json.loads(meta_path.read_text())["vision"]
     have = asdict(model.config.vision)
     keys = ("image_size", "patch_size", "width", "layers", "heads", "mlp_ratio", "resnet_blocks")
-    meta = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.items()}   # JSON has no tuples
+    meta = tuples_from_json(meta)
     if any(meta.get(k) != have.get(k) for k in keys):
         raise ValueError(f"tower in {folder} has geometry {[meta.get(k) for k in keys]}, "
                          f"the model needs {[have.get(k) for k in keys]}")
