@@ -48,6 +48,10 @@ class ProjectorConfig:
     # Feed the projector each frame's features and their change to the next frame (zero for the last),
     # so a moved, grown or recoloured shape is visible in one token instead of across two.
     temporal_difference: bool = False
+    # Add to each frame's separator token an MLP of the whole frame's change to the next (all cells'
+    # changes, concatenated): where the shapes went is read across cells (a move crosses them), and
+    # in the cell tokens that change is a small part of a token dominated by what is there.
+    motion_separator: bool = False
 
 
 @dataclass
@@ -84,8 +88,12 @@ class ModelConfig:
     def load(cls, path: str | Path) -> ModelConfig:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
+    def cell_grid(self) -> int:
+        """Cells per row of a frame after the projector's pooling."""
+        return self.vision.image_size // self.vision.patch_size // self.projector.spatial_pool
+
     def visual_tokens_per_frame(self) -> int:
-        grid = self.vision.image_size // self.vision.patch_size // self.projector.spatial_pool
+        grid = self.cell_grid()
         per_row = grid + (1 if self.projector.newline_token_id is not None else 0)
         return grid * per_row + 1
 

@@ -7,6 +7,7 @@
       -> [optional: concat the change to the next frame's features]                (B*N, P', 2Dv)
       -> projector: Linear(Dv or 2Dv, D) -> GELU -> Linear(D, D)                     (B*N, P', D)
       -> [newline embedding after each patch row] + frame-separator embedding        (B*N, T, D)
+         [+ MLP of the whole frame's change to the next (all cells), on the separator]
       -> [+ learned embedding of the frame's place in the clip]
       -> scattered into the LLM's input embeddings at the <video> placeholder positions
       -> any Hugging Face causal LM (loss on answer tokens / batched greedy generation)
@@ -14,6 +15,9 @@
 Tarsier has no temporal position embedding: its pretrained LLM learns time from token order. A small
 LLM trained from scratch finds "the frame after the last event I described" far faster when every
 frame's tokens say where in the clip they are, so `projector.time_slots` can add that (nano does).
+For the same reason `projector.motion_separator` puts the frame's whole change in one token: in the
+cell tokens a move is a small change inside tokens dominated by what is there, and its direction
+shows only across cells; nano learned no direction at all without it (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -175,6 +179,11 @@ class VideoLLM(nn.Module):
             self.frame_separator = nn.Parameter(torch.randn(d_model) * 0.02)
         else:
             self.frame_separator = None
+        self.motion_projector = None
+        if config.projector.motion_separator:
+            cells = config.cell_grid() ** 2
+            self.motion_projector = nn.Sequential(nn.Linear(cells * v.width, d_model), nn.GELU(),
+                                                  nn.Linear(d_model, d_model))
         slots = config.projector.time_slots
         self.time_embedding = nn.Parameter(torch.randn(slots, d_model) * 0.02) if slots else None
         self.register_buffer("pixel_mean", torch.tensor(v.mean).view(1, 3, 1, 1), persistent=False)
@@ -226,11 +235,14 @@ class VideoLLM(nn.Module):
         """(B*N, P, Dv) -> (B, N*T, D): projector, optional pooling, row newlines, frame separators."""
         features = pool_patches(features, self.config.projector.spatial_pool)
         grid = int(features.shape[1] ** 0.5)
-        if self.config.projector.temporal_difference:
+        change = None
+        if self.config.projector.temporal_difference or self.motion_projector is not None:
             clips = features.view(-1, frames_per_video, *features.shape[1:])
             change = torch.zeros_like(clips)
             change[:, :-1] = clips[:, 1:] - clips[:, :-1]
-            features = torch.cat([clips, change], dim=-1).flatten(0, 1)
+            change = change.flatten(0, 1)
+        if self.config.projector.temporal_difference:
+            features = torch.cat([features, change], dim=-1)
         x = self.projector(features.to(self.dtype))
         bn, _, d = x.shape
         embed = self.llm.get_input_embeddings()
@@ -242,7 +254,10 @@ class VideoLLM(nn.Module):
             sep = self.frame_separator
         else:
             sep = embed.weight[self.config.projector.frame_token_id]
-        x = torch.cat([x, sep.to(x.dtype).expand(bn, 1, d)], dim=1)
+        sep = sep.to(x.dtype).expand(bn, 1, d)
+        if self.motion_projector is not None:
+            sep = sep + self.motion_projector(change.flatten(1).to(self.dtype)).unsqueeze(1)
+        x = torch.cat([x, sep], dim=1)
         if self.time_embedding is not None:
             place = torch.arange(bn, device=x.device) % frames_per_video
             slot = place * self.time_embedding.shape[0] // frames_per_video

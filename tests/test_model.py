@@ -89,6 +89,24 @@ def test_time_slots_tell_identical_frames_apart():
     assert torch.allclose(v[2] - v[0], (model.time_embedding[1] - model.time_embedding[0]).expand(per, -1))
 
 
+def test_motion_separator_carries_the_frames_change_to_the_next():
+    model = _variant(motion_separator=True, spatial_pool=2)
+    cells = model.config.cell_grid() ** 2
+    assert model.motion_projector[0].in_features == cells * model.config.vision.width
+    clip = frames(1, 4, seed=6)
+    later = clip.clone()
+    later[0, 3] = 255 - later[0, 3]                       # only the last frame differs
+    per = model.config.visual_tokens_per_frame()
+    with torch.no_grad():
+        a = model.visual_tokens(frames=clip).view(4, per, -1)
+        b = model.visual_tokens(frames=later).view(4, per, -1)
+        still = model.visual_tokens(frames=clip[:, :1].expand(1, 4, *clip.shape[2:])).view(4, per, -1)
+    assert torch.equal(a[:2], b[:2])                      # frames 0 and 1 do not see frame 3
+    assert torch.equal(a[2, :-1], b[2, :-1])              # frame 2's cells are its own...
+    assert not torch.allclose(a[2, -1], b[2, -1])         # ...its separator carries the change to frame 3
+    assert torch.allclose(a[3, -1], still[3, -1])         # the last frame has no next: zero change, as in a still clip
+
+
 def test_batched_generation_equals_one_by_one(tiny):
     clips = frames(3, seed=1)
     prompts = ["Describe the video in detail.", "Describe the video in one short sentence.", "What moves?"]
