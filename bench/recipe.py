@@ -11,7 +11,8 @@ its own folder, and compare the RESULT lines:
     python bench/recipe.py --world W --bench B --out R2 --stage1-steps 1600 --stage2-steps 1600 \
         --stage2-videos 2000 --stage1-weights caption=4,qa=1,action=0.5,mcq=0.5,order=0.5
 
-Every run starts from a fresh `nano` with the tower it ships; a rerun resumes finished stages.
+Every run starts from a fresh `nano` with the tower it ships (`--projector` changes its projector
+settings, e.g. `motion_separator=false` for nano before it had one); a rerun resumes finished stages.
 """
 from __future__ import annotations
 
@@ -60,6 +61,18 @@ def stage2_subset(world: Path, videos: int | None, out: Path) -> Path:
     return out / f"stage2-first{videos}.jsonl"
 
 
+def settings(text: str) -> dict:
+    """`key=value,...` with JSON values (`true`, `2`), else strings."""
+    out = {}
+    for kv in text.split(","):
+        key, _, value = kv.partition("=")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--world", type=Path, required=True, help="a `tarsier synth` training world")
@@ -69,6 +82,7 @@ def main() -> None:
     p.add_argument("--stage1-weights", help="stage-1 task weights, e.g. caption=4,qa=1 (others keep the world's)")
     p.add_argument("--stage2-steps", type=int, required=True)
     p.add_argument("--stage2-videos", type=int, help="stage 2 sees only the world's first M videos")
+    p.add_argument("--projector", type=settings, help="nano's projector settings to change, e.g. motion_separator=false")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=16)
     args = p.parse_args()
@@ -83,12 +97,14 @@ def main() -> None:
     if args.stage1_steps:
         t = time.perf_counter()
         init = train(TrainArgs(stage="stage1", data=str(stage1_mixture(args.world, args.stage1_weights, args.out / "data")),
-                               out=str(args.out / "stage1"), init="nano", steps=args.stage1_steps, **common),
+                               out=str(args.out / "stage1"), init="nano", steps=args.stage1_steps,
+                               projector=args.projector, **common),
                      on_status=lambda m: None)
         seconds["stage1"] = round(time.perf_counter() - t)
     t = time.perf_counter()
     final = train(TrainArgs(stage="stage2", data=str(stage2_subset(args.world, args.stage2_videos, args.out / "data")),
-                            out=str(args.out / "stage2"), init=str(init), steps=args.stage2_steps, **common),
+                            out=str(args.out / "stage2"), init=str(init), steps=args.stage2_steps,
+                            projector=None if args.stage1_steps else args.projector, **common),
                   on_status=lambda m: None)
     seconds["stage2"] = round(time.perf_counter() - t)
 

@@ -129,6 +129,20 @@ def test_fresh_nano_starts_from_the_tower_it_ships(world, tmp_path):
     assert shipped_tower("tiny-random") is None
 
 
+def test_projector_settings_change_a_fresh_model_only(world, tmp_path):
+    from trainers.train import build_or_load
+
+    texts = ["a red circle moves"] * 4
+    model, _ = build_or_load(args(world, tmp_path / "r", init="nano"), texts)
+    assert model.config.projector.motion_separator and model.motion_projector is not None
+    model, _ = build_or_load(args(world, tmp_path / "r", init="nano", projector={"motion_separator": False}), texts)
+    assert not model.config.projector.motion_separator and model.motion_projector is None
+    with pytest.raises(ValueError, match="unknown projector setting 'motion'"):
+        build_or_load(args(world, tmp_path / "r", init="nano", projector={"motion": True}), texts)
+    with pytest.raises(ValueError, match="fresh model"):   # a checkpoint folder brings its own config
+        build_or_load(args(world, tmp_path / "r", init=str(tmp_path), projector={"motion_separator": True}), texts)
+
+
 def test_bad_manifest_row_is_a_clear_usage_error(world, tmp_path):
     bad = tmp_path / "bad.jsonl"
     good = (world / "stage2" / "describe.jsonl").read_text().splitlines()[0]

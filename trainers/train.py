@@ -55,6 +55,7 @@ class TrainArgs:
     train_vision: bool = False
     vision_init: str | None = None  # a `tarsier train tower` folder for a fresh model's tower ("none": random;
                                     # default: the tower the preset ships, if any)
+    projector: dict | None = None   # a fresh model's projector settings over the preset's (bench/recipe.py)
     grad_checkpointing: bool = False
     feature_cache: str = "auto"     # auto (user cache) | off | a folder
     frames: int | None = None       # frames per sample (default: the model's)
@@ -71,8 +72,8 @@ def build_or_load(args: TrainArgs, texts: list[str]):
     (with a byte-level BPE trained on the training texts)."""
     init = Path(args.init).expanduser()
     if init.is_dir():
-        if args.vision_init:
-            raise ValueError("--vision-init sets the tower of a fresh model; a checkpoint brings its own")
+        if args.vision_init or args.projector:
+            raise ValueError("--vision-init and projector settings are for a fresh model; a checkpoint brings its own")
         folder = resolve_run_checkpoint(init)
         return ckpt.load_folder(folder), str(folder)
     preset = ckpt.read_preset(args.init)
@@ -82,6 +83,10 @@ def build_or_load(args: TrainArgs, texts: list[str]):
 
     tok = build_bpe_tokenizer(texts, vocab_size=preset.get("tokenizer", {}).get("vocab_size", 512))
     config = ModelConfig.from_dict(preset["config"])
+    for key, value in (args.projector or {}).items():
+        if not hasattr(config.projector, key):
+            raise ValueError(f"unknown projector setting {key!r}")
+        setattr(config.projector, key, value)
     config.llm["vocab_size"] = len(tok)
     model = ckpt.build_random(config, tok, seed=args.seed)
     from trainers.tower import load_tower, shipped_tower
@@ -246,8 +251,10 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         folder = None if args.feature_cache == "auto" else Path(args.feature_cache)
         source_data = FeatureStore(model, frames, folder, workers=args.workers)
         if accelerator.is_main_process:
-            status(f"caching tower features for {len({(str(s.video), s.start, s.end) for s in samples})} clips")
+            status(f"tower features for {len({(str(s.video), s.start, s.end) for s in samples})} clips")
             source_data.ensure(samples)
+            status(f"tower features: {source_data.computed} computed, {source_data.loaded} read from the cache "
+                   f"({source_data.folder})")
         accelerator.wait_for_everyone()
         if not accelerator.is_main_process:
             source_data.ensure(samples)
