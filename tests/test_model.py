@@ -59,23 +59,26 @@ def _variant(vision: dict | None = None, **projector):
     return model.eval()
 
 
+def _tokens_when_only_the_last_frame_changes(model, seed: int):
+    """Visual tokens (frame, token, D) of a 4-frame clip, of the same clip with its last frame
+    inverted, and of a still clip of its first frame."""
+    clip = frames(1, 4, seed=seed)
+    later = clip.clone()
+    later[0, 3] = 255 - later[0, 3]
+    still = clip[:, :1].expand(1, 4, *clip.shape[2:])
+    per = model.config.visual_tokens_per_frame()
+    with torch.no_grad():
+        return tuple(model.visual_tokens(frames=c).view(4, per, -1) for c in (clip, later, still))
+
+
 def test_temporal_difference_shows_each_frame_its_change_to_the_next():
     model = _variant(temporal_difference=True)
     assert model.projector[0].in_features == 2 * model.config.vision.width
-    clip = frames(1, 4, seed=3)
-    later = clip.clone()
-    later[0, 3] = 255 - later[0, 3]                       # only the last frame differs
-    per = model.config.visual_tokens_per_frame()
-    with torch.no_grad():
-        a = model.visual_tokens(frames=clip).view(4, per, -1)
-        b = model.visual_tokens(frames=later).view(4, per, -1)
+    a, b, still = _tokens_when_only_the_last_frame_changes(model, seed=3)
     assert torch.equal(a[:2], b[:2])                      # frames 0 and 1 do not see frame 3
     assert not torch.allclose(a[2, :-1], b[2, :-1])       # frame 2's change now differs
     # a still clip: every change is zero, so each frame's tokens are the projector of (features, 0)
-    still = clip[:, :1].expand(1, 4, *clip.shape[2:])
-    with torch.no_grad():
-        s = model.visual_tokens(frames=still).view(4, per, -1)
-    assert torch.allclose(s[0], s[3])
+    assert torch.allclose(still[0], still[3])
 
 
 def test_time_slots_tell_identical_frames_apart():
@@ -93,14 +96,7 @@ def test_motion_separator_carries_the_frames_change_to_the_next():
     model = _variant(motion_separator=True, spatial_pool=2)
     cells = model.config.cell_grid() ** 2
     assert model.motion_projector[0].in_features == cells * model.config.vision.width
-    clip = frames(1, 4, seed=6)
-    later = clip.clone()
-    later[0, 3] = 255 - later[0, 3]                       # only the last frame differs
-    per = model.config.visual_tokens_per_frame()
-    with torch.no_grad():
-        a = model.visual_tokens(frames=clip).view(4, per, -1)
-        b = model.visual_tokens(frames=later).view(4, per, -1)
-        still = model.visual_tokens(frames=clip[:, :1].expand(1, 4, *clip.shape[2:])).view(4, per, -1)
+    a, b, still = _tokens_when_only_the_last_frame_changes(model, seed=6)
     assert torch.equal(a[:2], b[:2])                      # frames 0 and 1 do not see frame 3
     assert torch.equal(a[2, :-1], b[2, :-1])              # frame 2's cells are its own...
     assert not torch.allclose(a[2, -1], b[2, -1])         # ...its separator carries the change to frame 3
