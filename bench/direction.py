@@ -41,7 +41,7 @@ def direction_rows(world: Path, first: int, last: int) -> list[dict]:
                                       {"role": "assistant", "content": [answer]}],
                          "task": "direction", "video_id": truth["video_id"],
                          "move": {"t_start": e["t_start"], "t_end": e["t_end"], "n_frames": truth["n_frames"],
-                                  "fps": truth["fps"], "pan": truth["shots"][e["shot"]]["pan"] is not None}})
+                                  "fps": truth["fps"]}})
     return rows
 
 
@@ -51,25 +51,20 @@ def accuracy(model, samples) -> float:
 
     import torch
 
-    from trainers.data import FeatureStore, collate
+    from trainers.data import FeatureStore
+    from trainers.demo import answer_nll
 
     store = FeatureStore(model, model.config.frames, workers=1)
+    answers = list(ANSWERS.values())
     right = 0
     model.eval()
     with torch.inference_mode():
         for i in range(0, len(samples), 16):
             chunk = samples[i:i + 16]
             features = store.get(chunk)
-            nll = []
-            for answer in ANSWERS.values():
-                batch = collate(model, [replace(s, answer=answer) for s in chunk], model.config.frames)
-                _, logits = model(batch["input_ids"], batch["attention_mask"], features=features)
-                labels = batch["labels"][:, 1:]
-                token_nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels,
-                                                              ignore_index=-100, reduction="none")
-                nll.append(token_nll.sum(1))
+            nll = [answer_nll(model, [replace(s, answer=a) for s in chunk], features)[0] for a in answers]
             picks = torch.stack(nll, 1).argmin(1).tolist()
-            right += sum(s.answer == list(ANSWERS.values())[k] for s, k in zip(chunk, picks))
+            right += sum(s.answer == answers[k] for s, k in zip(chunk, picks))
     return right / len(samples)
 
 
@@ -80,6 +75,7 @@ def probe(model, train_set, test_set) -> float:
     import torch
 
     from engine.model import pool_patches
+    from engine.sampling import sample_indices
     from trainers.data import FeatureStore
 
     frames = model.config.frames
@@ -89,7 +85,8 @@ def probe(model, train_set, test_set) -> float:
         xs, ys = [], []
         for s, row in zip(samples, rows):
             m = row["move"]
-            times = [i * (m["n_frames"] - 1) / (frames - 1) / m["fps"] for i in range(frames)]
+            # Tarsier's uniform index rule: the frames the sampler picks from a constant-rate clip
+            times = [i / m["fps"] for i in sample_indices(m["n_frames"], frames)]
             middle = (m["t_start"] + m["t_end"]) / 2
             k = min(max(i for i in range(frames) if times[i] <= middle), frames - 2)
             cells = pool_patches(store.get([s])[0], model.config.projector.spatial_pool)

@@ -27,7 +27,7 @@ def stage1_mixture(world: Path, weights: str | None, out: Path) -> Path:
     if not weights:
         return world / "stage1" / "mixture.json"
     mixture = json.loads((world / "stage1" / "mixture.json").read_text())
-    asked = {k: float(v) for k, v in (kv.split("=") for kv in weights.split(","))}
+    asked = {k: float(v) for k, v in settings(weights).items()}
     unknown = set(asked) - {m["task"] for m in mixture["manifests"]}
     if unknown:
         raise SystemExit(f"--stage1-weights: no such stage-1 task: {', '.join(sorted(unknown))}")

@@ -161,7 +161,7 @@ def heldout_loss(model, benchmark: Path, batch: int = 16) -> float:
     continuous measure of how well the model knows the held-out videos, even where event F1 is low."""
     import torch
 
-    from trainers.data import FeatureStore, collate
+    from trainers.data import FeatureStore
     from trainers.manifest import load_manifest
 
     samples = load_manifest(benchmark)
@@ -171,14 +171,24 @@ def heldout_loss(model, benchmark: Path, batch: int = 16) -> float:
     with torch.inference_mode():
         for i in range(0, len(samples), batch):
             chunk = samples[i:i + batch]
-            b = collate(model, chunk, model.config.frames)
-            _, logits = model(b["input_ids"], b["attention_mask"], features=store.get(chunk))
-            labels = b["labels"][:, 1:].to(logits.device)
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(),
-                                                    ignore_index=-100, reduction="sum")
-            total += float(nll)
-            tokens += int((labels != -100).sum())
+            nll, count = answer_nll(model, chunk, store.get(chunk))
+            total += float(nll.sum())
+            tokens += int(count.sum())
     return round(total / max(1, tokens), 4)
+
+
+def answer_nll(model, samples, features):
+    """Teacher-forced loss of each sample's answer (its summed NLL) and its answer token count."""
+    import torch
+
+    from trainers.data import collate
+
+    b = collate(model, samples, model.config.frames)
+    _, logits = model(b["input_ids"], b["attention_mask"], features=features)
+    labels = b["labels"][:, 1:].to(logits.device)
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels,
+                                            ignore_index=-100, reduction="none")
+    return nll.sum(1), (labels != -100).sum(1)
 
 
 def _one_sentence_share(path: Path) -> float:
