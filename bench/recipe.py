@@ -85,13 +85,14 @@ def main() -> None:
     p.add_argument("--projector", type=settings, help="nano's projector settings to change, e.g. motion_separator=false")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0, help="weights' init and data order; rerun with others to see the noise")
     args = p.parse_args()
 
     from engine.checkpoint import load
     from trainers.demo import score_on_benchmark
     from trainers.train import TrainArgs, train
 
-    common = dict(batch_size=args.batch_size, lr=args.lr, log_every=50, resume=True, warmup=30)
+    common = dict(batch_size=args.batch_size, lr=args.lr, log_every=50, resume=True, warmup=30, seed=args.seed)
     seconds = {}
     init = "nano"
     if args.stage1_steps:
