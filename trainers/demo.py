@@ -181,14 +181,15 @@ def answer_nll(model, samples, features):
     """Teacher-forced loss of each sample's answer (its summed NLL) and its answer token count."""
     import torch
 
+    from engine.model import IGNORE_INDEX
     from trainers.data import collate
 
     b = collate(model, samples, model.config.frames)
     _, logits = model(b["input_ids"], b["attention_mask"], features=features)
     labels = b["labels"][:, 1:].to(logits.device)
     nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels,
-                                            ignore_index=-100, reduction="none")
-    return nll.sum(1), (labels != -100).sum(1)
+                                            ignore_index=IGNORE_INDEX, reduction="none")
+    return nll.sum(1), (labels != IGNORE_INDEX).sum(1)
 
 
 def _one_sentence_share(path: Path) -> float:

@@ -190,7 +190,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from trainers.data import FeatureStore, FrameSource, collate
+    from trainers.data import FeatureStore, FrameSource, clip_key, collate
     from trainers.manifest import LengthGroupedBatches, load_mixture
     from trainers.state import load_trainer_state, save_trainer_state
 
@@ -251,7 +251,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         folder = None if args.feature_cache == "auto" else Path(args.feature_cache)
         source_data = FeatureStore(model, frames, folder, workers=args.workers)
         if accelerator.is_main_process:
-            status(f"tower features for {len({(str(s.video), s.start, s.end) for s in samples})} clips")
+            status(f"tower features for {len({clip_key(s) for s in samples})} clips")
             source_data.ensure(samples)
             status(f"tower features: {source_data.computed} computed, {source_data.loaded} read from the cache "
                    f"({source_data.folder})")
