@@ -1,7 +1,8 @@
 """Training-step speed: the frozen tower's features cached vs decoding + encoding every step, and
-batches grouped by length (`TrainArgs.group_by_length`) vs the sampler's order.
+batches grouped by length (`TrainArgs.group_by_length`) vs the sampler's order, and the tower's
+batch and decode processes when the cache is filled.
 
-    python bench/train_speed.py [--videos 48] [--steps 16] [--preset nano] [--stage stage1|stage2]
+    python bench/train_speed.py [--videos 48] [--steps 16] [--fill-videos 240] [--preset nano] [--stage stage1|stage2]
 
 The loops run side by side in one process on the same synthetic data and the same samples (the
 grouped loop batches them differently), so the ratios are meaningful on a noisy machine; the
@@ -9,6 +10,7 @@ absolute samples/s are for orientation only."""
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 from engine import checkpoint as ckpt
 from engine.config import ModelConfig
 from engine.tokenizer import build_bpe_tokenizer
-from trainers.data import FeatureStore, _decode, clip_key, collate
+from trainers.data import FeatureStore, _decode, clip_key, collate, default_decode_workers
 from trainers.manifest import LengthGroupedBatches, load_mixture
 from trainers.synth import generate
 
@@ -45,6 +47,26 @@ def padding_share(model, samples, batch) -> float:
     return 1 - real / padded
 
 
+def tower_rate(model, clips: list[torch.Tensor], per_call: int, repeats: int = 3) -> float:
+    """Clips per second through the frozen tower, `per_call` clips per forward (best of `repeats`)."""
+    best = 0.0
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for i in range(0, len(clips), per_call):
+                model.encode_frames(torch.stack(clips[i:i + per_call]))
+            best = max(best, len(clips) / (time.perf_counter() - t))
+    return best
+
+
+def fill_rate(model, samples, folder: Path, workers: int) -> float:
+    """Clips per second filling an empty feature cache (decode + tower once per clip)."""
+    store = FeatureStore(model, model.config.frames, folder, workers=workers)
+    t = time.perf_counter()
+    store.ensure(samples)
+    return store.computed / (time.perf_counter() - t)
+
+
 def run(model, source, samples, batch, steps) -> float:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     t = time.perf_counter()
@@ -65,6 +87,7 @@ def main() -> None:
     ap.add_argument("--stage", choices=("stage1", "stage2"), default="stage1")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--preset", default="nano")
+    ap.add_argument("--fill-videos", type=int, default=240, help="videos for the cache-fill comparison")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         world = Path(tmp) / "world"
@@ -93,6 +116,15 @@ def main() -> None:
         cached = run(model, store, samples, a.batch, a.steps)
         uncached = run(model, DecodeEveryStep(model, model.config.frames), samples, a.batch, a.steps)
         by_length = run(model, store, grouped, a.batch, a.steps)
+        clips = [torch.from_numpy(_decode((str(v), model.config.frames, model.frame_size, None, None, None)))
+                 for v in sorted((world / "videos").iterdir())[:32]]
+        tower_rate(model, clips, 4, repeats=1)
+        tower_16, tower_4 = tower_rate(model, clips, 16), tower_rate(model, clips, 4)
+        fill_world = Path(tmp) / "fill"
+        generate(fill_world, videos=a.fill_videos, seed=4)
+        fill_samples = load_mixture(fill_world / "stage2" / "mixture.json").samples
+        pool_2 = fill_rate(model, fill_samples, Path(tmp) / "fill-pool", workers=2)
+        in_process = fill_rate(model, fill_samples, Path(tmp) / "fill-inline", workers=1)
         pad_plain, pad_grouped = padding_share(model, samples, a.batch), padding_share(model, grouped, a.batch)
     print(f"preset {a.preset}, {a.stage} data, batch {a.batch}, {a.steps} steps, {unique} distinct clips, torch threads "
           f"{torch.get_num_threads()}")
@@ -105,6 +137,11 @@ def main() -> None:
     print(f"feature cache speedup: {cached / uncached:.2f}x")
     print(f"grouping by length: padding {pad_plain:.0%} -> {pad_grouped:.0%} of tokens, "
           f"speedup {by_length / cached:.2f}x")
+    print(f"tower batch (feature cache fill): {tower_16:.1f} clips/s at 16 clips per call, {tower_4:.1f} at 4 "
+          f"(FeatureStore's): {tower_4 / tower_16:.2f}x")
+    print(f"cache fill, {a.fill_videos} clips: {pool_2:.1f} clips/s decoding in a pool of 2 processes, "
+          f"{in_process:.1f} in-process: {in_process / pool_2:.2f}x (FeatureStore's default on {os.cpu_count()} cores: "
+          f"{'in-process' if default_decode_workers() <= 1 else 'a pool'})")
 
 
 if __name__ == "__main__":

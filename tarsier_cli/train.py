@@ -72,7 +72,7 @@ VisionInit = Annotated[Path | None, typer.Option(help="A `tarsier train tower` f
 GradCkpt = Annotated[bool, typer.Option(help="Gradient checkpointing in the LLM (less memory, slower).")]
 FeatCache = Annotated[str, typer.Option(help="Tower feature cache: auto (user cache), off, or a folder.")]
 Frames = Annotated[int | None, typer.Option(help="Frames per sample (default: the model's).", min=1)]
-Workers = Annotated[int, typer.Option(help="Decode worker processes (0 = up to 4).", min=0)]
+Workers = Annotated[int, typer.Option(help="Decode worker processes (0 = half the CPU cores, at most 4; 1 = decode in-process).", min=0)]
 GroupByLength = Annotated[int, typer.Option(help="Sort this many batches' worth of samples by length before "
                                                  "batching, to cut padding (1 = off).", min=1)]
 Resume = Annotated[bool, typer.Option(help="Continue the run in --out from its latest checkpoint.")]

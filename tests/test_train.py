@@ -143,6 +143,27 @@ def test_projector_settings_change_a_fresh_model_only(world, tmp_path):
         build_or_load(args(world, tmp_path / "r", init=str(tmp_path), projector={"motion_separator": True}), texts)
 
 
+def test_feature_store_decodes_the_same_in_process_and_in_a_pool(world, tmp_path):
+    from trainers.data import FeatureStore, clip_key
+    from trainers.manifest import load_mixture
+    from trainers.train import build_or_load
+
+    samples = load_mixture(world / "stage2" / "mixture.json").samples
+    model, _ = build_or_load(args(world, tmp_path / "unused"), [s.answer for s in samples])
+    clips = {clip_key(s): s for s in samples}
+    inline = FeatureStore(model, 4, tmp_path / "inline", workers=1)
+    pooled = FeatureStore(model, 4, tmp_path / "pooled", workers=2)
+    inline.ensure(samples, batch=4)
+    pooled.ensure(samples, batch=4)
+    assert inline.computed == pooled.computed == len(clips) == 8
+    for key in clips:
+        assert torch.equal(inline.memory[key], pooled.memory[key])
+    again = FeatureStore(model, 4, tmp_path / "pooled", workers=2)
+    again.ensure(samples)
+    assert (again.computed, again.loaded) == (0, len(clips))
+    assert torch.equal(again.get(samples[:2]), pooled.get(samples[:2]))
+
+
 def test_bad_manifest_row_is_a_clear_usage_error(world, tmp_path):
     bad = tmp_path / "bad.jsonl"
     good = (world / "stage2" / "describe.jsonl").read_text().splitlines()[0]

@@ -42,6 +42,12 @@ def _file_key(key: tuple) -> str:
     return hashlib.sha1(json.dumps([path, st.st_size, st.st_mtime_ns, *rest]).encode()).hexdigest()
 
 
+def default_decode_workers() -> int:
+    """Decode processes only pay off with cores to spare beside the tower's threads: on 2 cores a pool
+    of 2 filled the cache at 27 clips/s and decoding in-process at 32 (bench/train_speed.py)."""
+    return min(4, (os.cpu_count() or 1) // 2)
+
+
 class FeatureStore:
     """Tower features per clip, in memory and on disk (DIR/<fingerprint>/<key>.safetensors)."""
 
@@ -51,7 +57,7 @@ class FeatureStore:
         self.fingerprint = vision_fingerprint(model, frames)
         root = folder if folder is not None else cache_dir() / "features"
         self.folder = Path(root) / self.fingerprint
-        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.workers = workers or default_decode_workers()
         self.memory: dict[tuple, torch.Tensor] = {}
         self.computed = 0
         self.loaded = 0
@@ -65,7 +71,9 @@ class FeatureStore:
         self.ensure(samples)
         return torch.stack([self.memory[clip_key(s)] for s in samples])
 
-    def ensure(self, samples, batch: int = 16, progress=None) -> None:
+    # 4 clips (64 frames) per tower call: on 2 CPU cores the tower ran 25% faster than at 16 clips,
+    # whose activations spill out of cache (bench/train_speed.py)
+    def ensure(self, samples, batch: int = 4, progress=None) -> None:
         missing: dict[tuple, object] = {}
         for s in samples:
             key = clip_key(s)

@@ -59,7 +59,7 @@ class TrainArgs:
     grad_checkpointing: bool = False
     feature_cache: str = "auto"     # auto (user cache) | off | a folder
     frames: int | None = None       # frames per sample (default: the model's)
-    workers: int = 0                # decode processes (0 = up to 4)
+    workers: int = 0                # decode processes (0 = half the cores, at most 4; 1 = decode in-process)
     group_by_length: int = 16       # batches sorted together by length to cut padding (1 = off)
     resume: bool = False
     device: str = "auto"
