@@ -26,7 +26,7 @@ def demo_command(
     tower_steps: Annotated[int, typer.Option(help="Stage-0 optimizer steps (with --train-tower).", min=1)] = 1000,
     stage1_steps: Annotated[int, typer.Option(help="Stage-1 optimizer steps.", min=1)] = 300,
     stage2_steps: Annotated[int, typer.Option(help="Stage-2 optimizer steps.", min=1)] = 2100,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.", min=1)] = 16,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.", min=1)] = 12,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     ablation: Annotated[bool, typer.Option(help="Also train stage 2 alone with the same total steps and compare.")] = False,
 ) -> None:
