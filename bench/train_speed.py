@@ -118,7 +118,7 @@ def main() -> None:
         by_length = run(model, store, grouped, a.batch, a.steps)
         clips = [torch.from_numpy(_decode((str(v), model.config.frames, model.frame_size, None, None, None)))
                  for v in sorted((world / "videos").iterdir())[:32]]
-        tower_rate(model, clips, 4, repeats=1)
+        tower_rate(model, clips, 4, repeats=1)  # warm-up: the first forward pays oneDNN's setup
         tower_16, tower_4 = tower_rate(model, clips, 16), tower_rate(model, clips, 4)
         fill_world = Path(tmp) / "fill"
         generate(fill_world, videos=a.fill_videos, seed=4)

@@ -44,7 +44,7 @@ def _file_key(key: tuple) -> str:
 
 def default_decode_workers() -> int:
     """Decode processes only pay off with cores to spare beside the tower's threads: on 2 cores a pool
-    of 2 filled the cache at 27 clips/s and decoding in-process at 32 (bench/train_speed.py)."""
+    of 2 filled the cache at 21.7 clips/s and decoding in-process at 30.1 (bench/train_speed.py)."""
     return min(4, (os.cpu_count() or 1) // 2)
 
 
@@ -71,7 +71,7 @@ class FeatureStore:
         self.ensure(samples)
         return torch.stack([self.memory[clip_key(s)] for s in samples])
 
-    # 4 clips (64 frames) per tower call: on 2 CPU cores the tower ran 25% faster than at 16 clips,
+    # 4 clips (64 frames) per tower call: on 2 CPU cores the tower ran 1.68x faster than at 16 clips,
     # whose activations spill out of cache (bench/train_speed.py)
     def ensure(self, samples, batch: int = 4, progress=None) -> None:
         missing: dict[tuple, object] = {}

@@ -31,7 +31,7 @@ class DemoConfig:
     stage1_steps: int = 300
     stage2_steps: int = 2100
     # the same steps on 3/4 of the samples: 16 took the demo to 10 min 51 s on 2 cores, 12 to 9 min 42 s
-    # with a held-out loss as good (0.509, against 0.531 and 0.562; BENCHMARKS.md)
+    # (11 min 55 s in a slow hour) with a held-out loss as good (0.509, against 0.531 and 0.562; BENCHMARKS.md)
     batch_size: int = 12
     stage1_lr: float = 1e-3          # 2e-3 left stage 2 worse off than no stage 1 at all (BENCHMARKS.md)
     stage2_lr: float = 1e-3
