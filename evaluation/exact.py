@@ -208,6 +208,27 @@ class ExactJudge:
         return out
 
 
+    def judge_qa(self, items: list[tuple[str, str, str]]) -> list[dict | None]:
+        """Open-ended QA on the synthetic world: correct when the normalised answers are equal
+        (case, punctuation and articles ignored) or, for answers that are events, when both parse to
+        the same events; score 5 or 0."""
+        out: list[dict | None] = []
+        for _question, answer, prediction in items:
+            if not isinstance(prediction, str) or not isinstance(answer, str):
+                out.append(None)
+                continue
+            same = _answer_words(answer) == _answer_words(prediction) and bool(_answer_words(answer))
+            if not same:
+                ref_events = parse_events(answer)
+                same = bool(ref_events) and set(ref_events) == set(parse_events(prediction))
+            out.append({"pred": "yes" if same else "no", "score": 5.0 if same else 0.0})
+        return out
+
+
+def _answer_words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in ("a", "an", "the")]
+
+
 def score(pred_text: str, ref_events: list[str]) -> tuple[float, float]:
     """(precision, recall) of a predicted description against reference event sentences.
 

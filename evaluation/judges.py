@@ -27,7 +27,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import prompts
 from evaluation.cache import JudgeCache, default_cache_path, text_hash
-from evaluation.parsing import MAX_EVENTS, ParseError, parse_events, parse_labels
+from evaluation.parsing import MAX_EVENTS, ParseError, parse_events, parse_labels, parse_qa_verdict
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -83,9 +83,11 @@ class ChatJudge:
                  parse_retries: int = 2, max_events: int = MAX_EVENTS):
         self.extract_template = prompts.read("autodq/extract")
         self.entail_template = prompts.read("autodq/entail")
+        self.qa_template = prompts.read("qa/judge")
         self.template_hash = {
             "extract": text_hash(self.extract_template)[:16],
             "entail": text_hash(self.entail_template)[:16],
+            "qa": text_hash(self.qa_template)[:16],
         }
         self.parse_retries = int(parse_retries)
         self.max_events = max_events
@@ -192,6 +194,24 @@ class ChatJudge:
                 convs[i] = [{"role": "user", "content": prompt}]
         sizes = {i: len(pairs[i][1]) for i in convs}
         results = self._run("entail", convs, lambda k, answer: parse_labels(answer, sizes[k]))
+        for i, value in results.items():
+            out[i] = value  # type: ignore[assignment]
+        return out
+
+    def judge_qa(self, items: list[tuple[str, str, str]]) -> list[dict | None]:
+        """Open-ended QA: for each (question, correct answer, predicted answer) a verdict
+        {"pred": "yes" | "no", "score": 0-5}, or None when the judge's output could not be parsed
+        after the bounded re-asking (or the call failed)."""
+        out: list[dict | None] = [None] * len(items)
+        convs = {}
+        for i, (question, answer, prediction) in enumerate(items):
+            if not (prediction and prediction.strip()):
+                out[i] = {"pred": "no", "score": 0.0}     # an empty answer answers nothing
+                continue
+            prompt = _fill(self.qa_template, question=question.strip(), answer=answer.strip(),
+                           prediction=prediction.strip())
+            convs[i] = [{"role": "user", "content": prompt}]
+        results = self._run("qa", convs, lambda k, answer: parse_qa_verdict(answer))
         for i, value in results.items():
             out[i] = value  # type: ignore[assignment]
         return out
@@ -396,7 +416,8 @@ class HFJudge(ChatJudge):
 
     # Small local models follow the JSON format far better when their answer is started for them
     # (SmolLM2-135M: no usable JSON without it, valid JSON with it). The prefix is part of the answer.
-    ANSWER_PREFIX: ClassVar[dict[str, str]] = {"extract": '{"events": [', "entail": '{"results": [{"id": 1, "label": "'}
+    ANSWER_PREFIX: ClassVar[dict[str, str]] = {"extract": '{"events": [', "entail": '{"results": [{"id": 1, "label": "',
+                                               "qa": '{"pred": "'}
 
     def generation_signature(self) -> str:
         return f"greedy;max_new_tokens={self.max_new_tokens};prefill=1"

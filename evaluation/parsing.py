@@ -183,3 +183,28 @@ def parse_labels(text: str, n: int) -> list[str]:
     if len(labels) != n:
         raise ParseError(f"expected exactly {n} results (one per event), got {len(labels)}")
     return labels  # type: ignore[return-value]
+
+
+def parse_qa_verdict(text: str) -> dict:
+    """{"pred": "yes" | "no", "score": float in [0, 5]} from a QA judge's answer (the Video-ChatGPT
+    protocol's {"pred": ..., "score": ...}); ParseError when either is missing or out of range."""
+    value = extract_json(text)
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        value = value[0]
+    if not isinstance(value, dict):
+        raise ParseError('expected an object {"pred": "yes" or "no", "score": 0-5}')
+    pred = next((value[k] for k in ("pred", "correct", "answer", "verdict") if k in value), None)
+    if isinstance(pred, bool):
+        pred = "yes" if pred else "no"
+    word = str(pred).strip().strip(".\"'").lower() if pred is not None else ""
+    if word not in ("yes", "no", "true", "false", "correct", "incorrect"):
+        raise ParseError('"pred" must be "yes" or "no"')
+    score = value.get("score")
+    if isinstance(score, str):
+        try:
+            score = float(score.strip().split("/")[0])
+        except ValueError:
+            score = None
+    if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 5:
+        raise ParseError('"score" must be a number from 0 to 5')
+    return {"pred": "yes" if word in ("yes", "true", "correct") else "no", "score": float(score)}

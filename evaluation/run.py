@@ -37,6 +37,14 @@ def score_file(predictions: str | Path, reference: str | Path, judge, out_dir: s
         references = references[: int(limit)]
     by_video, by_idx = load_predictions(predictions)
     matched, unmatched = match(references, by_video, by_idx)
+    n_predictions = len(by_video) + len(by_idx)
+    if n_predictions and not any(p is not None for p in matched.values()):
+        from evaluation.tasks import MatchError, no_match_message
+
+        ref = references[0]
+        raise MatchError(no_match_message(predictions, n_predictions, len(references), unmatched[0] if unmatched
+                                          else None, f"idx={ref.idx}" + (f" / video={ref.video_file}"
+                                                                         if ref.video_file else "")))
     samples = evaluate(references, matched, judge, progress=progress, chunk_size=chunk_size)
     counts = {
         "predictions": len(by_video) + len(by_idx),

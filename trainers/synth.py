@@ -18,6 +18,8 @@ OUT layout:
     stage1/{caption,qa,action,mcq,order}.jsonl + stage1/mixture.json
     stage2/describe.jsonl + stage2/mixture.json
     benchmark.jsonl                     DREAM-1K "messages" format with reference events
+    bench/{mcq,qa,caption}.jsonl        the other benchmark types in the messages format upstream publishes
+                                        (evaluation/benchdata.py): `tarsier eval bench --videos OUT`
 """
 from __future__ import annotations
 
@@ -861,6 +863,45 @@ def benchmark_row(truth: dict[str, Any], idx: int) -> dict[str, Any]:
     }
 
 
+def _bench_row(video_file: str, prompt: str, prefix: str, reference, dataset: str, task: str, idx) -> dict[str, Any]:
+    """A benchmark row as upstream writes them (TVBench, MSVD-QA...): the assistant turn's text is the
+    forced answer prefix, the reference sits in its own item."""
+    answer = ([{"reference": None, "text": prefix, "type": "text", "video": None}] if prefix else []) + [
+        {"reference": reference, "text": "", "type": "text", "video": None}]
+    return {"messages": [{"content": [_item_video(video_file), _item_text(prompt)], "role": "user"},
+                         {"content": answer, "role": "assistant"}],
+            "dataset": dataset, "task": task, "idx": idx, "vid": video_file}
+
+
+CAPTION_REFERENCES = 3   # brief captions per video, told in different words (as MSVD / MSR-VTT have several)
+QA_PER_VIDEO = 2
+
+
+def bench_rows(truths: list[dict[str, Any]], seed: int) -> dict[str, list[dict]]:
+    """The held-out benchmark files of a world: multiple choice (the question format of stage 1's
+    mcq rows, which nano learns; reference = the letter), open-ended QA (reference = the exact
+    synthetic answer; sub-task = the question type) and captioning (several brief captions of the
+    same events, each from its own text stream)."""
+    rng = random.Random(f"{seed}:bench")
+    out: dict[str, list[dict]] = {"mcq": [], "qa": [], "caption": []}
+    for i, t in enumerate(truths):
+        vf = t["video_file"]
+        for m in t["mcq"]:
+            letter = m["answer"].split(".", 1)[0].strip()
+            out["mcq"].append(_bench_row(vf, m["question"], "", letter, "synthetic/events", "mcq",
+                                         len(out["mcq"])))
+        qas = list(t["qa"])
+        rng.shuffle(qas)
+        for qa in qas[:QA_PER_VIDEO]:
+            out["qa"].append(_bench_row(vf, qa["question"], "", qa["answer"], f"synthetic/{qa['type']}", "qa",
+                                        len(out["qa"])))
+        plan = replay_plan(t)
+        refs = [t["brief"]] + [_describe_brief(plan, random.Random(f"{t['seed']}:{t['index']}:caption{k}"))
+                               for k in range(1, CAPTION_REFERENCES)]
+        out["caption"].append(_bench_row(vf, BRIEF_PROMPTS[0], "", refs, "synthetic/captions", "caption", i))
+    return out
+
+
 STAGE1_WEIGHTS = {"caption": 2.0, "qa": 1.5, "action": 0.5, "mcq": 1.0, "order": 1.0}
 
 
@@ -916,6 +957,9 @@ def write_manifests(out: Path, truths: list[dict[str, Any]], seed: int) -> dict[
         {"path": "describe.jsonl", "weight": 1.0}]})   # rows keep their describe/brief, describe/fine
     _write_jsonl(out / "benchmark.jsonl", bench)
     counts["benchmark.jsonl"] = len(bench)
+    for name, rows in bench_rows(truths, seed).items():
+        _write_jsonl(out / "bench" / f"{name}.jsonl", rows)
+        counts[f"bench/{name}.jsonl"] = len(rows)
     return counts
 
 
