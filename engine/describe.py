@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from engine.curate import Curation, check_curation, motion_score
 from engine.types import Clip, VideoError, VideoInput
-from engine.writers import SUBTITLE_WRITERS, JsonlWriter, read_records
+from engine.writers import FORMATS, MANIFEST_WRITERS, SUBTITLE_WRITERS, JsonlWriter, read_records
 
 JSONL_NAME = "descriptions.jsonl"
 GRAINS = ("brief", "fine")
@@ -56,6 +57,7 @@ class DescribeSummary:
     jsonl: Path | None = None
     seconds: float = 0.0
     batches: int = 0             # model calls (clips_done / batches = mean batch size)
+    manifests: dict = field(default_factory=dict)   # format -> (clips listed, clips left out)
 
     @property
     def exit_code(self) -> int:
@@ -101,6 +103,7 @@ def clip_record(rel: str, clip: Clip, base: dict, text: str, tokens: int, decode
         "video": rel, "clip": clip.index, "start": round(clip.start, 3), "end": round(clip.end, 3),
         "frame_times": [round(x, 3) for x in clip.frame_times], **base, "description": text,
         "tokens": tokens, "timings": {"decode_s": round(decode_s, 3), "generate_s": round(generate_s, 3)},
+        "motion": motion_score(clip.frames),
     }
 
 
@@ -113,6 +116,9 @@ class _VideoState:
     decode_s: float = 0.0
     failed: bool = False
     ended: int = -1                       # how many decodes had ended when this one did
+    meta: dict = field(default_factory=dict)    # the source's size and rate (engine.curate.video_meta)
+    spans: dict = field(default_factory=dict)   # clip index -> (start, end), for cutting clip files
+    cuts: dict = field(default_factory=dict)    # clip index -> engine.clips.CutResult
 
 
 @dataclass
@@ -133,13 +139,13 @@ class Job:
 def check_arguments(grain: str, prompt: str | None, formats, output_dir, stdout) -> str:
     """Usage errors (ValueError) before anything slow happens; returns the instruction."""
     instruction = instruction_for(grain, prompt)
-    unknown = set(formats) - {"jsonl", *SUBTITLE_WRITERS}
+    unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown output format(s): {', '.join(sorted(unknown))}")
     if output_dir is None and stdout is None:
         raise ValueError("nowhere to write: give an output folder or a stdout stream")
     if output_dir is None and set(formats) - {"jsonl"}:
-        raise ValueError("SRT/VTT output needs an output folder")
+        raise ValueError(f"{', '.join(sorted(set(formats) - {'jsonl'}))} output needs an output folder")
     return instruction
 
 
@@ -195,16 +201,20 @@ def describe(
     workers: int | None = None,
     queue_size: int | None = None,
     thumbnails: bool = False,
+    curate=None,
+    shard_size: int = 1000,
 ) -> DescribeSummary:
     """Describe every video found in `inputs`; returns counts and errors. `model` is a preset name,
     a checkpoint folder or an already loaded model. `progress(event, **info)` gets "start",
     "clips", "video" and "error" events (the CLI draws its progress bar from them).
     `workers`: decode worker processes (None = `default_workers()`, 0 = a thread in this process);
     `queue_size`: clips decoded ahead of the model (default 2 batches + 2 per worker);
-    `thumbnails`: also save each described clip's frames as JPEGs under OUTPUT_DIR/thumbs/."""
+    `thumbnails`: also save each described clip's frames as JPEGs under OUTPUT_DIR/thumbs/;
+    `curate`: engine.curate.CurateOptions (clip files, filters); `shard_size`: clips per webdataset shard."""
     t0 = time.perf_counter()
     notify = progress or (lambda *a, **k: None)
     check_arguments(grain, prompt, formats, output_dir, stdout)   # usage errors before the slow model load
+    check_curation(curate, formats)
     if thumbnails and output_dir is None:
         raise ValueError("thumbnails need an output folder")
     if isinstance(model, str | Path):
@@ -222,6 +232,9 @@ def describe(
     summary.errors.extend(job.problems)
 
     done = {} if overwrite or job.jsonl_path is None else finished_records([job.jsonl_path], base)
+    curation = Curation(curate, base, job.stems, lambda rel, msg: summary.errors.append((rel, msg)) or
+                        notify("error", video=rel, message=f"{rel}: {msg}"))
+    done = curation.usable(done)
     subtitle_writers = [SUBTITLE_WRITERS[f](job.out) for f in formats if f in SUBTITLE_WRITERS]
     save_thumbs = None
     if thumbnails:
@@ -232,7 +245,7 @@ def describe(
     for v in job.videos:
         st = _VideoState(v, records=dict(done.get(v.rel, {})))
         prior = next(iter(st.records.values()), None)
-        if prior is not None and len(st.records) == prior.get("n_clips"):
+        if prior is not None and len(st.records) == prior.get("n_clips") and curation.complete(st.records):
             summary.videos_skipped += 1
             summary.clips_skipped += len(st.records)
             continue
@@ -256,6 +269,7 @@ def describe(
     def finish_video(st: _VideoState) -> None:
         for rec in sorted(st.pending, key=lambda r: r["clip"]):
             rec["n_clips"] = st.n_clips
+            curation.decorate(st, rec)
             emit(rec)
             st.records[rec["clip"]] = rec
         st.pending.clear()
@@ -316,14 +330,18 @@ def describe(
     restore_threads = _share_cpu_with_workers(model, workers)
     try:
         for kind, rel, payload in produce_clips(todo, options, workers=workers, queue_size=queue_size,
-                                                ready=ready):
+                                                ready=ready, curate=curate):
             st = states.get(rel)
             if st is None:
                 continue
             if kind == "clip":
-                clip, st.decode_s = payload
+                clip, st.decode_s = payload[0], payload[1]
+                st.meta = payload[2] if len(payload) > 2 else st.meta
+                st.spans[clip.index] = (clip.start, clip.end)
                 if clip.index in st.records:
                     summary.clips_skipped += 1
+                    continue
+                if curation.skip(st, clip):   # filtered out: a record with the reason, no model call
                     continue
                 batch.append((st, clip))
                 if len(batch) >= batch_size:
@@ -334,10 +352,12 @@ def describe(
                 fail_video(st, payload)
             else:  # "end": the decode pass is over, the clip count is known
                 st.n_clips, st.decode_s, st.ended = payload[0], payload[1], ends
+                st.meta = {**st.meta, **(payload[2] if len(payload) > 2 else {})}
                 ends += 1
                 if st.n_clips == 0:
                     fail_video(st, VideoError("decode", "no decodable video frames"))
                     continue
+                curation.cut(st)
                 in_batch = any(s is st for s, _ in batch)
                 waited = any(s.ended < st.ended for s, _ in batch if s.n_clips is not None)
                 if waited and not (ready and ready[0]()):
@@ -350,6 +370,12 @@ def describe(
         restore_threads()
         if file_writer:
             file_writer.close()
+    if job.jsonl_path is not None and set(formats) & set(MANIFEST_WRITERS):
+        from engine.writers import described_clips, write_manifests
+
+        summary.manifests = write_manifests(
+            formats, job.out, described_clips([job.jsonl_path], base), clips_dir=curation.o.clips_path,
+            sources={v.rel: v.path for v in job.videos}, stems=job.stems, shard_size=shard_size)
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -378,20 +404,25 @@ def _save_thumbnails(save, out: Path, rel: str, clip: Clip) -> None:
 # ---------------------------------------------------------------------------------------------
 # The producer: decode + scenes + sample, in a thread or in worker processes
 # ---------------------------------------------------------------------------------------------
-def decode_video(video: VideoInput, options, put: Callable[[tuple], bool]) -> bool:
+def decode_video(video: VideoInput, options, put: Callable[[tuple], bool], curate=None) -> bool:
     """One decode pass over one video: put(("clip", rel, (Clip, decode_s))) per clip, then
-    ("end", rel, (n_clips, decode_s)) or ("error", rel, VideoError). False when put() said stop."""
+    ("end", rel, (n_clips, decode_s)) or ("error", rel, VideoError). False when put() said stop.
+    Both payloads end with the source's meta (engine.curate.video_meta); `curate`'s size filters
+    drop a video before it is decoded."""
+    from engine.curate import reader_clips
     from engine.video import VideoReader
 
     t = time.perf_counter()
     n = 0
     try:
         with VideoReader(video.path, options) as reader:
-            for clip in reader.clips():
+            clips, meta = reader_clips(reader, curate)
+            for clip in clips:
                 n += 1
-                if not put(("clip", video.rel, (clip, time.perf_counter() - t))):
+                if not put(("clip", video.rel, (clip, time.perf_counter() - t, meta))):
                     return False
-        end = ("end", video.rel, (n, time.perf_counter() - t))
+            meta = {**meta, "duration": reader.info.duration, "frames_decoded": reader.info.frames_decoded}
+        end = ("end", video.rel, (n, time.perf_counter() - t, meta))
     except VideoError as err:
         end = ("error", video.rel, err)
     except Exception as exc:  # noqa: BLE001 - never let one odd file stop the batch
@@ -400,19 +431,19 @@ def decode_video(video: VideoInput, options, put: Callable[[tuple], bool]) -> bo
 
 
 def produce_clips(videos: list[VideoInput], options, workers: int = 0, queue_size: int = 16,
-                  ready: list | None = None) -> Iterator[tuple]:
+                  ready: list | None = None, curate=None) -> Iterator[tuple]:
     """Yields ("clip", rel, (Clip, decode_s)), ("end", rel, (n_clips, decode_s)) and
     ("error", rel, VideoError) for every video (the clips of one video in order). `ready`, if given,
     gets a function that says whether a decoded item is waiting (the next one comes without a wait)."""
     if not videos:
         return
     if workers <= 0:
-        yield from _produce_thread(videos, options, queue_size, ready)
+        yield from _produce_thread(videos, options, queue_size, ready, curate)
     else:
-        yield from _produce_processes(videos, options, workers, queue_size, ready)
+        yield from _produce_processes(videos, options, workers, queue_size, ready, curate)
 
 
-def _produce_thread(videos: list[VideoInput], options, queue_size: int, ready: list | None):
+def _produce_thread(videos: list[VideoInput], options, queue_size: int, ready: list | None, curate=None):
     """Decode in a background thread (PyAV releases the GIL) so decoding overlaps generation."""
     q: queue.Queue = queue.Queue(maxsize=queue_size)
     if ready is not None:
@@ -430,7 +461,7 @@ def _produce_thread(videos: list[VideoInput], options, queue_size: int, ready: l
 
     def work() -> None:
         for v in videos:
-            if not decode_video(v, options, put):
+            if not decode_video(v, options, put, curate):
                 return
         put(None)
 
@@ -447,7 +478,7 @@ def _produce_thread(videos: list[VideoInput], options, queue_size: int, ready: l
         worker.join(timeout=5)
 
 
-def _decode_worker(wid: int, tasks, results, stop, parent: int, options, buffered: int) -> None:
+def _decode_worker(wid: int, tasks, results, stop, parent: int, options, buffered: int, curate=None) -> None:
     """A decode worker process: takes VideoInput tasks from its own pipe until a None, sends what
     decode_video() produces down its own result pipe. A sender thread does the sending, so decoding
     runs up to `buffered` items ahead of a parent busy with the model. Exits on its own when the
@@ -497,7 +528,7 @@ def _decode_worker(wid: int, tasks, results, stop, parent: int, options, buffere
                 while sender.is_alive() and alive():   # everything out before the process ends
                     sender.join(timeout=0.5)
             return
-        if not put(("begin", task.rel, wid)) or not decode_video(task, options, put):
+        if not put(("begin", task.rel, wid)) or not decode_video(task, options, put, curate):
             return
 
 
@@ -511,7 +542,8 @@ class _Worker:
     closing: bool = False         # it has been told there is no more work
 
 
-def _produce_processes(videos: list[VideoInput], options, workers: int, queue_size: int, ready: list | None):
+def _produce_processes(videos: list[VideoInput], options, workers: int, queue_size: int, ready: list | None,
+                       curate=None):
     """Decode in `workers` spawned processes. Every worker has its own task pipe and result pipe,
     so a worker that dies (even by SIGKILL, in the middle of a send) can poison nothing shared: its
     pipes close, the video it was on fails, the videos queued on it go to a fresh worker. Each
@@ -553,7 +585,7 @@ def _produce_processes(videos: list[VideoInput], options, workers: int, queue_si
         task_recv, task_send = ctx.Pipe(duplex=False)
         result_recv, result_send = ctx.Pipe(duplex=False)
         p = ctx.Process(target=_decode_worker, name=f"tarsier-decode-{wid}", daemon=True,
-                        args=(wid, task_recv, result_send, stop, os.getpid(), options, buffered))
+                        args=(wid, task_recv, result_send, stop, os.getpid(), options, buffered, curate))
         p.start()
         task_recv.close()     # the child's ends: closed here, so the child's death reads as EOF
         result_send.close()

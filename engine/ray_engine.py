@@ -56,13 +56,13 @@ def decode_rows(row: dict, options) -> object:
     def put(item) -> bool:
         kind, rel, payload = item
         if kind == "clip":
-            clip, decode_s = payload
+            clip, decode_s = payload[0], payload[1]
             meta = {"index": clip.index, "start": clip.start, "end": clip.end,
                     "frame_times": list(clip.frame_times), "shape": list(clip.frames.shape),
                     "decode_s": decode_s}
             rows.append(_row("clip", rel, meta, clip.frames.tobytes()))
         elif kind == "end":
-            n, decode_s = payload
+            n, decode_s = payload[0], payload[1]
             rows.append(_row("end", rel, {"n_clips": n, "decode_s": decode_s}))
         else:
             rows.append(_row("error", rel, {"stage": payload.stage, "error": payload.message}))

@@ -3,15 +3,27 @@
 JSONL gets one line per clip, appended and flushed as it is produced, so a kill loses at most the
 clips in flight. SRT and VTT are per video and written atomically (temp file + rename) once all
 of that video's clips are known, so a reader never sees half a subtitle file.
+
+Captions and manifests for video-generator trainers (`-f txt,csv,ltx,parquet,webdataset`) are
+written at the end of a run from every described clip of the JSONL (so a rerun rebuilds them from
+the whole log, earlier runs included), each atomically. They list clips, not videos: with
+`--clips DIR` each row names the clip file; without it a row names the source video, and formats
+whose consumer reads whole files (txt, ltx, webdataset) keep only the videos that are one clip.
 """
 from __future__ import annotations
 
+import contextlib
+import csv
+import hashlib
+import io
 import json
 import os
+import tarfile
 from pathlib import Path
 from typing import IO
 
-FORMATS = ("jsonl", "srt", "vtt")
+FORMATS = ("jsonl", "srt", "vtt", "txt", "csv", "ltx", "parquet", "webdataset")
+MANIFEST_FORMATS = ("txt", "csv", "ltx", "parquet", "webdataset")
 
 
 def format_timestamp(seconds: float, decimal: str) -> str:
@@ -24,13 +36,30 @@ def format_timestamp(seconds: float, decimal: str) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path):
+    """Write `path` through a temporary file renamed into place when complete; on any error (a full
+    disk included) the temporary file is removed and the error goes on up."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 class JsonlWriter:
@@ -107,6 +136,250 @@ def cue_text(text: str) -> str:
 
 
 SUBTITLE_WRITERS = {"srt": SrtWriter, "vtt": VttWriter}
+
+
+# ---------------------------------------------------------------------------------------------
+# Captions and manifests for trainers, rebuilt at the end of a run from the described clips
+# ---------------------------------------------------------------------------------------------
+class ManifestWriter:
+    """Base: turns described clip records (JSONL order) into one trainer-facing output.
+    `clips_dir`: the --clips folder (records name their clip file relative to it); `sources`: video
+    key -> source file, for rows without a clip file; `stems`: videos whose name collides without
+    their extension (x.mp4 beside x.mov)."""
+
+    whole_files = False   # the consumer reads whole media files: a row must be one file, not a span of one
+
+    def __init__(self, output_dir: Path, clips_dir: Path | None = None, sources: dict | None = None,
+                 stems: set[str] | frozenset = frozenset(), shard_size: int = 1000):
+        self.output_dir = Path(output_dir)
+        self.clips_dir = Path(clips_dir) if clips_dir is not None else None
+        self.sources = sources or {}
+        self.stems = stems
+        self.shard_size = max(1, int(shard_size))
+        self.left_out = 0     # clips with no file of their own (multi-clip videos without --clips)
+
+    def media(self, rec: dict) -> Path | None:
+        """The file a trainer reads for this clip, absolute (symlinks kept as given)."""
+        if rec.get("clip_file") and self.clips_dir is not None:
+            return Path(os.path.abspath(self.clips_dir / rec["clip_file"]))
+        if self.clips_dir is None and (not self.whole_files or rec.get("n_clips") == 1):
+            src = self.sources.get(rec["video"])
+            return Path(os.path.abspath(src)) if src is not None else None
+        return None
+
+    def rows(self, records: list[dict]) -> list[tuple[dict, Path]]:
+        out = []
+        for rec in records:
+            path = self.media(rec)
+            if path is None:
+                self.left_out += 1
+                continue
+            out.append((rec, path))
+        return out
+
+    def write(self, records: list[dict]) -> int:
+        """Writes the output; returns how many clips it lists."""
+        raise NotImplementedError
+
+
+def clip_span(rec: dict) -> tuple[float, float]:
+    """Where the clip's media really starts and ends (a copied clip snaps to keyframes)."""
+    return rec.get("clip_start", rec["start"]), rec.get("clip_end", rec["end"])
+
+
+class TxtWriter(ManifestWriter):
+    """diffusion-pipe / musubi-tuner: the caption in `<media>.txt` beside each clip file (with
+    --clips), else OUT/<video>.txt mirroring the input tree for videos that are one clip."""
+
+    whole_files = True
+
+    def path_for(self, rec: dict, media: Path) -> Path:
+        if rec.get("clip_file") and self.clips_dir is not None:
+            return media.with_suffix(".txt")
+        rel = Path(rec["video"])
+        name = rel.name if rec["video"] in self.stems else rel.stem
+        return self.output_dir / rel.parent / f"{name}.txt"
+
+    def write(self, records: list[dict]) -> int:
+        rows = self.rows(records)
+        for rec, media in rows:
+            path = self.path_for(rec, media)
+            text = rec["description"].strip() + "\n"
+            try:
+                if path.read_text(encoding="utf-8") == text:
+                    continue   # a rerun rewrites only what changed
+            except (OSError, UnicodeDecodeError):
+                pass
+            atomic_write_text(path, text)
+        return len(rows)
+
+
+class CsvWriter(ManifestWriter):
+    """Open-Sora's CSV (path, text, num_frames, fps, height, width) plus start, end, grain, model."""
+
+    name = "dataset.csv"
+    columns = ("path", "text", "num_frames", "fps", "height", "width", "start", "end", "grain", "model")
+
+    def write(self, records: list[dict]) -> int:
+        rows = self.rows(records)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(self.columns)
+        for rec, media in rows:
+            start, end = clip_span(rec)
+            fps = rec.get("fps") or 0.0
+            frames = rec.get("clip_frames") or max(1, round((end - start) * fps))
+            w.writerow([str(media), rec["description"], frames, round(fps, 3), rec.get("height", ""),
+                        rec.get("width", ""), start, end, rec["grain"], rec["model"]])
+        atomic_write_text(self.output_dir / self.name, buf.getvalue())
+        return len(rows)
+
+
+class LtxWriter(ManifestWriter):
+    """LTX-Video-Trainer's JSON list of {"caption", "media_path"}, paths relative to the manifest."""
+
+    name = "dataset.json"
+    whole_files = True
+
+    def write(self, records: list[dict]) -> int:
+        rows = self.rows(records)
+        base = os.path.abspath(self.output_dir)
+        items = [{"caption": rec["description"], "media_path": Path(os.path.relpath(media, base)).as_posix()}
+                 for rec, media in rows]
+        atomic_write_text(self.output_dir / self.name, json.dumps(items, ensure_ascii=False, indent=1) + "\n")
+        return len(rows)
+
+
+class ParquetWriter(ManifestWriter):
+    """Every record field, one row per clip, plus `path` (the media file); read with pyarrow/pandas."""
+
+    name = "dataset.parquet"
+
+    def write(self, records: list[dict]) -> int:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = self.rows(records)
+        keys: dict[str, None] = {"path": None}
+        for rec, _ in rows:
+            keys.update(dict.fromkeys(rec))
+        columns = {k: [] for k in keys}
+        for rec, media in rows:
+            for k in keys:
+                columns[k].append(str(media) if k == "path" else rec.get(k))
+        table = pa.table(columns) if rows else pa.table({"path": pa.array([], pa.string())})
+        with atomic_file(self.output_dir / self.name) as f:
+            pq.write_table(table, f)
+        return len(rows)
+
+
+class WebDatasetWriter(ManifestWriter):
+    """webdataset tar shards OUT/webdataset/shard-NNNNNN.tar of `<key>.<ext>` (the clip file) +
+    `<key>.txt` (the caption) + `<key>.json` (the record); `shard_size` clips per shard, in JSONL
+    order, so clips added by a later run only touch the last shards. Each shard is written whole
+    under a temporary name and renamed (a kill never leaves a torn shard; its leftover temporary file
+    is removed by the next run), and a shard whose content is unchanged is not rewritten."""
+
+    folder = "webdataset"
+    whole_files = True
+
+    def media(self, rec: dict) -> Path | None:   # a shard holds clip files: never a whole source video
+        if rec.get("clip_file") and self.clips_dir is not None:
+            path = Path(os.path.abspath(self.clips_dir / rec["clip_file"]))
+            return path if path.is_file() else None
+        return None
+
+    def write(self, records: list[dict]) -> int:
+        rows = self.rows(records)
+        folder = self.output_dir / self.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".shard-*.tmp"):
+            stale.unlink(missing_ok=True)
+        index_path = folder / ".index.json"
+        try:
+            index = json.loads(index_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            index = {}
+        keys = webdataset_keys([rec for rec, _ in rows])
+        shards = [rows[i:i + self.shard_size] for i in range(0, len(rows), self.shard_size)]
+        new_index = {}
+        for n, shard in enumerate(shards):
+            name = f"shard-{n:06d}.tar"
+            members = []
+            for rec, media in shard:
+                st = media.stat()
+                record = json.dumps(rec, ensure_ascii=False, sort_keys=True)
+                members.append((keys[id(rec)], media, rec["description"], record, st.st_size, st.st_mtime_ns))
+            digest = hashlib.sha1(json.dumps([[str(m[1]), *m[2:]] + [m[0]] for m in members]).encode()).hexdigest()
+            new_index[name] = digest
+            if index.get(name) == digest and (folder / name).is_file():
+                continue
+            with atomic_file(folder / name) as f, tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for key, media, caption, record, _, _ in members:
+                    tar.add(str(media), arcname=f"{key}{media.suffix.lower()}", filter=_plain_member)
+                    _add_bytes(tar, f"{key}.txt", caption.strip().encode("utf-8") + b"\n")
+                    _add_bytes(tar, f"{key}.json", record.encode("utf-8"))
+        for old in folder.glob("shard-*.tar"):
+            if old.name not in new_index:
+                old.unlink()
+        atomic_write_text(index_path, json.dumps(new_index, sort_keys=True))
+        return len(rows)
+
+
+def webdataset_keys(records: list[dict]) -> dict[int, str]:
+    """One key per record (id(record) -> key): the video path and clip number with every character a
+    webdataset reader could split on ('.', '/') made '_', e.g. a/x.mp4 clip 3 -> a_x_mp4_0003."""
+    out: dict[int, str] = {}
+    used: set[str] = set()
+    for rec in records:
+        stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in rec["video"])
+        key = f"{stem}_{rec['clip']:04d}"
+        if key in used:   # two paths that differ only in punctuation
+            key = f"{key}_{hashlib.sha1(rec['video'].encode()).hexdigest()[:8]}"
+        used.add(key)
+        out[id(rec)] = key
+    return out
+
+
+def _plain_member(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o644
+    return info
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = _plain_member(tarfile.TarInfo(name))
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+MANIFEST_WRITERS = {"txt": TxtWriter, "csv": CsvWriter, "ltx": LtxWriter, "parquet": ParquetWriter,
+                    "webdataset": WebDatasetWriter}
+
+
+def described_clips(paths, base: dict) -> list[dict]:
+    """The described clips of JSONL logs with this resume key, in order of first appearance, each
+    clip once (a later record of the same clip, from --overwrite, replaces the earlier one)."""
+    by_key: dict[tuple, dict] = {}
+    for path in paths:
+        for rec in read_records(Path(path)):
+            if "error" in rec or "clip" not in rec or "description" not in rec or rec.get("skipped"):
+                continue
+            if any(rec.get(k) != v for k, v in base.items()):
+                continue
+            by_key[(rec["video"], rec["clip"])] = rec
+    return list(by_key.values())
+
+
+def write_manifests(formats, output_dir: Path, records: list[dict], **kw) -> dict[str, tuple[int, int]]:
+    """Every manifest format of `formats`; returns format -> (clips listed, clips left out)."""
+    done = {}
+    for fmt in formats:
+        if fmt in MANIFEST_WRITERS:
+            writer = MANIFEST_WRITERS[fmt](output_dir, **kw)
+            done[fmt] = (writer.write(records), writer.left_out)
+    return done
 
 
 def repair_torn_tail(path: Path) -> None:

@@ -15,8 +15,10 @@ HELP = """Describe videos: one description per clip, clips cut at scene changes.
 
 PATH may be files, folders (walked recursively), globs, or '-' to read paths from stdin.
 Writes OUT/descriptions.jsonl (one record per clip, appended as clips finish) and, with
--f srt/vtt, one subtitle file per video mirroring the input tree. A rerun with the same
-settings skips finished clips. Exit code: 0 all done, 1 some inputs failed, 2 usage error.
+-f srt/vtt, one subtitle file per video mirroring the input tree. For training a video
+generator: --clips DIR cuts every clip into a file of its own, and -f txt/csv/ltx/parquet/
+webdataset writes the captions where trainers read them. A rerun with the same settings skips
+finished clips. Exit code: 0 all done, 1 some inputs failed, 2 usage error.
 
 Examples:
 
@@ -25,7 +27,11 @@ Examples:
   find /data -name '*.mp4' | tarsier describe - --stdout > captions.jsonl
 
   tarsier describe /data/videos -o captions/ --engine ray --ray-address auto
+
+  tarsier describe ./videos -o data/ --clips data/clips -f txt,csv --min-size 640x360
 """
+
+FORMAT_CHOICES = ("jsonl", "srt", "vtt", "txt", "csv", "ltx", "parquet", "webdataset")
 
 
 def describe_command(
@@ -44,7 +50,7 @@ def describe_command(
     max_new_tokens: Annotated[int | None, typer.Option(help="Cap on generated tokens per clip (default: the model's).", min=1)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Output folder. [default: tarsier-out, or none with --stdout]")] = None,
-    fmt: Annotated[list[str] | None, typer.Option("--format", "-f", help="jsonl, srt, vtt or all; comma-separated or repeated. [default: jsonl]")] = None,
+    fmt: Annotated[list[str] | None, typer.Option("--format", "-f", help="jsonl, srt, vtt; txt (caption beside each clip file), csv (Open-Sora), ltx (LTX-Video-Trainer JSON), parquet, webdataset (tar shards, needs --clips); or all (jsonl, srt, vtt). Comma-separated or repeated. [default: jsonl]")] = None,
     stdout: Annotated[bool, typer.Option("--stdout", help="Stream JSONL records to stdout (logs and progress go to stderr).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Redo clips already in the output instead of skipping them.")] = False,
     ext: Annotated[list[str] | None, typer.Option("--ext", help="Video extensions to pick up in folders, comma-separated. [default: mp4,mov,mkv,webm,avi,wmv,m4v,gif]")] = None,
@@ -55,13 +61,21 @@ def describe_command(
     report: Annotated[bool, typer.Option("--report", help="Save clip thumbnails and write OUT/report.html after the run.")] = False,
     engine_name: Annotated[str, typer.Option("--engine", help="local: this machine; ray: a Ray cluster (needs the 'ray' extra).")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. ray://head:10001 or auto); default: start a local Ray.")] = None,
+    clips: Annotated[Path | None, typer.Option("--clips", help="Also write every described clip as a video file under this folder (a/x.mp4 -> DIR/a/x/0003.mp4); skipped on rerun when present.", rich_help_panel="Curation")] = None,
+    clip_codec: Annotated[str, typer.Option(help="copy: no re-encode, cut points snap to the nearest keyframe (the record says where); h264: frame-accurate re-encode.", rich_help_panel="Curation")] = "copy",
+    crf: Annotated[int, typer.Option(help="libx264 quality for --clip-codec h264 (lower = better, larger).", min=0, max=51, rich_help_panel="Curation")] = 23,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Leave the audio out of clip files.", rich_help_panel="Curation")] = False,
+    min_size: Annotated[str | None, typer.Option(help="Skip videos smaller than WxH (e.g. 640x360), without decoding them.", rich_help_panel="Curation")] = None,
+    max_aspect: Annotated[float | None, typer.Option(help="Skip videos whose long side / short side is above this.", min=1.0, rich_help_panel="Curation")] = None,
+    min_motion: Annotated[float | None, typer.Option(help="Skip near-static clips: motion score (0-1, in every record) below this; e.g. 0.01.", min=0.0, max=1.0, rich_help_panel="Curation")] = None,
+    shard_size: Annotated[int, typer.Option(help="Clips per -f webdataset shard.", min=1, rich_help_panel="Curation")] = 1000,
 ) -> None:
     formats = split_list(fmt) or ["jsonl"]
     if "all" in formats:
         formats = ["jsonl", "srt", "vtt"]
-    bad = sorted(set(formats) - {"jsonl", "srt", "vtt"})
+    bad = sorted(set(formats) - set(FORMAT_CHOICES))
     if bad:
-        raise usage_error(f"unknown --format {', '.join(bad)} (choose jsonl, srt, vtt or all)")
+        raise usage_error(f"unknown --format {', '.join(bad)} (choose {', '.join(FORMAT_CHOICES)} or all)")
     if grain not in ("brief", "fine"):
         raise usage_error(f"unknown --grain {grain!r} (choose brief or fine)")
     if scenes not in ("adaptive", "content", "threshold", "none"):
@@ -69,7 +83,13 @@ def describe_command(
     if output_dir is None and not stdout:
         output_dir = Path("tarsier-out")
     if output_dir is None and set(formats) - {"jsonl"}:
-        raise usage_error("SRT/VTT output needs --output-dir")
+        raise usage_error(f"-f {','.join(sorted(set(formats) - {'jsonl'}))} needs --output-dir")
+    curate = _curate_options(clips, clip_codec, crf, no_audio, min_size, max_aspect, min_motion)
+    if "webdataset" in formats and clips is None:
+        raise usage_error("-f webdataset needs --clips DIR (its shards hold the clip files)")
+    curating = curate.clips_dir is not None or curate.filtering or set(formats) - {"jsonl", "srt", "vtt"}
+    if engine_name == "ray" and curating:
+        raise usage_error("--clips, the curation filters and -f txt/csv/ltx/parquet/webdataset run with --engine local")
     if paths == ["-"] and sys.stdin.isatty():
         raise usage_error("'-' reads video paths from stdin, but stdin is a terminal")
     extensions = tuple(e.lower().lstrip(".") for e in split_list(ext)) or None
@@ -94,7 +114,7 @@ def describe_command(
         extra = {"address": ray_address}
     else:
         from engine.describe import describe as run
-        extra = {}
+        extra = {"curate": curate, "shard_size": shard_size}
     with video_progress(show_progress(quiet), quiet) as callback:
         try:
             summary = run(
@@ -115,6 +135,10 @@ def describe_command(
 
         page = write_describe_report(output_dir)
         err_console.print(f"report: {page}", markup=False, soft_wrap=True)
+    for name, (_listed, left_out) in getattr(summary, "manifests", {}).items():
+        if left_out and not quiet:
+            err_console.print(f"-f {name}: {left_out} clips of videos with several clips left out (no file of "
+                              "their own: add --clips DIR)", markup=False, soft_wrap=True)
     if not quiet:
         where = f" -> {summary.jsonl}" if summary.jsonl else ""
         err_console.print(
@@ -126,6 +150,19 @@ def describe_command(
         err_console.print("no videos found", markup=False)
         raise typer.Exit(EXIT_USAGE)
     raise typer.Exit(summary.exit_code)
+
+
+def _curate_options(clips, clip_codec, crf, no_audio, min_size, max_aspect, min_motion):
+    from engine.curate import CurateOptions, parse_size
+
+    if clip_codec not in ("copy", "h264"):
+        raise usage_error(f"unknown --clip-codec {clip_codec!r} (choose copy or h264)")
+    try:
+        size = parse_size(min_size) if min_size else None
+    except ValueError as exc:
+        raise usage_error(f"--min-size: {exc}") from None
+    return CurateOptions(clips_dir=str(clips) if clips is not None else None, clip_codec=clip_codec, crf=crf,
+                         audio=not no_audio, min_size=size, max_aspect=max_aspect, min_motion=min_motion)
 
 
 def register(app: typer.Typer) -> None:

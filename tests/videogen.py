@@ -230,3 +230,36 @@ def count_frames(path: str | os.PathLike) -> int:
     """Frames in the file, counted by an independent plain PyAV decode."""
     with av.open(str(path)) as c:
         return sum(1 for _ in c.decode(video=0))
+
+
+def make_video_with_audio(path: str | os.PathLike, segments=None, fps: float = 25, size=(160, 96), gop: int = 10,
+                          rate: int = 16000) -> GenVideo:
+    """`make_video`'s picture (h264, a keyframe every `gop` frames) plus a mono AAC sine track of the
+    same length, in one MP4."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.stem}.video-only{path.suffix}")
+    gv = make_video(tmp, segments, fps=fps, size=size, gop=gop)
+    with av.open(str(tmp)) as src, av.open(str(path), "w") as out:
+        vin = src.streams.video[0]
+        vout = out.add_stream_from_template(vin)
+        aout = out.add_stream("aac", rate=rate)
+        aout.layout = "mono"
+        for packet in src.demux(vin):
+            if packet.dts is None:
+                continue
+            packet.stream = vout
+            out.mux(packet)
+        samples = int(gv.duration * rate)
+        t = np.arange(samples) / rate
+        data = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]
+        for i in range(0, samples, 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, i:i + 1024]), format="fltp", layout="mono")
+            frame.sample_rate = rate
+            frame.pts = i
+            for packet in aout.encode(frame):
+                out.mux(packet)
+        for packet in aout.encode():
+            out.mux(packet)
+    tmp.unlink()
+    gv.path = path
+    return gv
