@@ -880,6 +880,8 @@ def evaluation_report_html(eval_dir: Path, output: Path | None = None, charts: b
     report = _read_json(eval_dir / EVAL_REPORT)
     if not isinstance(report, dict):
         raise FileNotFoundError(f"no readable {EVAL_REPORT} in {eval_dir}")
+    if report.get("task") in TASK_COLUMNS:
+        return task_report_html(eval_dir, report, output)
     notes = []
     if charts:
         try:
@@ -943,6 +945,108 @@ def evaluation_report_html(eval_dir: Path, output: Path | None = None, charts: b
                 + "</section></main>")
     path = Path(output) if output else eval_dir / eval_page_name(eval_dir)
     _atomic_write_text(path, page(f"AutoDQ — {name} — {eval_dir.resolve().name}", "\n".join(body), EVAL_JS))
+    return path
+
+
+# Benchmark tasks beside AutoDQ (evaluation/tasks.py): multiple choice, open-ended QA, captioning
+
+TASK_COLUMNS = {   # (title, [(report key, header, format)])
+    "mcq": ("Multiple-choice accuracy", [("accuracy", "accuracy", "pct"), ("n", "n", ""), ("correct", "correct", ""),
+                                         ("wrong", "wrong", ""), ("invalid", "invalid", ""), ("missing", "missing", "")]),
+    "qa": ("Open-ended QA", [("accuracy", "accuracy", "pct"), ("score", "score 0-5", "num"), ("n", "n", ""),
+                             ("scored", "judged", ""), ("failed", "failed", ""), ("missing", "missing", "")]),
+    "caption": ("Captioning", [("cider", "CIDEr", "num"), ("bleu4", "BLEU-4", "pct"), ("n", "n", ""),
+                               ("scored", "scored", ""), ("missing", "missing", "")]),
+}
+TASK_STATUS_CLASS = {"correct": "ok", "wrong": "failed", "invalid": "failed", "missing": "missing", "ok": "ok",
+                     "failed": "failed"}
+
+
+def _task_cell(value, kind: str) -> str:
+    if kind == "pct":
+        return fmt_pct(value)
+    if kind == "num":
+        return "–" if _num(value) is None else f"{value:.3f}"
+    return esc(value if value is not None else "–")
+
+
+def _task_sample_html(i: int, s: dict, task: str) -> str:
+    status = str(s.get("status") or "ok")
+    verdict = ""
+    if task == "mcq":
+        verdict = f" · chose {esc(s.get('choice') or '–')}, reference {esc(s.get('reference'))}"
+    elif task == "qa":
+        verdict = (f" · judge: {esc(s.get('verdict') or '–')}, score {esc(s.get('score') if s.get('score') is not None else '–')}")
+    elif task == "caption":
+        verdict = f" · CIDEr {'–' if _num(s.get('cider')) is None else format(s['cider'], '.3f')}"
+    head = (f"<b>{esc(s.get('idx'))}</b> <span class=tag>{esc(s.get('category'))}</span> "
+            f"<span class=st-{TASK_STATUS_CLASS.get(status, 'ok')}>{esc(status)}</span>{verdict}"
+            + (f" · <span class=dim>{esc(s.get('video'))}</span>" if s.get("video") else ""))
+    options = s.get("options") if isinstance(s.get("options"), list) else []
+    opts = "".join(f"<li class=\"{'entailment' if o.get('letter') == s.get('reference') else ''}\">"
+                   f"<span class=lab>{esc(o.get('letter'))}</span>{esc(o.get('text'))}</li>"
+                   for o in options if isinstance(o, dict))
+    refs = s.get("references") if task == "caption" else [s.get("reference")]
+    answer = s.get("answer")
+    error = (s.get("extra") or {}).get("error") if isinstance(s.get("extra"), dict) else None
+    return (f"<article class=sample id=s{i} data-category=\"{esc(s.get('category'))}\" data-status=\"{esc(status)}\">"
+            f"<div class=ch>{head}</div>" + (f"<div class=note>{esc(error)}</div>" if error else "")
+            + f"<div class=cols><div><h3>Question</h3><p class=desc>{esc(s.get('question'))}</p>"
+            + (f"<ul class=ev>{opts}</ul>" if opts else "") + "</div><div><h3>Answer</h3><p class=desc>"
+            + (esc(answer) if answer is not None else "<i>none</i>") + "</p><h3>Reference</h3>"
+            + "".join(f"<p class=desc>{esc(r)}</p>" for r in refs or [] if r) + "</div></div></article>")
+
+
+def task_report_html(eval_dir: Path, report: dict, output: Path | None = None) -> Path:
+    """The page of a multiple-choice / open-ended QA / captioning report: the judge, per-sub-task
+    table, and every question with its options, the answer, the reference and the verdict."""
+    task = report["task"]
+    title, columns = TASK_COLUMNS[task]
+    samples = read_jsonl(eval_dir / EVAL_SAMPLES)
+    name = _judge_name(report)
+    overall = report.get("overall") if isinstance(report.get("overall"), dict) else {}
+    cats = report.get("categories") if isinstance(report.get("categories"), dict) else {}
+    cards = [("judge", name, False)] + [(header, _task_cell(overall.get(key), kind), False)
+                                        for key, header, kind in columns[:2]]
+    if task == "mcq":
+        cards.append(("mean over questions", fmt_pct(overall.get("accuracy_questions")), False))
+    cards += [("questions", str(overall.get("n", len(samples))), False),
+              ("missing", str(overall.get("missing", "–")), bool(overall.get("missing")))]
+    body = [_header(f"{title} — {eval_dir.resolve().name}", f"{EVAL_REPORT} in {eval_dir}"
+                    + (f" · created {report['created']}" if report.get("created") else "")), _cards(cards)]
+    judge = report.get("judge") if isinstance(report.get("judge"), dict) else {}
+    body.append(f"<p class=banner><b>Judge: {esc(name)}.</b> {esc(judge.get('note') or '')} "
+                "Scores from different judges are not comparable.</p><main>")
+    heads = "".join(f"<th class=n>{esc(h)}</th>" for _, h, _ in columns)
+    trs = []
+    for label, c in list(cats.items()) + [("overall", overall)]:
+        if isinstance(c, dict):
+            cells = "".join(f"<td class=n>{_task_cell(c.get(k), kind)}</td>" for k, _, kind in columns)
+            trs.append(f"<tr><td>{'<b>overall</b>' if label == 'overall' else esc(label)}</td>{cells}</tr>")
+    note = ("overall accuracy = mean of the sub-task accuracies (the mean over questions is on the card)"
+            if task == "mcq" else "overall: over all questions" if task == "qa" else "overall: over all videos")
+    body.append(f"<section class=box><h2>Per sub-task <span class=\"dim sub\">{esc(note)}</span></h2><table>"
+                f"<tr><th>sub-task</th>{heads}</tr>{''.join(trs)}</table></section>")
+    info = []
+    for key in ("metric", "task", "version", "counts", "inputs", "timing"):
+        if key in report:
+            info += _flatten(report[key], key)
+    policy = report.get("policy") if isinstance(report.get("policy"), dict) else {}
+    body.append("<section class=box><h2>Run</h2><div class=cols><div>" + _kv_table(info) + "</div><div><h3>policy</h3>"
+                + _kv_table([(k, str(v)) for k, v in policy.items()]) + "</div></div></section>")
+    statuses = sorted({str(s.get("status") or "ok") for s in samples})
+    body.append(
+        "<div class=toolbar><input id=q type=search placeholder=\"Search questions, answers, references (press /)\" "
+        "aria-label=search autocomplete=off><select id=cat aria-label=category><option value=\"\">all sub-tasks</option>"
+        + "".join(f"<option value=\"{esc(c)}\">{esc(c)}</option>" for c in cats)
+        + "</select><select id=status aria-label=status><option value=\"\">any status</option>"
+        + "".join(f"<option value=\"{esc(x)}\">{esc(x)}</option>" for x in statuses)
+        + "</select><span id=count></span></div>")
+    body.append(f"<section class=box id=samples><h2>Questions ({len(samples)})</h2>"
+                + ("".join(_task_sample_html(i, s, task) for i, s in enumerate(samples))
+                   or "<p class=dim>samples.jsonl not found</p>") + "</section></main>")
+    path = Path(output) if output else eval_dir / eval_page_name(eval_dir)
+    _atomic_write_text(path, page(f"{title} — {name} — {eval_dir.resolve().name}", "\n".join(body), EVAL_JS))
     return path
 
 

@@ -142,6 +142,13 @@ def test_tvbench_sample_rows_load_and_score(tmp_path):
     assert samples[0]["question"].startswith("Question: What is the action") and samples[0]["options"][0] == \
         {"letter": "A", "text": "Put on a hat/cap."} and samples[0]["status"] == "correct"
     assert "| Action Antonym | 50.0 | 2 |" in (tmp_path / "out" / "report.md").read_text()
+    # the review page: per-sub-task table and every question with its options, answer and verdict
+    result = runner.invoke(app, ["report", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Multiple-choice accuracy" in html and "Judge: mcq:letter." in html
+    assert html.count("<article class=sample") == 20 and "Put on a hat/cap." in html
+    assert "chose A, reference A" in html and "<td>Action Antonym</td><td class=n>50.0</td>" in html
 
 
 def test_bad_benchmark_rows_fail_before_the_model_with_file_line(tmp_path, monkeypatch):
