@@ -66,6 +66,9 @@ class ModelConfig:
     # Tarsier's template; {instruction} is the user's text, the video placeholder goes before it.
     prompt_template: str = "USER: <video>\n{instruction} ASSISTANT:"
     max_new_tokens: int = 512
+    # The grains the model was trained for and its own instruction for each ({"fine": "...", ...});
+    # None = the project's templates (prompts/brief.txt, prompts/fine.txt), which stage 2 trains on.
+    prompts: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -64,9 +64,15 @@ class DescribeSummary:
         return 1 if self.errors else 0
 
 
-def instruction_for(grain: str, prompt: str | None) -> str:
+def instruction_for(grain: str, prompt: str | None, processor=None) -> str:
+    """The instruction for `grain` in the model's own words (engine.interface.instruction_for); without a
+    processor (usage checks before the model loads), the project's template."""
     import prompts
 
+    if processor is not None:
+        from engine.interface import instruction_for as model_instruction
+
+        return model_instruction(processor, grain, prompt)
     if prompt:
         return prompt.strip()
     if grain not in GRAINS:
@@ -77,8 +83,17 @@ def instruction_for(grain: str, prompt: str | None) -> str:
 def settings_key(options) -> str:
     """Short hash of everything besides model/grain/prompt that changes which clips exist or what
     the model sees; a rerun with other settings does not count earlier clips as done."""
-    fields_ = {k: getattr(options, k) for k in sorted(vars(options)) if k not in ("threads",)}
+    fields_ = {k: getattr(options, k) for k in sorted(vars(options)) if k not in ("threads", "geometry")}
+    if not _plain_square(options):   # the square of `frame_size` keeps the keys of runs made before geometries
+        fields_["geometry"] = options.geometry
     return hashlib.sha1(json.dumps(fields_, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _plain_square(options) -> bool:
+    from engine.interface import SquareGeometry
+
+    g = options.geometry
+    return g is None or g == SquareGeometry(options.frame_size)
 
 
 def cores() -> int:
@@ -101,7 +116,8 @@ def clip_record(rel: str, clip: Clip, base: dict, text: str, tokens: int, decode
     Shared by the local and the Ray engine so both write the same records."""
     return {
         "video": rel, "clip": clip.index, "start": round(clip.start, 3), "end": round(clip.end, 3),
-        "frame_times": [round(x, 3) for x in clip.frame_times], **base, "description": text,
+        "frame_times": [round(x, 3) for x in clip.frame_times], "frames": len(clip.frame_times),
+        "frame_size": list(clip.frame_size), **base, "description": text,
         "tokens": tokens, "timings": {"decode_s": round(decode_s, 3), "generate_s": round(generate_s, 3)},
         "motion": motion_score(clip.frames),
     }
@@ -149,19 +165,22 @@ def check_arguments(grain: str, prompt: str | None, formats, output_dir, stdout)
     return instruction
 
 
-def plan_job(inputs, *, model_id: str, model_frames: int, frame_size: int, grain: str, prompt: str | None,
+def plan_job(inputs, *, model_id: str, processor, grain: str, prompt: str | None,
              frames: int | None, scenes: str, threshold: float | None, min_scene_len: float, min_clip: float,
              max_clip: float | None, max_new_tokens: int | None, output_dir, formats, stdout,
              extensions, recursive: bool, stdin, threads: int) -> Job:
     from engine.discover import DEFAULT_EXTENSIONS, discover
     from engine.video import ClipOptions
 
-    instruction = check_arguments(grain, prompt, formats, output_dir, stdout)
+    check_arguments(grain, prompt, formats, output_dir, stdout)
+    instruction = instruction_for(grain, prompt, processor)
+    geometry = processor.geometry
     videos, problems = discover(list(inputs), extensions=extensions or DEFAULT_EXTENSIONS,
                                 recursive=recursive, stdin=stdin)
     options = ClipOptions(
         scenes=scenes, threshold=threshold, min_scene_len=min_scene_len, min_clip=min_clip,
-        max_clip=max_clip, frames=frames or model_frames, frame_size=frame_size, threads=threads,
+        max_clip=max_clip, frames=frames or processor.config.frames, threads=threads,
+        frame_size=getattr(geometry, "size", 224), geometry=geometry,
     )
     options.validate()  # a bad option is a usage error, not one decode error per video
     settings = settings_key(options) + (f"-t{max_new_tokens}" if max_new_tokens else "")
@@ -222,8 +241,7 @@ def describe(
 
         model = load(model, device=device)
     model_id = getattr(model, "model_id", getattr(model.config, "name", "model"))
-    job = plan_job(inputs, model_id=model_id, model_frames=model.config.frames, frame_size=model.frame_size,
-                   grain=grain, prompt=prompt, frames=frames, scenes=scenes, threshold=threshold,
+    job = plan_job(inputs, model_id=model_id, processor=model.processor, grain=grain, prompt=prompt, frames=frames, scenes=scenes, threshold=threshold,
                    min_scene_len=min_scene_len, min_clip=min_clip, max_clip=max_clip,
                    max_new_tokens=max_new_tokens, output_dir=output_dir, formats=formats, stdout=stdout,
                    extensions=extensions, recursive=recursive, stdin=stdin, threads=threads)
@@ -291,16 +309,13 @@ def describe(
         states.pop(st.video.rel, None)
 
     def run_batch(batch: list[tuple[_VideoState, Clip]]) -> None:
-        import numpy as np
-        import torch
-
         live = [(st, c) for st, c in batch if not st.failed]
         if not live:
             return
         t = time.perf_counter()
         try:
-            frames = torch.from_numpy(np.stack([c.frames for _, c in live]))
-            gens = model.generate(frames, [instruction] * len(live), max_new_tokens=max_new_tokens)
+            gens = model.generate([c.frames for _, c in live], [instruction] * len(live),
+                                  max_new_tokens=max_new_tokens)
         except Exception as exc:  # noqa: BLE001 - a model failure fails its videos, not the whole run
             for st, _ in live:
                 if not st.failed:

@@ -21,13 +21,13 @@ shows only across cells; nano learned no direction at all without it (BENCHMARKS
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from engine.config import ModelConfig, VisionConfig
+from engine.interface import FrameSpec, Generation, SquareGeometry
 
 IGNORE_INDEX = -100
 
@@ -150,14 +150,81 @@ def pool_patches(features: torch.Tensor, pool: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
+# The processor: frame geometry, the prompt template, token ids (CPU only, no weights)
+# ---------------------------------------------------------------------------------------------
+class VideoLLMProcessor:
+    """Square frames of the tower's size; Tarsier's `USER: <video>\n{instruction} ASSISTANT:` template;
+    the placeholder expanded to every visual token of every frame (engine/interface.py)."""
+
+    def __init__(self, config: ModelConfig, tokenizer):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.video_token_id = tokenizer.convert_tokens_to_ids(config.video_token)
+        self.geometry = SquareGeometry(config.vision.image_size)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def grains(self) -> dict[str, str]:
+        if self.config.prompts is not None:
+            return dict(self.config.prompts)
+        import prompts
+
+        return {g: prompts.read(g) for g in prompts.GRAINS}   # what stage 2 trains the project's models on
+
+    def frame_spec(self, width: int, height: int, frames: int | None = None) -> FrameSpec:
+        return self.geometry.frame_spec(width, height, frames or self.config.frames)
+
+    def prompt(self, instruction: str) -> str:
+        return self.config.prompt_template.format(instruction=instruction.strip())
+
+    def inputs(self, clips, instructions: list[str], answers: list[str] | None = None) -> dict:
+        frames = torch.as_tensor(np.stack([np.asarray(c) for c in clips])) if isinstance(clips, list | tuple) \
+            else torch.as_tensor(clips)
+        batch = self.tokenize([self.prompt(i) for i in instructions], frames.shape[1], answers=answers,
+                              padding_side="right" if answers is not None else "left")
+        batch["frames"] = frames
+        return batch
+
+    def tokenize(self, prompts: list[str], n_frames: int, answers: list[str] | None = None,
+                 padding_side: str = "left") -> dict[str, torch.Tensor]:
+        """Prompts (already formatted, one <video> each) -> padded ids with the placeholder expanded
+        to n_frames * tokens_per_frame positions; with answers, labels cover the answer and EOS only."""
+        tok = self.tokenizer
+        n_visual = n_frames * self.config.visual_tokens_per_frame()
+        rows, labels = [], []
+        for i, prompt in enumerate(prompts):
+            ids = tok(prompt, add_special_tokens=False)["input_ids"]
+            if ids.count(self.video_token_id) != 1:
+                raise ValueError("a prompt must contain the video placeholder exactly once")
+            at = ids.index(self.video_token_id)
+            ids = ids[:at] + [self.video_token_id] * n_visual + ids[at + 1:]
+            if tok.bos_token_id is not None:
+                ids = [tok.bos_token_id] + ids
+            lab = [IGNORE_INDEX] * len(ids)
+            if answers is not None:
+                ans = tok(" " + answers[i].strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                ids, lab = ids + ans, lab + ans
+            rows.append(ids)
+            labels.append(lab)
+        width = max(len(r) for r in rows)
+        pad = tok.pad_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        label_t = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for i, (r, lab) in enumerate(zip(rows, labels)):
+            sl = slice(width - len(r), width) if padding_side == "left" else slice(0, len(r))
+            input_ids[i, sl] = torch.tensor(r)
+            attention[i, sl] = 1
+            label_t[i, sl] = torch.tensor(lab)
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": label_t}
+
+
+# ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class Generation:
-    text: str
-    tokens: int
-
-
 class VideoLLM(nn.Module):
     def __init__(self, config: ModelConfig, tokenizer, llm: nn.Module | None = None):
         super().__init__()
@@ -188,7 +255,11 @@ class VideoLLM(nn.Module):
         self.time_embedding = nn.Parameter(torch.randn(slots, d_model) * 0.02) if slots else None
         self.register_buffer("pixel_mean", torch.tensor(v.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(v.std).view(1, 3, 1, 1), persistent=False)
-        self.video_token_id = tokenizer.convert_tokens_to_ids(config.video_token)
+        self.processor = VideoLLMProcessor(config, tokenizer)
+        self.video_token_id = self.processor.video_token_id
+        # The checkpoint's generation_config.json, when it has one (published Tarsier): a repetition
+        # penalty or extra stop ids there change greedy output, as transformers' from_pretrained applies them.
+        self.generation_config = None
         self.set_vision_trainable(not v.frozen)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -203,6 +274,15 @@ class VideoLLM(nn.Module):
     @property
     def frame_size(self) -> int:
         return self.config.vision.image_size
+
+    def trainable_parameters(self):
+        """What a fine-tune updates by default: the projector(s) and the LLM; the tower only when unfrozen."""
+        return [p for name, p in self.named_parameters() if not name.startswith("vision.") or not self.config.vision.frozen]
+
+    def save(self, folder) -> None:
+        from engine.checkpoint import save
+
+        save(self, folder)
 
     def set_vision_trainable(self, trainable: bool) -> None:
         self.vision.requires_grad_(trainable)
@@ -264,42 +344,13 @@ class VideoLLM(nn.Module):
             x = x + self.time_embedding[slot].to(x.dtype).unsqueeze(1)
         return x.reshape(bn // frames_per_video, -1, d)
 
-    # -- step 3: text with placeholders -> token ids --------------------------------------------
+    # -- step 3: text with placeholders -> token ids (the processor's job) ------------------------
     def format_prompt(self, instruction: str) -> str:
-        return self.config.prompt_template.format(instruction=instruction.strip())
+        return self.processor.prompt(instruction)
 
     def tokenize(self, prompts: list[str], n_frames: int, answers: list[str] | None = None,
                  padding_side: str = "left") -> dict[str, torch.Tensor]:
-        """Prompts (already formatted, one <video> each) -> padded ids with the placeholder expanded
-        to n_frames * tokens_per_frame positions; with answers, labels cover the answer and EOS only."""
-        tok = self.tokenizer
-        n_visual = n_frames * self.config.visual_tokens_per_frame()
-        rows, labels = [], []
-        for i, prompt in enumerate(prompts):
-            ids = tok(prompt, add_special_tokens=False)["input_ids"]
-            if ids.count(self.video_token_id) != 1:
-                raise ValueError("a prompt must contain the video placeholder exactly once")
-            at = ids.index(self.video_token_id)
-            ids = ids[:at] + [self.video_token_id] * n_visual + ids[at + 1:]
-            if tok.bos_token_id is not None:
-                ids = [tok.bos_token_id] + ids
-            lab = [IGNORE_INDEX] * len(ids)
-            if answers is not None:
-                ans = tok(" " + answers[i].strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-                ids, lab = ids + ans, lab + ans
-            rows.append(ids)
-            labels.append(lab)
-        width = max(len(r) for r in rows)
-        pad = tok.pad_token_id
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        label_t = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for i, (r, lab) in enumerate(zip(rows, labels)):
-            sl = slice(width - len(r), width) if padding_side == "left" else slice(0, len(r))
-            input_ids[i, sl] = torch.tensor(r)
-            attention[i, sl] = 1
-            label_t[i, sl] = torch.tensor(lab)
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": label_t}
+        return self.processor.tokenize(prompts, n_frames, answers=answers, padding_side=padding_side)
 
     # -- step 4: scatter visual tokens into the text embeddings -----------------------------------
     def embed_inputs(self, input_ids: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
@@ -337,28 +388,52 @@ class VideoLLM(nn.Module):
 
     # -- inference: batched, left-padded greedy decoding with a KV cache --------------------------
     @torch.inference_mode()
-    def generate(self, frames: torch.Tensor, instructions: list[str], max_new_tokens: int | None = None
-                 ) -> list[Generation]:
-        """frames (B, N, S, S, 3) uint8, one instruction per video."""
-        prompts = [self.format_prompt(text) for text in instructions]
-        batch = self.tokenize(prompts, frames.shape[1], padding_side="left")
-        visual = self.visual_tokens(frames=frames)
+    def generate(self, clips, instructions: list[str], max_new_tokens: int | None = None) -> list[Generation]:
+        """clips: (B, N, S, S, 3) uint8 or a list of (N, S, S, 3) arrays, one instruction per clip."""
+        batch = self.processor.inputs(clips, instructions)
+        visual = self.visual_tokens(frames=batch["frames"])
         embeds = self.embed_inputs(batch["input_ids"].to(self.device), visual)
         tok = self.tokenizer
+        stops = stop_token_ids(tok, self.generation_config)
         out = self.llm.generate(
             inputs_embeds=embeds,
             attention_mask=batch["attention_mask"].to(self.device),
-            max_new_tokens=max_new_tokens or self.config.max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-            use_cache=True,
+            **greedy_kwargs(self.generation_config, max_new_tokens or self.config.max_new_tokens, stops,
+                            tok.pad_token_id),
         )
-        results = []
-        for row in out.tolist():
-            n = len(row)
-            if tok.eos_token_id in row:
-                n = row.index(tok.eos_token_id)
-            results.append(Generation(text=tok.decode(row[:n], skip_special_tokens=True).strip(), tokens=n))
-        return results
+        return decode_generations(tok, out.tolist(), stops)
+
+
+def greedy_kwargs(generation_config, max_new_tokens: int, stops: list[int], pad_token_id) -> dict:
+    """generate() kwargs: the checkpoint's generation config (repetition penalty, ...) with greedy
+    decoding forced, as upstream calls generate(do_sample=False) on a model that loaded that config."""
+    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, "num_beams": 1, "eos_token_id": stops,
+              "pad_token_id": pad_token_id, "use_cache": True}
+    if generation_config is None:
+        return kwargs
+    import copy
+
+    gc = copy.deepcopy(generation_config)
+    gc.update(**kwargs, temperature=None, top_p=None, top_k=None)
+    return {"generation_config": gc}
+
+
+def stop_token_ids(tok, generation_config=None) -> list[int]:
+    """End of text for the model: the tokenizer's EOS, the chat turn ends a template uses, and every
+    eos id of the checkpoint's generation config."""
+    ids = {tok.eos_token_id}
+    vocab = tok.get_vocab()
+    for t in ("<|im_end|>", "<|endoftext|>"):
+        if t in vocab:
+            ids.add(vocab[t])
+    eos = getattr(generation_config, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list | tuple) else [eos])
+    return sorted(i for i in ids if i is not None)
+
+
+def decode_generations(tok, rows: list[list[int]], stops: list[int]) -> list[Generation]:
+    results = []
+    for row in rows:
+        n = next((i for i, t in enumerate(row) if t in stops), len(row))
+        results.append(Generation(text=tok.decode(row[:n], skip_special_tokens=True).strip(), tokens=n))
+    return results

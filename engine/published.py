@@ -7,20 +7,28 @@ llava (omni-research/Tarsier-7b, Tarsier-34b), config.json is a LLaVA config:
     336 px, patch 14), text_config (llama; Vicuna-7B / Yi-34B), image_token_index 32000 ("<image>"),
     image_newline_idx 32002, image_new_idx 32003, vision_feature_layer -2,
     vision_feature_select_strategy "default" (CLS dropped), projector_hidden_act "gelu".
-    Tensors: vision_tower.vision_model.*, multi_modal_projector.linear_{1,2}.*, language_model.model.*,
-    language_model.lm_head.weight. Prompt: "USER: <image>*N\\n{instruction} ASSISTANT: " after BOS;
-    each <image> becomes one frame's 24x(24+1)+1 = 601 embeddings. The newline/new-frame ids index the LLM's
-    embedding table only (the tokenizer's added_tokens.json has just "<image>": 32000).
+    Tensors (saved with transformers 4.x): vision_tower.vision_model.*, multi_modal_projector.linear_{1,2}.*,
+    language_model.model.*, language_model.lm_head.weight. Prompt: "USER: <image>*N\n{instruction} ASSISTANT: "
+    after BOS; each <image> becomes one frame's 24x(24+1)+1 = 601 embeddings; frames stretched to a square.
     -> loaded into the project's own VideoLLM (engine/model.py) with an HF CLIP tower (source "hf_clip").
 
 qwen2_vl (omni-research/Tarsier2-Recap-7b, Tarsier2-7b-0115): Qwen2-VL-7B. The config.json may be a Qwen2-VL
     config or upstream's LLaVA-style wrapper with text_config/vision_config of model_type "qwen2_vl";
-    tensors in the pre-4.52 Qwen2-VL naming (visual.*, model.*, lm_head.*) or the 4.52+ one
-    (model.visual.*, model.language_model.*, lm_head.*). Upstream inference (configs/tarser2_default_config.yaml):
-    16 frames, at most 460,800 pixels per frame (1280*720/2), min_pixels 0, every frame duplicated
-    (use_multi_images_for_video) so a temporal patch of 2 holds one frame twice, the checkpoint's chat template.
-    -> transformers' Qwen2VLForConditionalGeneration + Qwen2VLProcessor, wrapped in `QwenVideoModel`
-    with the same engine interface as VideoLLM (config.frames, frame_size, tokenizer, generate()).
+    tensors in upstream's wrapper naming (vision_tower.*, language_model.model.*, language_model.lm_head.*),
+    the pre-4.52 Qwen2-VL naming (visual.*, model.*, lm_head.*) or the 4.52+ one (model.visual.*,
+    model.language_model.*, lm_head.*). Upstream inference (configs/tarser2_default_config.yaml,
+    dataset/tarsier_processor.py, models/modeling_qwen2_vl_fast.py), reproduced by `QwenProcessor`:
+    16 frames, all T when a clip has T <= 16; every frame duplicated (use_multi_images_for_video), so a
+    temporal patch of 2 holds one frame twice; each frame aspect-kept at <= 460,800 pixels (factor 1,
+    bicubic; <= 128*384*384 over all 2T images of a sample), then rounded by the Qwen2-VL processor to
+    multiples of 28; the video's tokens are the image pad token (image_token_index), placed by the
+    checkpoint's chat template; multimodal rotary positions continue after a video at its largest
+    position + 1 (`upstream_rope_index`); greedy decoding on top of the checkpoint's generation_config.json.
+    -> transformers' Qwen2VLForConditionalGeneration wrapped in `QwenVideoModel` (engine/interface.py).
+
+Weights are renamed by explicit tables of every published naming (`LLAVA_NAMINGS`, `QWEN_NAMINGS`) onto
+the installed transformers' module names, checked against the built module: a load that leaves
+tensors unmapped says which, so a transformers release that renames a module fails loudly.
 
 Hub access: `snapshot_download` into the usual Hugging Face cache (json, safetensors and tokenizer files only;
 never .bin pickles). Offline and not cached -> ModelNotFound with one line saying what to do.
@@ -28,13 +36,13 @@ never .bin pickles). Offline and not cached -> ModelNotFound with one line sayin
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.checkpoint import ModelNotFound
+from engine.interface import AspectGeometry, FrameSpec
 
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "tokenizer.model"]
 QWEN_MAX_PIXELS = 460_800        # 1280 * 720 // 2, upstream Tarsier2 inference config
@@ -42,6 +50,13 @@ QWEN_FRAMES = 16
 LLAVA_FRAMES = 8
 MAX_NEW_TOKENS = 512
 LLAVA_TEMPLATE = "USER: <image>\n{instruction} ASSISTANT: "   # upstream: USER: <image>*N\n... ASSISTANT: (space)
+# The instructions upstream trained and evaluates the published models with: DREAM-1K's detailed
+# description, and the MSVD-Caption short caption (data/annotations/MSVD-Caption-test.jsonl).
+FINE_INSTRUCTION = "Describe the video in detail."
+BRIEF_INSTRUCTION = ("Describe the video in a short sentence with simple words. It is important that the short "
+                     "sentence must be like the following examples: \n1. A man is singing.\n2. A women is dancing."
+                     "\n3. A cat is meowing.")
+PUBLISHED_GRAINS = {"fine": FINE_INSTRUCTION, "brief": BRIEF_INSTRUCTION}
 # Buffers some exporters save although the modules recompute them; never weights.
 _IGNORABLE = re.compile(r"(\.position_ids|\.rotary_emb\.inv_freq)$")
 
@@ -182,28 +197,69 @@ def _weight_files(folder: Path, check: bool = True) -> list[Path]:
     return files
 
 
-def _read_state(folder: Path, rename) -> dict:
+def _read_state(folder: Path) -> dict:
     from safetensors import safe_open
 
     state = {}
     for file in _weight_files(folder):
         with safe_open(str(file), framework="pt", device="cpu") as f:
             for key in f.keys():  # noqa: SIM118 - safe_open handles are not dicts
-                state[rename(key)] = f.get_tensor(key)
+                state[key] = f.get_tensor(key)
     return state
 
 
-def _load_strict(module, state: dict, what: str) -> None:
+def _rename(key: str, rules) -> str | None:
+    """The first rule whose published prefix starts `key` renames it; None when no rule does."""
+    for old, new in rules:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return None
+
+
+def load_published(module, state: dict, namings: dict[str, list], targets: dict[str, str], what: str) -> str:
+    """Load `state` (tensors under their published names) into `module`, strictly.
+
+    `namings`: {naming: [(published prefix, part), ...]} for every naming a checkpoint of the layout has
+    been published in; a part ("vision.", "lm.", ...) is a piece of the model, and `targets` says where
+    that piece lives in the installed module ({"vision.": "model.visual.", ...}). The naming under which
+    every tensor lands on a parameter and every parameter is filled wins; otherwise the closest one is
+    reported with its unmapped tensors and unfilled parameters. Returns the naming's name."""
     expected = set(module.state_dict().keys())
-    for key in [k for k in state if k not in expected and _IGNORABLE.search(k)]:
-        del state[key]
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ModelNotFound(f"{what}: checkpoint tensors do not match the model: missing {missing[:5]}"
-                            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-                            f"{'...' if len(unexpected) > 5 else ''}")
-    module.load_state_dict(state, strict=True, assign=True)
+    best = None
+    for naming, rules in namings.items():
+        renamed, unmapped = {}, []
+        for key, tensor in state.items():
+            part_key = _rename(key, rules)
+            target = None
+            if part_key is not None:
+                part = next((p for p in targets if part_key.startswith(p)), None)
+                target = targets[part] + part_key[len(part):] if part is not None else None
+            if target is None or target not in expected:
+                if not _IGNORABLE.search(key):
+                    unmapped.append(key)
+                continue
+            renamed[target] = tensor
+        missing = sorted(expected - set(renamed))
+        if not unmapped and not missing:
+            module.load_state_dict(renamed, strict=True, assign=True)
+            return naming
+        score = len(unmapped) + len(missing)
+        if best is None or score < best[0]:
+            best = (score, naming, sorted(unmapped), missing)
+    _, naming, unmapped, missing = best
+    raise ModelNotFound(f"{what}: checkpoint tensors do not match the model (closest naming: {naming}): "
+                        f"{len(unmapped)} tensors unmapped {unmapped[:5]}{'...' if len(unmapped) > 5 else ''}, "
+                        f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
+
+
+def installed_targets(module, candidates: list[dict[str, str]], what: str) -> dict[str, str]:
+    """Which of the known module namings the installed transformers uses (every part's prefix found)."""
+    keys = list(module.state_dict().keys())
+    for targets in candidates:
+        if all(any(k.startswith(prefix) for k in keys) for prefix in targets.values()):
+            return targets
+    raise ModelNotFound(f"{what}: the installed transformers names this model's modules in a way this version "
+                        f"of tarsier does not know (first parameters: {keys[:3]}); see `task test-latest`")
 
 
 def _empty_init():
@@ -240,26 +296,29 @@ def _preprocessor(folder: Path) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Tarsier1: LLaVA layout -> VideoLLM with an HF CLIP tower
 # ---------------------------------------------------------------------------------------------
-LLAVA_RENAMES = [  # (published prefix, VideoLLM prefix); the first match wins
-    ("vision_tower.", "vision."),
-    ("multi_modal_projector.linear_1.", "projector.0."),
-    ("multi_modal_projector.linear_2.", "projector.2."),
-    ("language_model.model.", "llm.model."),
-    ("language_model.lm_head.", "llm.lm_head."),
-    # transformers >= 4.52 LLaVA naming, should a re-saved copy use it
-    ("model.vision_tower.", "vision."),
-    ("model.multi_modal_projector.linear_1.", "projector.0."),
-    ("model.multi_modal_projector.linear_2.", "projector.2."),
-    ("model.language_model.", "llm.model."),
-    ("lm_head.", "llm.lm_head."),
+# Every naming a LLaVA-layout Tarsier checkpoint has been saved in -> the parts of VideoLLM.
+LLAVA_NAMINGS = {
+    "LLaVA, transformers 4.x (Tarsier-7b/34b as published)": [
+        ("vision_tower.vision_model.", "clip."),
+        ("multi_modal_projector.linear_1.", "projector.0."),
+        ("multi_modal_projector.linear_2.", "projector.2."),
+        ("language_model.model.", "llm.model."),
+        ("language_model.lm_head.", "llm.lm_head."),
+    ],
+    "LLaVA, transformers 4.52+ (a re-saved copy)": [
+        ("model.vision_tower.vision_model.", "clip."),
+        ("model.vision_tower.", "clip."),
+        ("model.multi_modal_projector.linear_1.", "projector.0."),
+        ("model.multi_modal_projector.linear_2.", "projector.2."),
+        ("model.language_model.", "llm.model."),
+        ("lm_head.", "llm.lm_head."),
+    ],
+}
+# Where VideoLLM keeps each part: its CLIP tower has a `vision_model` level in transformers 4.x only.
+LLAVA_TARGETS = [
+    {"clip.": "vision.", "projector.": "projector.", "llm.": "llm."},
+    {"clip.": "vision.vision_model.", "projector.": "projector.", "llm.": "llm."},
 ]
-
-
-def _rename(key: str, rules) -> str:
-    for old, new in rules:
-        if key.startswith(old):
-            return new + key[len(old):]
-    return key
 
 
 UPSTREAM_CLIP = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
@@ -300,6 +359,7 @@ def llava_model_config(raw: dict, folder: Path | None = None):
         video_token="<image>",
         prompt_template=LLAVA_TEMPLATE,
         max_new_tokens=MAX_NEW_TOKENS,
+        prompts=dict(PUBLISHED_GRAINS),
     )
 
 
@@ -313,28 +373,50 @@ def load_llava(folder: Path, raw: dict):
         raise ModelNotFound(f"{folder}: tokenizer has no '<image>' token with id {image_id}")
     with _empty_init():
         model = VideoLLM(config, tok)
-    _load_strict(model, _read_state(folder, lambda k: _rename(k, LLAVA_RENAMES)), str(folder))
+    targets = installed_targets(model, LLAVA_TARGETS, str(folder))
+    model.published_naming = load_published(model, _read_state(folder), LLAVA_NAMINGS, targets, str(folder))
     if getattr(model.llm.config, "tie_word_embeddings", False):
         model.llm.tie_weights()
+    model.generation_config = generation_config(folder)
     return model
+
+
+def generation_config(folder: Path):
+    """The checkpoint's generation_config.json as transformers reads it, or None."""
+    if not (folder / "generation_config.json").is_file():
+        return None
+    from transformers import GenerationConfig
+
+    return GenerationConfig.from_pretrained(str(folder))
 
 
 # ---------------------------------------------------------------------------------------------
 # Tarsier2: Qwen2-VL layout -> transformers' Qwen2-VL behind the engine interface
 # ---------------------------------------------------------------------------------------------
-QWEN_RENAMES = [
-    ("model.visual.", "model.visual."),
-    ("model.language_model.", "model.language_model."),
-    ("visual.", "model.visual."),
-    ("vision_tower.", "model.visual."),
-    ("language_model.model.", "model.language_model."),
-    ("language_model.lm_head.", "lm_head."),
-    ("model.", "model.language_model."),
-    ("lm_head.", "lm_head."),
-]
+# Every naming a Qwen2-VL-layout Tarsier2 checkpoint has been saved in -> the parts of the model.
+QWEN_NAMINGS = {
+    "Tarsier2 wrapper (upstream modeling_tarsier.py; Tarsier2-Recap-7b)": [
+        ("vision_tower.", "visual."),
+        ("language_model.model.", "lm."),
+        ("language_model.lm_head.", "head."),
+    ],
+    "Qwen2-VL, transformers before 4.52 (Tarsier2-7b-0115)": [
+        ("visual.", "visual."),
+        ("model.", "lm."),
+        ("lm_head.", "head."),
+    ],
+    "Qwen2-VL, transformers 4.52+": [
+        ("model.visual.", "visual."),
+        ("model.language_model.", "lm."),
+        ("lm_head.", "head."),
+    ],
+}
+# Where transformers' Qwen2VLForConditionalGeneration keeps each part (4.52 and later).
+QWEN_TARGETS = [{"visual.": "model.visual.", "lm.": "model.language_model.", "head.": "lm_head."}]
 
 QWEN_SPECIAL = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
                 "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
+QWEN_PREPROCESSOR = {"min_pixels": 56 * 56, "max_pixels": 28 * 28 * 16384}   # Qwen2-VL-7B-Instruct's own
 
 
 def qwen2_vl_config(raw: dict, tok=None):
@@ -364,9 +446,8 @@ def qwen2_vl_config(raw: dict, tok=None):
 
 
 def _chat_template(folder: Path, tok) -> str:
-    for name in ("chat_template.jinja",):
-        if (folder / name).is_file():
-            return (folder / name).read_text(encoding="utf-8")
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text(encoding="utf-8")
     for name in ("chat_template.json", "processor_config.json"):
         if (folder / name).is_file():
             data = json.loads((folder / name).read_text(encoding="utf-8"))
@@ -377,26 +458,157 @@ def _chat_template(folder: Path, tok) -> str:
     return QWEN_FALLBACK_TEMPLATE
 
 
-def qwen_max_pixels(pre: dict) -> int:
-    """Upstream's 460,800 pixels per frame, or the checkpoint's own max_pixels when that is smaller."""
-    own = pre.get("max_pixels") or (pre.get("size") or {}).get("longest_edge") or (pre.get("size") or {}).get(
-        "max_pixels")
-    return min(QWEN_MAX_PIXELS, int(own)) if own else QWEN_MAX_PIXELS
+def qwen_geometry(pre: dict, vision_config) -> AspectGeometry:
+    """Upstream's inference geometry; the second stage (rounding to multiples of patch * merge) within the
+    checkpoint processor's own min/max pixels (preprocessor_config.json; Qwen2-VL's when absent)."""
+    size = pre.get("size") or {}
+    low = pre.get("min_pixels") or size.get("shortest_edge") or size.get("min_pixels") or QWEN_PREPROCESSOR["min_pixels"]
+    high = pre.get("max_pixels") or size.get("longest_edge") or size.get("max_pixels") or QWEN_PREPROCESSOR["max_pixels"]
+    factor = int(getattr(vision_config, "patch_size", 14)) * int(getattr(vision_config, "spatial_merge_size", 2))
+    copies = int(getattr(vision_config, "temporal_patch_size", 2))
+    return AspectGeometry(factor=factor, copies=copies, processor_min_pixels=int(low),
+                          processor_max_pixels=int(high))
 
 
-def qwen_frame_size(max_pixels: int = QWEN_MAX_PIXELS, factor: int = 28) -> int:
-    """Largest square side S (a multiple of 28) with S*S <= max_pixels: 672 for 460,800."""
-    return int(math.isqrt(max_pixels) // factor * factor)
+class QwenProcessor:
+    """Tarsier2's inputs exactly as upstream builds them (engine/interface.py): frame geometry, the
+    checkpoint's chat template, every frame twice, the video's tokens as the image pad token."""
+
+    def __init__(self, tokenizer, chat_template: str, geometry: AspectGeometry, pre: dict, vision_config,
+                 name: str = "tarsier2", frames: int = QWEN_FRAMES, grains: dict | None = None):
+        from transformers import Qwen2VLVideoProcessor
+
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template
+        self.geometry = geometry
+        self.name = name
+        self.frames = frames
+        self._grains = dict(grains or PUBLISHED_GRAINS)
+        self.patch = int(getattr(vision_config, "patch_size", 14))
+        self.merge = int(getattr(vision_config, "spatial_merge_size", 2))
+        self.temporal = int(getattr(vision_config, "temporal_patch_size", 2))
+        norm = {k: pre[k] for k in ("image_mean", "image_std") if k in pre}
+        self.video_processor = Qwen2VLVideoProcessor(
+            patch_size=self.patch, merge_size=self.merge, temporal_patch_size=self.temporal,
+            size={"shortest_edge": geometry.processor_min_pixels, "longest_edge": geometry.processor_max_pixels},
+            cap_pixels_per_frame=False, do_sample_frames=False, **norm)
+        vocab = tokenizer.get_vocab()
+        # upstream's TarsierProcessor writes a video's tokens with its image token, and its model
+        # scatters the visual features at image_token_index (151655, "<|image_pad|>")
+        self.placeholder = "<|image_pad|>"
+        self.placeholder_id = vocab[self.placeholder]
+        self.end_id = vocab.get("<|im_end|>", tokenizer.eos_token_id)
+
+    @property
+    def grains(self) -> dict[str, str]:
+        return dict(self._grains)
+
+    def frame_spec(self, width: int, height: int, frames: int | None = None) -> FrameSpec:
+        return self.geometry.frame_spec(width, height, frames or self.frames)
+
+    def prompt(self, instruction: str) -> str:
+        """The checkpoint's chat template over upstream's sample: a user turn with the video, then the text."""
+        messages = [{"role": "user", "content": [
+            {"type": "video", "num_vision_tokens": 1}, {"type": "text", "text": instruction.strip()}]}]
+        text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=True)
+        # one placeholder per video (expanded in inputs()), whichever pad token and count the template wrote
+        text = re.sub(r"(?:<\|image_pad\|>|<\|video_pad\|>)+", self.placeholder, text)
+        if text.count(self.placeholder) != 1:
+            raise ValueError("the chat template did not place exactly one video in the prompt")
+        return text
+
+    def pixels(self, clips) -> tuple:
+        """(pixel values of all clips, grid (t, h, w) per clip): every frame twice, rounded to multiples of 28."""
+        import numpy as np
+        import torch
+
+        videos = [torch.as_tensor(np.asarray(c)).permute(0, 3, 1, 2).repeat_interleave(self.temporal, dim=0)
+                  for c in clips]
+        out = self.video_processor(videos=videos, return_tensors="pt")
+        return out["pixel_values_videos"], out["video_grid_thw"]
+
+    def inputs(self, clips, instructions: list[str], answers: list[str] | None = None) -> dict:
+        import torch
+
+        from engine.model import IGNORE_INDEX
+
+        pixel_values, grid = self.pixels(clips)
+        tok = self.tokenizer
+        rows, labels = [], []
+        for i, instruction in enumerate(instructions):
+            n_tokens = int(grid[i].prod()) // (self.merge * self.merge)
+            before, after = self.prompt(instruction).split(self.placeholder)
+            ids = (tok(before, add_special_tokens=False)["input_ids"] + [self.placeholder_id] * n_tokens
+                   + tok(after, add_special_tokens=False)["input_ids"])
+            lab = [IGNORE_INDEX] * len(ids)
+            if answers is not None:   # the assistant turn and its end token are the targets
+                ans = tok(answers[i].strip(), add_special_tokens=False)["input_ids"] + [self.end_id]
+                ids, lab = ids + ans, lab + ans
+            rows.append(ids)
+            labels.append(lab)
+        width = max(len(r) for r in rows)
+        left = answers is None
+        input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        label_t = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for i, (r, lab) in enumerate(zip(rows, labels)):
+            sl = slice(width - len(r), width) if left else slice(0, len(r))
+            input_ids[i, sl] = torch.tensor(r)
+            attention[i, sl] = 1
+            label_t[i, sl] = torch.tensor(lab)
+        batch = {"input_ids": input_ids, "attention_mask": attention,
+                 "mm_token_type_ids": (input_ids == self.placeholder_id).to(torch.int32),
+                 "pixel_values": pixel_values, "image_grid_thw": grid}
+        if answers is not None:
+            batch["labels"] = label_t
+        return batch
 
 
-@dataclass
-class QwenVideoConfig:
-    name: str = "tarsier2"
-    frames: int = QWEN_FRAMES
-    max_new_tokens: int = MAX_NEW_TOKENS
-    max_pixels: int = QWEN_MAX_PIXELS
-    frame_size: int = 672
-    layout: str = "qwen2_vl"
+def upstream_rope_index(self, input_ids, mm_token_type_ids, image_grid_thw=None, video_grid_thw=None,
+                        attention_mask=None, **kwargs):
+    """Multimodal rotary positions by upstream's rule (modeling_qwen2_vl_fast.get_rope_index): text
+    counts up by one; a vision block of grid (t, h, w) merged to (t, h/2, w/2) takes positions
+    start + (i_t, i_h, i_w); the text after it continues at the block's largest position + 1, i.e.
+    start + max(t, h/2, w/2). (transformers 5.x continues at start + max(h/2, w/2), which differs once
+    t exceeds the merged grid side.) Returns (position_ids (3, B, L), rope_deltas (B, 1))."""
+    import itertools
+
+    import torch
+
+    merge = self.config.vision_config.spatial_merge_size
+    grids = iter([g for g in (image_grid_thw if image_grid_thw is not None else video_grid_thw)])
+    position_ids = torch.zeros(3, *input_ids.shape, dtype=input_ids.dtype, device=input_ids.device)
+    deltas = []
+    for b in range(input_ids.shape[0]):
+        keep = attention_mask[b].bool() if attention_mask is not None else torch.ones_like(input_ids[b], dtype=torch.bool)
+        types = mm_token_type_ids[b][keep].tolist()
+        pieces, pos = [], 0
+        for kind, group in itertools.groupby(types):
+            n = len(list(group))
+            if kind == 0:
+                pieces.append(torch.arange(pos, pos + n).expand(3, -1))
+                pos += n
+                continue
+            t, h, w = (int(x) for x in next(grids))
+            h, w = h // merge, w // merge
+            ti, hi, wi = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
+            block = torch.stack([ti.flatten(), hi.flatten(), wi.flatten()]) + pos
+            if block.shape[1] != n:
+                raise ValueError(f"{n} vision tokens in the prompt, the grid {t}x{h}x{w} needs {block.shape[1]}")
+            pieces.append(block)
+            pos = int(block.max()) + 1
+        positions = torch.cat(pieces, dim=1).to(position_ids.device)
+        position_ids[:, b, keep] = positions
+        deltas.append(int(positions.max()) + 1 - int(keep.sum()))
+    return position_ids, torch.tensor(deltas, device=input_ids.device).unsqueeze(1)
+
+
+def _with_upstream_rope(hf) -> None:
+    """Give the loaded Qwen2-VL upstream's rotary positions (see upstream_rope_index)."""
+    inner = hf.model
+    cls = type(inner)
+    inner.__class__ = type(f"Tarsier2{cls.__name__}", (cls,), {"get_rope_index": upstream_rope_index})
 
 
 def load_qwen2_vl(folder: Path, raw: dict):
@@ -406,38 +618,28 @@ def load_qwen2_vl(folder: Path, raw: dict):
     config = qwen2_vl_config(raw, tok)
     with _empty_init():
         hf = Qwen2VLForConditionalGeneration(config)
-    _load_strict(hf, _read_state(folder, lambda k: _rename(k, QWEN_RENAMES)), str(folder))
+    targets = installed_targets(hf, QWEN_TARGETS, str(folder))
+    naming = load_published(hf, _read_state(folder), QWEN_NAMINGS, targets, str(folder))
     if config.tie_word_embeddings:
         hf.tie_weights()
-    processor = _qwen_processor(folder, tok, config)
-    name = str(raw.get("_name_or_path") or "tarsier2")
-    max_pixels = qwen_max_pixels(_preprocessor(folder))
-    factor = processor.video_processor.patch_size * processor.video_processor.merge_size
-    return QwenVideoModel(hf, processor, QwenVideoConfig(name=name, max_pixels=max_pixels,
-                                                         frame_size=qwen_frame_size(max_pixels, factor)))
-
-
-def _qwen_processor(folder: Path, tok, config):
-    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
-
+    _with_upstream_rope(hf)
     pre = _preprocessor(folder)
-    vc = config.vision_config
-    common = {
-        "patch_size": int(getattr(vc, "patch_size", 14)), "merge_size": int(getattr(vc, "spatial_merge_size", 2)),
-        "temporal_patch_size": int(getattr(vc, "temporal_patch_size", 2)),
-        "max_pixels": qwen_max_pixels(pre),   # upstream inference: at most 1280*720/2 pixels per frame
-    }
-    common["min_pixels"] = min(int(pre.get("min_pixels") or 56 * 56), common["max_pixels"])
-    for key in ("image_mean", "image_std"):
-        if key in pre:
-            common[key] = pre[key]
+    name = str(raw.get("_name_or_path") or "tarsier2")
     tok.padding_side = "left"
-    return Qwen2VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**common),
-        video_processor=Qwen2VLVideoProcessor(**common, cap_pixels_per_frame=False),  # per-frame cap only
-        tokenizer=tok,
-        chat_template=_chat_template(folder, tok),
-    )
+    processor = QwenProcessor(tok, _chat_template(folder, tok), qwen_geometry(pre, config.vision_config), pre,
+                              config.vision_config, name=name)
+    model = QwenVideoModel(hf, processor, QwenVideoConfig(name=name))
+    model.published_naming = naming
+    model.generation_config = generation_config(folder)
+    return model
+
+
+@dataclass
+class QwenVideoConfig:
+    name: str = "tarsier2"
+    frames: int = QWEN_FRAMES
+    max_new_tokens: int = MAX_NEW_TOKENS
+    layout: str = "qwen2_vl"
 
 
 def _module_base():
@@ -447,23 +649,20 @@ def _module_base():
 
 
 class QwenVideoModel(_module_base()):
-    """Tarsier2 (transformers Qwen2-VL) with VideoLLM's engine interface: frames (B, N, S, S, 3) uint8
-    and one instruction per clip in, greedy descriptions out; batched with left padding."""
+    """Tarsier2 (transformers Qwen2-VL) behind the model interface (engine/interface.py): clips of any
+    geometry and one instruction each in, greedy descriptions out; batched with left padding."""
 
-    def __init__(self, hf_model, processor, config: QwenVideoConfig):
+    def __init__(self, hf_model, processor: QwenProcessor, config: QwenVideoConfig):
         super().__init__()
         self.hf = hf_model
         self.processor = processor
         self.config = config
         self.model_id = config.name
+        self.generation_config = None
 
     @property
     def tokenizer(self):
         return self.processor.tokenizer
-
-    @property
-    def frame_size(self) -> int:
-        return self.config.frame_size
 
     @property
     def device(self):
@@ -473,55 +672,69 @@ class QwenVideoModel(_module_base()):
     def dtype(self):
         return self.hf.get_input_embeddings().weight.dtype
 
-    def _prompt(self, instruction: str) -> str:
-        messages = [{"role": "user", "content": [
-            {"type": "video", "num_vision_tokens": 1}, {"type": "text", "text": instruction.strip()}]}]
-        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        # One placeholder per video; the processor expands it to the real count. Templates that expand
-        # the placeholder themselves or write the image pad for videos are brought to that form.
-        text = re.sub(r"(?:<\|image_pad\|>|<\|video_pad\|>)+", "<|video_pad|>", text)
-        if text.count("<|video_pad|>") != 1:
-            raise ValueError("the chat template did not place exactly one video in the prompt")
-        return text
+    def inputs(self, clips, instructions: list[str], answers: list[str] | None = None):
+        return self.processor.inputs(clips, instructions, answers)
 
-    def _stop_ids(self) -> list[int]:
-        tok = self.tokenizer
-        ids = {tok.eos_token_id}
-        for t in ("<|im_end|>", "<|endoftext|>"):
-            if t in tok.get_vocab():
-                ids.add(tok.convert_tokens_to_ids(t))
-        return sorted(i for i in ids if i is not None)
+    def _to_device(self, batch: dict) -> dict:
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+        return batch
 
-    def inputs(self, frames, instructions: list[str]):
-        """Processor inputs for a batch: each frame duplicated to fill the temporal patch of 2."""
+    def forward(self, input_ids, attention_mask, labels=None, pixel_values=None, image_grid_thw=None,
+                mm_token_type_ids=None):
+        import torch.nn.functional as F
+
+        from engine.model import IGNORE_INDEX
+
+        batch = self._to_device({"input_ids": input_ids, "attention_mask": attention_mask,
+                                 "pixel_values": pixel_values, "image_grid_thw": image_grid_thw,
+                                 "mm_token_type_ids": mm_token_type_ids})
+        self.hf.model.rope_deltas = None   # positions of this batch, not of an earlier generate()
+        logits = self.hf(**batch, use_cache=False).logits
+        loss = None
+        if labels is not None:
+            labels = labels.to(self.device)
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                   ignore_index=IGNORE_INDEX)
+        return loss, logits
+
+    def generate(self, clips, instructions: list[str], max_new_tokens: int | None = None):
         import torch
 
-        t = self.processor.video_processor.temporal_patch_size
-        videos = [clip.permute(0, 3, 1, 2).repeat_interleave(t, dim=0).contiguous()
-                  for clip in torch.as_tensor(frames)]
-        texts = [self._prompt(i) for i in instructions]
-        return self.processor(text=texts, videos=videos, padding=True, return_tensors="pt",
-                              videos_kwargs={"do_sample_frames": False})
+        from engine.model import decode_generations, greedy_kwargs, stop_token_ids
 
-    def generate(self, frames, instructions: list[str], max_new_tokens: int | None = None):
-        import torch
-
-        from engine.model import Generation
-
-        batch = self.inputs(frames, instructions).to(self.device)
-        if "pixel_values_videos" in batch:
-            batch["pixel_values_videos"] = batch["pixel_values_videos"].to(self.dtype)
-        stops = self._stop_ids()
-        tok = self.tokenizer
+        batch = self._to_device(self.processor.inputs(clips, instructions))
+        stops = stop_token_ids(self.tokenizer, self.generation_config)
+        self.hf.model.rope_deltas = None
         with torch.inference_mode():
-            out = self.hf.generate(**batch, max_new_tokens=max_new_tokens or self.config.max_new_tokens,
-                                   do_sample=False, num_beams=1, eos_token_id=stops,
-                                   pad_token_id=tok.pad_token_id, use_cache=True)
-        results = []
-        for row in out[:, batch["input_ids"].shape[1]:].tolist():
-            n = next((i for i, t in enumerate(row) if t in stops), len(row))
-            results.append(Generation(text=tok.decode(row[:n], skip_special_tokens=True).strip(), tokens=n))
-        return results
+            out = self.hf.generate(**batch, **greedy_kwargs(self.generation_config, max_new_tokens
+                                                            or self.config.max_new_tokens, stops,
+                                                            self.tokenizer.pad_token_id))
+        return decode_generations(self.tokenizer, out[:, batch["input_ids"].shape[1]:].tolist(), stops)
+
+    def trainable_parameters(self):
+        """The merger (Qwen2-VL's projector) and the LLM; the vision blocks stay frozen."""
+        return [p for n, p in self.hf.named_parameters() if not n.startswith("model.visual.") or ".merger." in n]
+
+    def save(self, folder) -> None:
+        """A standard transformers Qwen2-VL folder (4.52+ names) with the tokenizer, chat template,
+        processor settings and generation config, which load_folder reads back."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.hf.save_pretrained(str(folder), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(folder))
+        (folder / "chat_template.jinja").write_text(self.processor.chat_template, encoding="utf-8")
+        g = self.processor.geometry
+        (folder / "preprocessor_config.json").write_text(json.dumps({
+            "min_pixels": g.processor_min_pixels, "max_pixels": g.processor_max_pixels,
+            "patch_size": self.processor.patch, "merge_size": self.processor.merge,
+            "temporal_patch_size": self.processor.temporal,
+            "image_mean": list(self.processor.video_processor.image_mean),
+            "image_std": list(self.processor.video_processor.image_std),
+            "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2VLProcessor"}, indent=2),
+            encoding="utf-8")
+        if self.generation_config is not None:
+            self.generation_config.save_pretrained(str(folder))
 
 
 # ---------------------------------------------------------------------------------------------

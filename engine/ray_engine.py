@@ -59,7 +59,7 @@ def decode_rows(row: dict, options) -> object:
             clip, decode_s = payload[0], payload[1]
             meta = {"index": clip.index, "start": clip.start, "end": clip.end,
                     "frame_times": list(clip.frame_times), "shape": list(clip.frames.shape),
-                    "decode_s": decode_s}
+                    "model_size": clip.model_size, "decode_s": decode_s}
             rows.append(_row("clip", rel, meta, clip.frames.tobytes()))
         elif kind == "end":
             n, decode_s = payload[0], payload[1]
@@ -99,7 +99,6 @@ class ModelActor:
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
-        import torch
 
         kinds, videos, metas, blobs = batch["kind"], batch["video"], batch["meta"], batch["frames"]
         out = {"kind": [], "video": [], "record": []}
@@ -116,13 +115,13 @@ class ModelActor:
                 add(kind, video, meta)
                 continue
             frames = np.frombuffer(blob, dtype=np.uint8).reshape(meta["shape"])
+            model_size = tuple(meta["model_size"]) if meta.get("model_size") else None
             clips.append((video, Clip(meta["index"], meta["start"], meta["end"], frames,
-                                      meta["frame_times"]), meta["decode_s"]))
+                                      meta["frame_times"], model_size), meta["decode_s"]))
         if clips:
             t = time.perf_counter()
             try:
-                stacked = torch.from_numpy(np.stack([c.frames for _, c, _ in clips]))
-                gens = self.model.generate(stacked, [self.instruction] * len(clips),
+                gens = self.model.generate([c.frames for _, c, _ in clips], [self.instruction] * len(clips),
                                            max_new_tokens=self.max_new_tokens)
             except Exception as exc:  # noqa: BLE001 - a model failure fails its videos, not the run
                 for video in dict.fromkeys(v for v, _, _ in clips):
@@ -145,12 +144,11 @@ def _thumbnails(out_dir: Path, video: str, clip: Clip) -> None:
         pass
 
 
-def _model_meta(model, device: str, num_gpus: float) -> tuple[str, int, int]:
-    """(model id, frames per clip, frame size) without loading the model on the driver: an already
-    loaded model answers itself, a name is loaded once in a Ray task."""
+def _model_meta(model, device: str, num_gpus: float) -> tuple[str, object]:
+    """(model id, processor: frame geometry, prompts) without loading the model on the driver: an
+    already loaded model answers itself, a name is loaded once in a Ray task."""
     if not isinstance(model, str | Path):
-        return getattr(model, "model_id", getattr(model.config, "name", "model")), model.config.frames, \
-            model.frame_size
+        return getattr(model, "model_id", getattr(model.config, "name", "model")), model.processor
     import ray
 
     @ray.remote(num_gpus=num_gpus)
@@ -158,7 +156,7 @@ def _model_meta(model, device: str, num_gpus: float) -> tuple[str, int, int]:
         from engine.checkpoint import load
 
         m = load(name, device=device)
-        return m.model_id, m.config.frames, m.frame_size
+        return m.model_id, m.processor
 
     return ray.get(probe.remote(str(model)))
 
@@ -222,8 +220,8 @@ def describe_ray(
     try:
         gpus = float(ray.cluster_resources().get("GPU", 0))
         num_gpus = 1.0 if gpus >= 1 and (device == "auto" or device.startswith("cuda")) else 0.0
-        model_id, model_frames, frame_size = _model_meta(model, device, num_gpus)
-        job = plan_job(inputs, model_id=model_id, model_frames=model_frames, frame_size=frame_size, grain=grain,
+        model_id, processor = _model_meta(model, device, num_gpus)
+        job = plan_job(inputs, model_id=model_id, processor=processor, grain=grain,
                        prompt=prompt, frames=frames, scenes=scenes, threshold=threshold,
                        min_scene_len=min_scene_len, min_clip=min_clip, max_clip=max_clip,
                        max_new_tokens=max_new_tokens, output_dir=output_dir, formats=formats, stdout=stdout,

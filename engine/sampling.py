@@ -114,17 +114,20 @@ class CandidateBuffer:
         return dropped
 
 
-def pick_frames(cands: list[Candidate], n: int) -> list[Candidate]:
+def pick_frames(cands: list[Candidate], n: int, repeat: bool = True) -> list[Candidate]:
     """N candidates uniform in time including the first and the last (N=1: the middle one).
 
     Targets are evenly spaced between the first and the last candidate's time and each takes the
     nearest candidate, so a clip whose older part was thinned (sparser candidates) is still sampled
     uniformly in time. For evenly spaced candidates this is Tarsier's index rule
-    round(i*(T-1)/(N-1)). Fewer candidates than N repeat frames (N stays exact).
+    round(i*(T-1)/(N-1)). Fewer candidates than N repeat frames (N stays exact), or with
+    repeat=False are all taken once (Tarsier2's sampler: a clip of T <= N frames uses all T).
     """
     if not cands or n <= 0:
         return []
     t = len(cands)
+    if t < n and not repeat:
+        return list(cands)
     if t <= n:
         return [cands[i] for i in sample_indices(t, n)]
     times = [c.time for c in cands]

@@ -43,5 +43,14 @@ class Clip:
     index: int
     start: float                 # seconds
     end: float                   # seconds (exclusive)
-    frames: np.ndarray           # (N, S, S, 3) uint8 RGB, already stretched to the model's square size
+    frames: np.ndarray           # (N, H, W, 3) uint8 RGB, at the size the model's frame spec asked for
     frame_times: list[float] = field(default_factory=list)  # seconds, one per frame
+    # (width, height) of the frames the model sees: the delivered size, or where the model's processor
+    # resizes again (Qwen2-VL rounds to multiples of 28), that size. None = the delivered size.
+    model_size: tuple[int, int] | None = None
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        if self.model_size is not None:
+            return tuple(self.model_size)
+        return int(self.frames.shape[2]), int(self.frames.shape[1])

@@ -13,8 +13,9 @@ Design (see also engine/scenes.py and engine/sampling.py):
   (`frame.reformat()` would rebuild one per call, 4x slower at 1080p) and one swscale thread (the
   decoder already has the cores): a small BGR image (`detect_width` wide, FAST_BILINEAR, like
   PySceneDetect's own linear downscale) for the scene detector, and — only for frames kept as
-  candidates, a few per second — a `frame_size` square RGB image (stretched, no crop, AREA
-  filter). Full-resolution RGB is never made. Cut times agree exactly with
+  candidates, a few per second — an RGB image of the size the model's frame spec asks for
+  (engine/interface.py: a square, stretched with no crop and the AREA filter, for Tarsier1 and nano;
+  the aspect-kept size, BICUBIC, for Tarsier2). Full-resolution RGB is never made. Cut times agree exactly with
   `scenedetect.detect(..., backend="pyav")` on the sample videos (tests/test_video.py).
 - Time origin: times are seconds from the container's start time (what a player shows as 0:00),
   falling back to the stream's start time, then to the first frame. Negative times (pre-roll) are
@@ -41,7 +42,10 @@ Design (see also engine/scenes.py and engine/sampling.py):
   max_clip=None, or `max_candidates`) is enforced by dropping every other candidate and doubling
   the keep interval. `reader.stats["max_buffer"]` reports the most candidates ever held.
 - Sampling: N frames uniform in time over the clip's candidates, including the first and the last
-  (engine.sampling.pick_frames; Tarsier's index rule when candidates are evenly spaced).
+  (engine.sampling.pick_frames; Tarsier's index rule when candidates are evenly spaced). A frame spec
+  with `all_frames_if_fewer` (Tarsier2) gives a clip with fewer than N frames each of them once: a
+  clip of at least min_clip seconds with T < N frames has every frame as a candidate (candidates are
+  kept every min_clip / (1.25 N) seconds), and a whole video shorter than min_clip keeps every frame.
 - Options are checked up front: a bad ClipOptions raises ValueError (a usage error), not VideoError.
 """
 from __future__ import annotations
@@ -58,6 +62,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.interface import SquareGeometry
 from engine.sampling import CandidateBuffer, pick_frames
 from engine.scenes import SCENE_MODES, ClipPlanner, detector_lag_frames, make_detector
 from engine.types import Clip, VideoError, VideoInfo
@@ -74,7 +79,10 @@ class ClipOptions:
     min_clip: float = 1.0           # seconds: shorter scenes are merged into a neighbour
     max_clip: float | None = 30.0   # seconds: longer scenes are split into (near-)equal windows; None = no limit
     frames: int = 8                 # frames per clip
-    frame_size: int = 224           # square output size (stretched to square, then resized)
+    frame_size: int = 224           # square output size (stretched to square, then resized) when no geometry
+    # The model's frame geometry (engine.interface: SquareGeometry, AspectGeometry): decides each video's
+    # frame size from its display size. None = a `frame_size` square.
+    geometry: object | None = None
     detect_width: int = 256         # detection frames are downscaled to this width
     threads: int = 0                # decoder threads; 0 = all cores
     sample_frames: bool = True      # False: clip boundaries only (Clip.frames is empty), as `tarsier scenes`
@@ -240,6 +248,13 @@ class VideoReader:
                 raise VideoError("decode", f"cannot decode video: {_one_line(e)}") from None
             self.warnings.append(f"decoding stopped after {n} frames: {_one_line(e)}")
 
+    @property
+    def frame_spec(self):
+        """What this video's clips deliver (engine.interface.FrameSpec), from its display size."""
+        o = self.options
+        geometry = o.geometry or SquareGeometry(o.frame_size)
+        return geometry.frame_spec(self.info.width, self.info.height, o.frames)
+
     # -- the pass -------------------------------------------------------------------------
     def clips(self) -> Iterator[Clip]:
         if self._used:
@@ -271,9 +286,12 @@ class VideoReader:
         dw, dh = max(2, dw - dw % 2), dh - dh % 2
         self.stats["detect_size"] = (dw, dh) if detector is not None else None
 
+        spec = self.frame_spec
         # candidate buffer
         frame_iv = 1.0 / float(rate)
         base_iv = (o.min_clip / (o.frames * 1.25)) if o.min_clip > 0 else 0.0
+        if spec.all_frames_if_fewer and 0 < info.duration < o.min_clip:
+            base_iv = 0.0   # one short clip: every frame is a candidate, so "all T frames" is exact
         if o.max_candidates:
             cap = int(o.max_candidates)
         elif o.max_clip is not None:
@@ -284,8 +302,11 @@ class VideoReader:
         buf = CandidateBuffer(base_interval=base_iv, cap=cap)
         self.stats["buffer_cap"] = buf.cap
         thin_at = 8 * o.frames
-        S = o.frame_size
         k = self._k
+        W, H = spec.width, spec.height
+        # swscale scales before np.rot90 turns the frame: a quarter turn swaps the scaled sides
+        scale_w, scale_h = (H, W) if k % 2 else (W, H)
+        interpolation = {"area": "AREA", "bicubic": "BICUBIC"}[spec.resample]
         # Persistent swscale contexts: frame.reformat() builds a new one per call (4x slower at 1080p).
         from av.video.reformatter import VideoReformatter
 
@@ -314,12 +335,13 @@ class VideoReader:
                     # sparse candidates: borrow the nearest one (previous, else next)
                     near = buf.last_popped or buf.nearest_after()
                     cands = [near] if near is not None else []
-                chosen = pick_frames(cands, o.frames) if cands else []
+                chosen = pick_frames(cands, o.frames, repeat=not spec.all_frames_if_fewer) if cands else []
                 if o.sample_frames and chosen:
                     frames = np.stack([c.image for c in chosen])
                 else:
-                    frames = np.zeros((0, S, S, 3), np.uint8)
-                yield Clip(index=index, start=a, end=b, frames=frames, frame_times=[c.time for c in chosen])
+                    frames = np.zeros((0, H, W, 3), np.uint8)
+                yield Clip(index=index, start=a, end=b, frames=frames, frame_times=[c.time for c in chosen],
+                           model_size=spec.model_size)
                 index += 1
 
         frames_iter = self._frames_iter
@@ -349,8 +371,8 @@ class VideoReader:
                 if buf.wants(t):
                     img = None
                     if o.sample_frames:
-                        img = cand_scaler.reformat(frame, width=S, height=S, format="rgb24",
-                                                   interpolation="AREA", threads=1).to_ndarray()
+                        img = cand_scaler.reformat(frame, width=scale_w, height=scale_h, format="rgb24",
+                                                   interpolation=interpolation, threads=1).to_ndarray()
                         if k:
                             img = np.ascontiguousarray(np.rot90(img, k))
                     buf.add(t, img)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+GRAINS = ("brief", "fine")   # prompts/<grain>.txt: the project's description instructions
+
 
 def read(name: str) -> str:
     """Text of prompts/<name>.txt (name may contain '/' for sub-folders), stripped."""

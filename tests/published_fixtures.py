@@ -6,10 +6,16 @@ vision_tower.vision_model.* / multi_modal_projector.linear_{1,2}.* / language_mo
 language_model.lm_head.weight in two safetensors shards with an index, a tokenizer whose "<image>" is id 32000
 (vocab >= 32004 in the LLM), added_tokens.json, special_tokens_map.json, a CLIP preprocessor_config.json.
 
-`write_qwen2_vl(folder, style)`: Tarsier2's layout: Qwen2-VL tensors in the pre-4.52 naming (visual.*, model.*,
-lm_head.*), config.json either upstream's LLaVA-style wrapper (style="llava") or a Qwen2-VL config
-(style="qwen2_vl"), a Qwen2-style tokenizer with the real special-token ids (151643..151656), chat_template.json,
-a Qwen2VLImageProcessor preprocessor_config.json. Sizes are tiny; formats are the real ones.
+`write_qwen2_vl(folder, style)`: Tarsier2's layout: config.json either upstream's LLaVA-style wrapper
+(style="llava", Tarsier2-Recap-7b) with tensors in the wrapper's names (vision_tower.*, language_model.model.*,
+language_model.lm_head.*), or a Qwen2-VL config (style="qwen2_vl", Tarsier2-7b-0115) with the pre-4.52 Qwen2-VL
+names (visual.*, model.*, lm_head.*); a Qwen2-style tokenizer with the real special-token ids
+(151643..151656), chat_template.json, a Qwen2VLImageProcessor preprocessor_config.json with Qwen2-VL's
+min/max pixels, a generation_config.json with a repetition penalty. Sizes are tiny; formats are the real ones.
+
+Every tensor name is written out here from the published layouts (transformers 4.x CLIP, Llama, Qwen2 and
+Qwen2-VL vision names), never taken from the installed transformers' modules: a fixture built from the
+library's own state_dict() would follow a renaming in the library and hide the break from the tests.
 """
 from __future__ import annotations
 
@@ -54,6 +60,11 @@ QWEN_CHAT_TEMPLATE = (  # Qwen2-VL-Instruct's template (system default, image/vi
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# A Qwen2-VL-Instruct-style generation_config.json (sampling settings and a repetition penalty): callers that
+# force greedy decoding still get the penalty, as upstream's generate(do_sample=False) does
+QWEN_GENERATION = {"bos_token_id": 151643, "pad_token_id": 151643, "do_sample": True,
+                   "eos_token_id": [151645, 151643], "repetition_penalty": 1.05, "temperature": 0.1,
+                   "top_k": 1, "top_p": 0.001, "transformers_version": "4.45.0.dev0"}
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -100,29 +111,93 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def write_llava(folder: str | Path, seed: int = 0) -> Path:
+def _randn(gen, *shape, std=0.2):
     import torch
-    from transformers import (
-        CLIPVisionConfig,
-        CLIPVisionModel,
-        LlamaConfig,
-        LlamaForCausalLM,
-        PreTrainedTokenizerFast,
-    )
+
+    return torch.randn(*shape, generator=gen) * std
+
+
+def _norm(gen, prefix: str, d: int, bias: bool = True) -> dict:
+    import torch
+
+    out = {f"{prefix}.weight": torch.ones(d) + _randn(gen, d, std=0.02)}
+    if bias:
+        out[f"{prefix}.bias"] = _randn(gen, d, std=0.02)
+    return out
+
+
+def _linear(gen, prefix: str, d_out: int, d_in: int, bias: bool = True) -> dict:
+    out = {f"{prefix}.weight": _randn(gen, d_out, d_in)}
+    if bias:
+        out[f"{prefix}.bias"] = _randn(gen, d_out, std=0.02)
+    return out
+
+
+def clip_vision_tensors(gen, prefix: str, cfg: dict) -> dict:
+    """CLIP ViT tensors under transformers 4.x CLIPVisionModel names (what Tarsier-7b's shards hold after
+    `vision_tower.`): vision_model.embeddings.*, pre_layrnorm, encoder.layers.N.*, post_layernorm."""
+    d, inner = cfg["hidden_size"], cfg["intermediate_size"]
+    grid = cfg["image_size"] // cfg["patch_size"]
+    v = f"{prefix}vision_model."
+    out = {f"{v}embeddings.class_embedding": _randn(gen, d, std=0.02),
+           f"{v}embeddings.patch_embedding.weight": _randn(gen, d, 3, cfg["patch_size"], cfg["patch_size"], std=0.02),
+           f"{v}embeddings.position_embedding.weight": _randn(gen, grid * grid + 1, d, std=0.02)}
+    out.update(_norm(gen, f"{v}pre_layrnorm", d))
+    for i in range(cfg["num_hidden_layers"]):
+        layer = f"{v}encoder.layers.{i}."
+        for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
+            out.update(_linear(gen, f"{layer}self_attn.{proj}", d, d))
+        out.update(_norm(gen, f"{layer}layer_norm1", d))
+        out.update(_linear(gen, f"{layer}mlp.fc1", inner, d))
+        out.update(_linear(gen, f"{layer}mlp.fc2", d, inner))
+        out.update(_norm(gen, f"{layer}layer_norm2", d))
+    out.update(_norm(gen, f"{v}post_layernorm", d))
+    return out
+
+
+def decoder_tensors(gen, prefix: str, cfg: dict, qkv_bias: bool) -> dict:
+    """A Llama/Qwen2 decoder under its published names: embed_tokens, layers.N.{self_attn,mlp,norms}, norm."""
+    d, inner, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    head = d // cfg["num_attention_heads"]
+    kv = cfg["num_key_value_heads"] * head
+    out = {f"{prefix}embed_tokens.weight": _randn(gen, vocab, d)}
+    for i in range(cfg["num_hidden_layers"]):
+        layer = f"{prefix}layers.{i}."
+        out.update(_linear(gen, f"{layer}self_attn.q_proj", d, d, qkv_bias))
+        out.update(_linear(gen, f"{layer}self_attn.k_proj", kv, d, qkv_bias))
+        out.update(_linear(gen, f"{layer}self_attn.v_proj", kv, d, qkv_bias))
+        out.update(_linear(gen, f"{layer}self_attn.o_proj", d, d, False))
+        out.update(_linear(gen, f"{layer}mlp.gate_proj", inner, d, False))
+        out.update(_linear(gen, f"{layer}mlp.up_proj", inner, d, False))
+        out.update(_linear(gen, f"{layer}mlp.down_proj", d, inner, False))
+        out.update(_norm(gen, f"{layer}input_layernorm", d, bias=False))
+        out.update(_norm(gen, f"{layer}post_attention_layernorm", d, bias=False))
+    out.update(_norm(gen, f"{prefix}norm", d, bias=False))
+    return out
+
+
+def write_llava(folder: str | Path, seed: int = 0, naming: str = "published") -> Path:
+    """naming "published": the 4.x names Tarsier-7b/34b ship with; "4.52": a copy re-saved by
+    transformers 4.52+ (model.vision_tower.vision_model.*, model.multi_modal_projector.*,
+    model.language_model.*, lm_head.*)."""
+    import torch
+    from transformers import PreTrainedTokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    vision = CLIPVisionModel(CLIPVisionConfig(**{k: v for k, v in LLAVA_VISION.items() if k != "model_type"}))
-    text_cfg = {k: v for k, v in LLAVA_TEXT.items() if k not in ("_name_or_path", "architectures", "torch_dtype")}
-    llm = LlamaForCausalLM(LlamaConfig(**text_cfg))
+    gen = torch.Generator().manual_seed(seed)
     d_v, d = LLAVA_VISION["hidden_size"], LLAVA_TEXT["hidden_size"]
-    state = {f"vision_tower.{k}": v for k, v in vision.state_dict().items()}
-    state.update({f"language_model.{k}": v for k, v in llm.state_dict().items()})
-    state["multi_modal_projector.linear_1.weight"] = torch.randn(d, d_v) * 0.2
-    state["multi_modal_projector.linear_1.bias"] = torch.randn(d) * 0.02
-    state["multi_modal_projector.linear_2.weight"] = torch.randn(d, d) * 0.2
-    state["multi_modal_projector.linear_2.bias"] = torch.randn(d) * 0.02
+    if naming == "published":
+        vision, projector, lm, head = "vision_tower.", "multi_modal_projector.", "language_model.model.", \
+            "language_model.lm_head."
+    else:
+        vision, projector, lm, head = "model.vision_tower.", "model.multi_modal_projector.", \
+            "model.language_model.", "lm_head."
+    state = clip_vision_tensors(gen, vision, LLAVA_VISION)
+    state.update(decoder_tensors(gen, lm, LLAVA_TEXT, qkv_bias=False))
+    state[f"{head}weight"] = _randn(gen, LLAVA_TEXT["vocab_size"], d)
+    state.update(_linear(gen, f"{projector}linear_1", d, d_v))
+    state.update(_linear(gen, f"{projector}linear_2", d, d))
     _save_shards({k: v.to(torch.bfloat16) for k, v in state.items()}, folder)
     _write_json(folder / "config.json", {
         "_name_or_path": "omni-research/Tarsier-7b", "architectures": ["TarsierForConditionalGeneration"],
@@ -150,29 +225,50 @@ def write_llava(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
-def write_qwen2_vl(folder: str | Path, style: str = "llava", seed: int = 0) -> Path:
+def qwen2_vision_tensors(gen, prefix: str, cfg: dict, out_dim: int) -> dict:
+    """Qwen2-VL's vision transformer under its published names: patch_embed.proj (Conv3d, no bias),
+    blocks.N.{norm1,norm2,attn.qkv,attn.proj,mlp.fc1,mlp.fc2}, merger.{ln_q,mlp.0,mlp.2}."""
+    d, merge = cfg["embed_dim"], cfg["spatial_merge_size"]
+    inner, merged = int(d * cfg["mlp_ratio"]), d * merge * merge
+    out = {f"{prefix}patch_embed.proj.weight": _randn(
+        gen, d, cfg["in_chans"], cfg["temporal_patch_size"], cfg["patch_size"], cfg["patch_size"], std=0.05)}
+    for i in range(cfg["depth"]):
+        block = f"{prefix}blocks.{i}."
+        out.update(_norm(gen, f"{block}norm1", d))
+        out.update(_norm(gen, f"{block}norm2", d))
+        out.update(_linear(gen, f"{block}attn.qkv", 3 * d, d))
+        out.update(_linear(gen, f"{block}attn.proj", d, d))
+        out.update(_linear(gen, f"{block}mlp.fc1", inner, d))
+        out.update(_linear(gen, f"{block}mlp.fc2", d, inner))
+    out.update(_norm(gen, f"{prefix}merger.ln_q", d))
+    out.update(_linear(gen, f"{prefix}merger.mlp.0", merged, merged))
+    out.update(_linear(gen, f"{prefix}merger.mlp.2", out_dim, merged))
+    return out
+
+
+QWEN_NAMINGS = {   # (vision, decoder, head) prefixes
+    "wrapper": ("vision_tower.", "language_model.model.", "language_model.lm_head."),   # Tarsier2-Recap-7b
+    "pre-4.52": ("visual.", "model.", "lm_head."),                                     # Tarsier2-7b-0115
+    "4.52": ("model.visual.", "model.language_model.", "lm_head."),                    # re-saved since 4.52
+}
+
+
+def write_qwen2_vl(folder: str | Path, style: str = "llava", seed: int = 0, naming: str | None = None,
+                   generation: dict | None = None) -> Path:
+    """style "llava": upstream's LLaVA-style wrapper config (Tarsier2-Recap-7b), tensors in the wrapper's
+    names; style "qwen2_vl": a Qwen2-VL config (Tarsier2-7b-0115), tensors in the pre-4.52 names.
+    `naming` overrides the tensor names; `generation` the generation_config.json."""
     import torch
-    from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import PreTrainedTokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    text = {k: v for k, v in QWEN_TEXT.items() if k != "torch_dtype"}
-    config = Qwen2VLConfig(text_config={**text, "model_type": "qwen2_vl_text"},
-                           vision_config={**QWEN_VISION, "model_type": "qwen2_vl_vision"})
-    model = Qwen2VLForConditionalGeneration(config)
-    with torch.no_grad():   # the default init leaves a tiny random model emitting one token forever
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0, 0.2)
-    legacy = {}   # the pre-4.52 Qwen2-VL names that Tarsier2 was saved with
-    for k, v in model.state_dict().items():
-        if k.startswith("model.visual."):
-            k = k[len("model."):]
-        elif k.startswith("model.language_model."):
-            k = "model." + k[len("model.language_model."):]
-        legacy[k] = v.to(torch.bfloat16)
-    _save_shards(legacy, folder)
+    gen = torch.Generator().manual_seed(seed)
+    vision, lm, head = QWEN_NAMINGS[naming or ("wrapper" if style == "llava" else "pre-4.52")]
+    state = qwen2_vision_tensors(gen, vision, QWEN_VISION, QWEN_TEXT["hidden_size"])
+    state.update(decoder_tensors(gen, lm, QWEN_TEXT, qkv_bias=True))
+    state[f"{head}weight"] = _randn(gen, QWEN_TEXT["vocab_size"], QWEN_TEXT["hidden_size"])
+    _save_shards({k: v.to(torch.bfloat16) for k, v in state.items()}, folder)
     ids = {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
            "vision_end_token_id": 151653}
     if style == "llava":
@@ -193,10 +289,9 @@ def write_qwen2_vl(folder: str | Path, style: str = "llava", seed: int = 0) -> P
                 "bos_token": None, "errors": "replace"})
     _write_json(folder / "tokenizer_config.json", cfg)
     _write_json(folder / "chat_template.json", {"chat_template": QWEN_CHAT_TEMPLATE})
-    _write_json(folder / "generation_config.json", {"bos_token_id": 151643, "eos_token_id": [151645, 151643],
-                                                    "pad_token_id": 151643, "do_sample": False})
-    _write_json(folder / "preprocessor_config.json", {
-        "min_pixels": 3136, "max_pixels": 3136, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+    _write_json(folder / "generation_config.json", generation if generation is not None else QWEN_GENERATION)
+    _write_json(folder / "preprocessor_config.json", {   # Qwen2-VL-7B-Instruct's processor settings
+        "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
         "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "image_processor_type": "Qwen2VLImageProcessor",
         "processor_class": "Qwen2VLProcessor"})
     return folder
