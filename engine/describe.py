@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO
 
 from engine.curate import Curation, check_curation, motion_score
+from engine.lock import holding_output_lock
 from engine.types import Clip, VideoError, VideoInput
 from engine.writers import FORMATS, MANIFEST_WRITERS, SUBTITLE_WRITERS, JsonlWriter, read_records
 
@@ -193,6 +194,7 @@ def plan_job(inputs, *, model_id: str, processor, grain: str, prompt: str | None
                _stem_collisions(v.rel for v in videos))
 
 
+@holding_output_lock   # one writer per output folder: two runs into one folder would describe every clip twice
 def describe(
     inputs: list[str],
     *,

@@ -36,6 +36,7 @@ from engine.describe import (
     finished_records,
     plan_job,
 )
+from engine.lock import holding_output_lock
 from engine.types import Clip, VideoInput
 from engine.writers import SUBTITLE_WRITERS, JsonlWriter, read_records
 
@@ -164,6 +165,7 @@ def _model_meta(model, device: str, num_gpus: float) -> tuple[str, object]:
 # ---------------------------------------------------------------------------------------------
 # The driver
 # ---------------------------------------------------------------------------------------------
+@holding_output_lock   # one writer per output folder (engine.lock)
 def describe_ray(
     inputs: list[str],
     *,

@@ -26,6 +26,16 @@ FORMATS = ("jsonl", "srt", "vtt", "txt", "csv", "ltx", "parquet", "webdataset")
 MANIFEST_FORMATS = ("txt", "csv", "ltx", "parquet", "webdataset")
 
 
+class OutputError(Exception):
+    """Writing the output failed (a full disk, a read-only or vanished folder): one line for the user.
+    What was written before stays valid (the JSONL keeps every finished record; atomic files are
+    either whole or absent, never a leftover temporary file)."""
+
+
+def output_error(path, e: OSError) -> OutputError:
+    return OutputError(f"cannot write {path}: {e.strerror or e}")
+
+
 def format_timestamp(seconds: float, decimal: str) -> str:
     """Always with hours: 00:01:02,345 (SRT) or 00:01:02.345 (VTT)."""
     ms = max(0, round(seconds * 1000))
@@ -56,9 +66,11 @@ def atomic_file(path: Path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(e, OSError):
+            e.filename = str(path)   # the file the user asked for, not our temporary name
         raise
 
 
@@ -68,9 +80,12 @@ class JsonlWriter:
     def __init__(self, path: Path | None = None, stream: IO[str] | None = None):
         self.path = path
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            repair_torn_tail(path)
-            self.stream = open(path, "a", encoding="utf-8")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                repair_torn_tail(path)
+                self.stream = open(path, "a", encoding="utf-8")
+            except OSError as e:
+                raise output_error(path, e) from None
             self._owns = True
         else:
             self.stream = stream
@@ -78,12 +93,21 @@ class JsonlWriter:
 
     def write(self, record: dict) -> None:
         # One write call per line: a kill between records never tears one.
-        self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.stream.flush()
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        if not self._owns:   # a pipe whose reader left raises BrokenPipeError: the caller's to handle
+            self.stream.write(line)
+            self.stream.flush()
+            return
+        try:
+            self.stream.write(line)
+            self.stream.flush()
+        except OSError as e:   # a short write leaves a torn line, which the next run drops
+            raise output_error(self.path, e) from None
 
     def close(self) -> None:
         if self._owns:
-            self.stream.close()
+            with contextlib.suppress(OSError):   # a failed write was reported already
+                self.stream.close()
 
 
 class SubtitleWriter:
@@ -100,7 +124,10 @@ class SubtitleWriter:
 
     def write_video(self, video_rel: str, clips: list[dict], unique_name: bool = False) -> Path:
         path = self.path_for(video_rel, unique_name)
-        atomic_write_text(path, self.render(sorted(clips, key=lambda r: r["clip"])))
+        try:
+            atomic_write_text(path, self.render(sorted(clips, key=lambda r: r["clip"])))
+        except OSError as e:
+            raise output_error(path, e) from None
         return path
 
     def render(self, clips: list[dict]) -> str:
@@ -378,7 +405,10 @@ def write_manifests(formats, output_dir: Path, records: list[dict], **kw) -> dic
     for fmt in formats:
         if fmt in MANIFEST_WRITERS:
             writer = MANIFEST_WRITERS[fmt](output_dir, **kw)
-            done[fmt] = (writer.write(records), writer.left_out)
+            try:
+                done[fmt] = (writer.write(records), writer.left_out)
+            except OSError as e:
+                raise output_error(e.filename or output_dir, e) from None
     return done
 
 

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from tarsier_cli.common import EXIT_USAGE, err_console, show_progress, split_list, usage_error, video_progress
+from tarsier_cli.common import (
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    err_console,
+    show_progress,
+    split_list,
+    usage_error,
+    video_progress,
+)
 
 DEFAULT_MODEL = "tarsier2-recap-7b"
 
@@ -108,6 +116,7 @@ def describe_command(
             raise usage_error(escape("--engine ray needs Ray: pip install 'tarsier-cli[ray]'"))
 
     from engine.checkpoint import ModelNotFound
+    from engine.writers import OutputError
 
     if engine_name == "ray":
         from engine.ray_engine import describe_ray as run
@@ -128,8 +137,14 @@ def describe_command(
             )
         except ModelNotFound as exc:
             raise usage_error(str(exc)) from None
-        except ValueError as exc:
+        except ValueError as exc:   # engine.lock.OutputBusy included: another run writes there
             raise usage_error(str(exc)) from None
+        except OutputError as exc:   # a full disk: what is finished stays, the rerun goes on from there
+            err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
+            raise typer.Exit(EXIT_SOME_FAILED) from None
+        except BrokenPipeError:   # `| head -1`: the reader has what it wanted; finished work is kept
+            _quiet_stdout()
+            raise typer.Exit(0) from None
     if report:
         from engine.report import write_describe_report
 
@@ -150,6 +165,17 @@ def describe_command(
         err_console.print("no videos found", markup=False)
         raise typer.Exit(EXIT_USAGE)
     raise typer.Exit(summary.exit_code)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not hit the closed pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _curate_options(clips, clip_codec, crf, no_audio, min_size, max_aspect, min_motion):
