@@ -11,9 +11,12 @@ Rules:
 - inputs that do not exist, match nothing, or vanish while being walked are reported as problems
   (input_as_given, one-line message), never raised.
 
-`VideoInput.rel` is the '/'-separated path relative to the common ancestor folder of all input roots
-(a folder input is its own root; a file's root is its parent folder), so a/x.mp4 and b/x.mp4 never
-collide and, with a single folder input, rel is relative to that folder.
+`VideoInput.rel` (the record key and the output layout) is the '/'-separated path relative to the
+video's own input root (a folder input is its own root; a file's root is its parent folder; a root
+inside another root belongs to the outer one, so `find /data | describe -` keeps the tree). With one
+root, rel is relative to it; with several, it is prefixed by the root's folder name, with as many
+parent folder names as it takes to tell two roots of one name apart (/a/clips, /b/clips -> a/clips/...,
+b/clips/...). Never relative to the roots' common ancestor, which for /tmp/x and /work/y is '/'.
 """
 from __future__ import annotations
 
@@ -154,22 +157,54 @@ def discover(
         else:
             problems.append((given, "no such file or folder"))
 
-    roots = [str(r) for r, files in groups if files]
+    roots = [r for r, files in groups if files]
     if not roots:
         return [], problems
-    common = Path(os.path.commonpath(roots)) if len(roots) > 1 else Path(roots[0])
+    outer = _outer_roots(roots)
+    prefixes = _root_prefixes(sorted(set(outer.values()))) if len(set(outer.values())) > 1 else {}
 
     videos: list[VideoInput] = []
     seen: set[str] = set()
-    for _root, files in groups:
+    for root, files in groups:
         for f in files:
             real = _realpath(f)
             if real in seen:
                 continue
             seen.add(real)
+            base = outer.get(root, root)
             try:
-                rel = f.relative_to(common).as_posix()
-            except ValueError:  # cannot happen with a common ancestor, but never crash
+                rel = f.relative_to(base).as_posix()
+            except ValueError:  # cannot happen (a file lies under its root), but never crash
                 rel = f.name
-            videos.append(VideoInput(path=f, rel=rel))
+            prefix = prefixes.get(base)
+            videos.append(VideoInput(path=f, rel=f"{prefix}/{rel}" if prefix else rel))
     return videos, problems
+
+
+def _outer_roots(roots: list[Path]) -> dict[Path, Path]:
+    """Each root -> the outermost root that contains it (itself when none does)."""
+    out = {}
+    for r in roots:
+        containing = [o for o in roots if o == r or r.is_relative_to(o)]
+        out[r] = min(containing, key=lambda p: len(p.parts))
+    return out
+
+
+def _root_prefixes(roots: list[Path]) -> dict[Path, str]:
+    """The shortest trailing folder names that tell the roots apart: /a/clips and /b/clips -> a/clips
+    and b/clips, /x/one and /y/two -> one and two."""
+    out: dict[Path, str] = {}
+    depth = 1
+    todo = list(roots)
+    while todo:
+        names = {r: "/".join(r.parts[1:][-depth:]) or "root" for r in todo}
+        counts: dict[str, int] = {}
+        for n in names.values():
+            counts[n] = counts.get(n, 0) + 1
+        longest = max(len(r.parts) for r in todo)
+        for r in list(todo):
+            if counts[names[r]] == 1 or depth >= longest:
+                out[r] = names[r]
+                todo.remove(r)
+        depth += 1
+    return out

@@ -121,3 +121,18 @@ def test_folder_vanishing_mid_walk(tree, monkeypatch):
     videos, problems = discover([str(tree)])
     assert "sub/c.mkv" in rels(videos)
     assert len(problems) == 1 and "vanished" in problems[0][1]
+
+
+def test_several_roots_are_prefixed_by_their_own_name(tmp_path):
+    # far apart (their common ancestor is tmp_path/deep/...): each key starts at its own root's name
+    one = touch(tmp_path / "deep" / "er" / "videos" / "counter.mp4")
+    two = touch(tmp_path / "work" / "clips" / "a" / "x.mp4")
+    videos, _ = discover([str(one), str(tmp_path / "work" / "clips")])
+    assert rels(videos) == ["videos/counter.mp4", "clips/a/x.mp4"]
+    # two roots of one name: one more parent folder each
+    three = touch(tmp_path / "other" / "clips" / "x.mp4")
+    videos, _ = discover([str(two.parent.parent), str(three.parent)])
+    assert rels(videos) == ["work/clips/a/x.mp4", "other/clips/x.mp4"]
+    # a root inside another root belongs to it (find /data | describe - keeps the tree)
+    videos, _ = discover(["-"], stdin=io.StringIO(f"{one}\n{touch(one.parent / 'sub' / 'y.mp4')}\n"))
+    assert rels(videos) == ["counter.mp4", "sub/y.mp4"]
