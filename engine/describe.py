@@ -180,7 +180,7 @@ def plan_job(inputs, *, model_id: str, processor, grain: str, prompt: str | None
                                 recursive=recursive, stdin=stdin)
     options = ClipOptions(
         scenes=scenes, threshold=threshold, min_scene_len=min_scene_len, min_clip=min_clip,
-        max_clip=max_clip, frames=frames or processor.config.frames, threads=threads,
+        max_clip=max_clip, frames=frames or processor.frames, threads=threads,
         frame_size=getattr(geometry, "size", 224), geometry=geometry,
     )
     options.validate()  # a bad option is a usage error, not one decode error per video

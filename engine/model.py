@@ -167,6 +167,10 @@ class VideoLLMProcessor:
         return self.config.name
 
     @property
+    def frames(self) -> int:
+        return self.config.frames
+
+    @property
     def grains(self) -> dict[str, str]:
         if self.config.prompts is not None:
             return dict(self.config.prompts)

@@ -248,7 +248,7 @@ def load_published(module, state: dict, namings: dict[str, list], targets: dict[
             best = (score, naming, sorted(unmapped), missing)
     _, naming, unmapped, missing = best
     raise ModelNotFound(f"{what}: checkpoint tensors do not match the model (closest naming: {naming}): "
-                        f"{len(unmapped)} tensors unmapped {unmapped[:5]}{'...' if len(unmapped) > 5 else ''}, "
+                        f"{len(unmapped)} unexpected tensors, unmapped: {unmapped[:5]}{'...' if len(unmapped) > 5 else ''}, "
                         f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
 
 

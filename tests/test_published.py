@@ -66,35 +66,93 @@ def small_video(tmp_path_factory) -> Path:
 
 
 def _frames(model, batch: int, seed: int = 0) -> torch.Tensor:
+    """Random clips of the model's frame count: Tarsier1's square, or a 3:2 frame for Tarsier2."""
     g = torch.Generator().manual_seed(seed)
-    s = model.frame_size
-    return torch.randint(0, 256, (batch, model.config.frames, s, s, 3), generator=g, dtype=torch.uint8)
+    spec = model.processor.frame_spec(84, 56)
+    return torch.randint(0, 256, (batch, spec.frames, spec.height, spec.width, 3), generator=g, dtype=torch.uint8)
 
 
 # -- loading: every published tensor lands in a parameter --------------------------------------------------
 def test_llava_layout_loads_every_tensor(llava_dir, llava_model):
+    """Tarsier-7b's 4.x names (vision_tower.vision_model.*, ...) land on the matching parameters, whatever
+    the installed transformers calls its CLIP modules."""
     from safetensors import safe_open
 
     from engine.model import VideoLLM
-    from engine.published import LLAVA_RENAMES, _rename
 
     m = llava_model
     assert isinstance(m, VideoLLM) and m.published_layout == "llava"
+    assert m.published_naming.startswith("LLaVA, transformers 4.x")
     assert m.config.vision.source == "hf_clip" and m.config.frames == 8
     assert m.config.prompt_template == "USER: <image>\n{instruction} ASSISTANT: "
     assert m.video_token_id == 32000
     assert (m.config.projector.newline_token_id, m.config.projector.frame_token_id) == (32002, 32003)
     grid = 56 // 14
     assert m.config.visual_tokens_per_frame() == grid * (grid + 1) + 1   # 601 at 336 px / patch 14
-    params = dict(m.state_dict())
+    parts = {   # published prefix -> (module, its own key prefix)
+        "vision_tower.vision_model.": ({k.removeprefix("vision_model."): v for k, v in m.vision.state_dict().items()}, ""),
+        "multi_modal_projector.linear_1.": (m.projector.state_dict(), "0."),
+        "multi_modal_projector.linear_2.": (m.projector.state_dict(), "2."),
+        "language_model.": (m.llm.state_dict(), ""),
+    }
     seen = 0
     for shard in sorted(llava_dir.glob("*.safetensors")):
         with safe_open(str(shard), framework="pt") as f:
             for key in f.keys():  # noqa: SIM118 - safe_open handles are not dicts
-                target = _rename(key, LLAVA_RENAMES)
+                prefix = next(p for p in parts if key.startswith(p))
+                params, own = parts[prefix]
+                target = own + key[len(prefix):]
                 assert torch.equal(params[target].float(), f.get_tensor(key).float()), key
                 seen += 1
-    assert seen == len(params)   # nothing missing, nothing unexpected
+    assert seen == len(m.state_dict())   # nothing missing, nothing unexpected
+
+
+@pytest.mark.parametrize("naming", ["published", "4.52"])
+def test_llava_namings_load(naming, tmp_path):
+    import engine
+
+    m = engine.load(pf.write_llava(tmp_path / naming, naming=naming), device="cpu")
+    assert m.published_naming.startswith("LLaVA, transformers 4.x" if naming == "published" else "LLaVA, transformers 4.52+")
+
+
+@pytest.mark.parametrize(("style", "naming", "want"), [
+    ("llava", None, "Tarsier2 wrapper"), ("qwen2_vl", None, "Qwen2-VL, transformers before 4.52"),
+    ("qwen2_vl", "4.52", "Qwen2-VL, transformers 4.52+"), ("llava", "pre-4.52", "Qwen2-VL, transformers before 4.52")])
+def test_qwen2_vl_namings_load(style, naming, want, tmp_path):
+    """Each published Tarsier2 naming loads: every tensor lands on the parameter of the same module."""
+    from safetensors import safe_open
+
+    import engine
+
+    folder = pf.write_qwen2_vl(tmp_path / "ckpt", style=style, naming=naming)
+    m = engine.load(folder, device="cpu")
+    assert m.published_naming.startswith(want)
+    vision, lm, head = pf.QWEN_NAMINGS[naming or ("wrapper" if style == "llava" else "pre-4.52")]
+    modules = {vision: m.hf.model.visual.state_dict(), lm: m.hf.model.language_model.state_dict(),
+               head: m.hf.lm_head.state_dict()}
+    for shard in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(shard), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118
+                prefix = max((p for p in modules if key.startswith(p)), key=len)
+                assert torch.equal(modules[prefix][key[len(prefix):]].float(), f.get_tensor(key).float()), key
+
+
+def test_unmapped_tensors_are_named(tmp_path):
+    """A checkpoint in a naming nobody published: the error names the tensors it could not place."""
+    from safetensors.torch import load_file, save_file
+
+    import engine
+    from engine.checkpoint import ModelNotFound
+
+    folder = pf.write_qwen2_vl(tmp_path / "odd", style="qwen2_vl")
+    for shard in folder.glob("*.safetensors"):
+        state = {k.replace("visual.blocks.", "visual.layers."): v for k, v in load_file(str(shard)).items()}
+        save_file(state, str(shard), metadata={"format": "pt"})
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {k.replace("visual.blocks.", "visual.layers."): v for k, v in index["weight_map"].items()}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelNotFound, match=r"unmapped: \['visual\.layers\.0\."):
+        engine.load(folder, device="cpu")
 
 
 def test_llava_visual_tokens_follow_upstream_layout(llava_model):
@@ -117,26 +175,25 @@ def test_llava_visual_tokens_follow_upstream_layout(llava_model):
 
 def test_qwen2_vl_layout_loads_both_config_styles(qwen_model, qwen_plain_dir):
     import engine
-    from engine.published import QwenVideoModel, qwen_frame_size
+    from engine.published import QwenVideoModel
 
     for m in (qwen_model, engine.load(qwen_plain_dir, device="cpu")):
         assert isinstance(m, QwenVideoModel) and m.published_layout == "qwen2_vl"
-        assert m.config.frames == 16 and m.frame_size % 28 == 0
+        assert m.config.frames == 16
         assert m.hf.config.image_token_id == 151655 and m.hf.config.video_token_id == 151656
         assert m.hf.config.vision_start_token_id == 151652
-    assert qwen_frame_size() == 672 and 672 * 672 <= 460_800
-    prompt = qwen_model._prompt("Describe the video in detail.")
-    assert "<|vision_start|><|video_pad|><|vision_end|>Describe the video in detail.<|im_end|>" in prompt
+    prompt = qwen_model.processor.prompt("Describe the video in detail.")
+    assert "<|vision_start|><|image_pad|><|vision_end|>Describe the video in detail.<|im_end|>" in prompt
     assert prompt.endswith("<|im_start|>assistant\n")
 
 
 def test_qwen2_vl_frames_fill_the_temporal_patch(qwen_model):
     m = qwen_model
-    batch = m.inputs(_frames(m, 2), INSTRUCTIONS[:2])
-    s = m.frame_size // 14
-    assert batch["video_grid_thw"].tolist() == [[16, s, s]] * 2     # 16 frames, each duplicated: t = 16
-    n_tokens = 16 * s * s // 4
-    assert (batch["input_ids"] == 151656).sum(1).tolist() == [n_tokens] * 2
+    batch = m.processor.inputs(_frames(m, 2), INSTRUCTIONS[:2])
+    h, w = 56 // 14, 84 // 14
+    assert batch["image_grid_thw"].tolist() == [[16, h, w]] * 2     # 16 frames, each duplicated: t = 16
+    n_tokens = 16 * h * w // 4
+    assert (batch["input_ids"] == 151655).sum(1).tolist() == [n_tokens] * 2
     lengths = batch["attention_mask"].sum(1)
     assert lengths[0] != lengths[1] and batch["attention_mask"][:, -1].tolist() == [1, 1]   # left padding
     assert batch["attention_mask"][int(lengths.argmin()), 0] == 0
@@ -245,7 +302,10 @@ def test_describe_generated_video(which, llava_model, qwen_model, small_video, t
     assert summary.exit_code == 0 and summary.clips_done >= 1, summary.errors
     records = list(read_records(tmp_path / "out" / "descriptions.jsonl"))
     assert records and all(r["description"] and r["tokens"] > 0 for r in records)
-    assert len(records[0]["frame_times"]) == m.config.frames
+    # Tarsier1 always 8 frames; Tarsier2 16, or all of a clip's frames when it has fewer (10 fps here)
+    for r in records:
+        in_clip = round((r["end"] - r["start"]) * 10)
+        assert r["frames"] == len(r["frame_times"]) == (8 if which == "llava" else min(16, in_clip))
     assert (tmp_path / "out" / "two_scenes.srt").is_file()
     again = describe([str(small_video)], model=m, output_dir=tmp_path / "out", batch_size=2, threads=1)
     assert again.videos_skipped == 1 and again.clips_done == 0      # resume works unchanged
