@@ -30,6 +30,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -151,6 +152,18 @@ class Job:
     jsonl_path: Path | None
     formats: tuple[str, ...]
     stems: set[str]
+    notes: list[str] = field(default_factory=list)   # warnings for the user (a grain the model lacks)
+
+
+def warn_notes(job: Job, notify, progress) -> None:
+    """The job's warnings: to the progress callback (the CLI prints one line each), else as Python warnings."""
+    from engine.interface import GrainWarning
+
+    for note in job.notes:
+        if progress is not None:
+            notify("warning", message=note)
+        else:
+            warnings.warn(note, GrainWarning, stacklevel=3)
 
 
 def check_arguments(grain: str, prompt: str | None, formats, output_dir, stdout) -> str:
@@ -174,7 +187,9 @@ def plan_job(inputs, *, model_id: str, processor, grain: str, prompt: str | None
     from engine.video import ClipOptions
 
     check_arguments(grain, prompt, formats, output_dir, stdout)
-    instruction = instruction_for(grain, prompt, processor)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        instruction = instruction_for(grain, prompt, processor)
     geometry = processor.geometry
     videos, problems = discover(list(inputs), extensions=extensions or DEFAULT_EXTENSIONS,
                                 recursive=recursive, stdin=stdin)
@@ -191,7 +206,7 @@ def plan_job(inputs, *, model_id: str, processor, grain: str, prompt: str | None
     # the JSONL is the resume log even when only SRT/VTT are asked for
     jsonl_path = out / JSONL_NAME if out is not None else None
     return Job(videos, problems, instruction, options, base, out, jsonl_path, tuple(formats),
-               _stem_collisions(v.rel for v in videos))
+               _stem_collisions(v.rel for v in videos), notes=[str(w.message) for w in caught])
 
 
 @holding_output_lock   # one writer per output folder: two runs into one folder would describe every clip twice
@@ -272,6 +287,7 @@ def describe(
         states[v.rel] = st
         todo.append(v)
     notify("start", videos=len(job.videos), todo=len(todo), skipped=summary.videos_skipped)
+    warn_notes(job, notify, progress)
 
     file_writer = JsonlWriter(job.jsonl_path) if job.jsonl_path is not None else None
     stream_writer = JsonlWriter(stream=stdout) if stdout is not None else None

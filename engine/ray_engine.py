@@ -35,6 +35,7 @@ from engine.describe import (
     clip_record,
     finished_records,
     plan_job,
+    warn_notes,
 )
 from engine.lock import holding_output_lock
 from engine.types import Clip, VideoInput
@@ -262,6 +263,7 @@ def _run(job, ray, *, model, device, batch_size, max_new_tokens, stdout, overwri
         else:
             todo.append(v)
     notify("start", videos=len(job.videos), todo=len(todo), skipped=summary.videos_skipped)
+    warn_notes(job, notify, progress)
 
     writer = _ShardWriter(shards, shard_videos)
     stream = JsonlWriter(stream=stdout) if stdout is not None else None

@@ -46,6 +46,8 @@ def video_progress(enabled: bool, quiet: bool):
         def plain(event: str, **info) -> None:
             if event == "error":  # errors are shown even with --quiet: they are the one line per bad input
                 err_console.print(f"error: {info['message']}", markup=False, soft_wrap=True)
+            elif event == "warning" and not quiet:
+                err_console.print(f"warning: {info['message']}", markup=False, soft_wrap=True)
 
         yield plain
         return
@@ -69,6 +71,10 @@ def video_progress(enabled: bool, quiet: bool):
             progress.console.print(f"[red]error:[/red] {info['message']}", soft_wrap=True)
             if state["task"] is not None and info.get("video") is not None:
                 progress.advance(state["task"])
+        elif event == "warning":
+            from rich.markup import escape
+
+            progress.console.print(f"[yellow]warning:[/yellow] {escape(info['message'])}", soft_wrap=True)
 
     with progress:
         yield callback

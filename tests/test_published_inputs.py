@@ -292,3 +292,21 @@ def test_describe_records_what_the_model_saw(qwen, aspect_videos, tmp_path):
     rec = next(read_records(tmp_path / "out" / "descriptions.jsonl"))
     want = upstream_tarsier2(*video.size, clip_frames=video.frames)
     assert rec["frame_size"] == list(want["seen"]) and rec["frames"] == want["frames"] == len(rec["frame_times"])
+
+
+def test_cli_says_in_one_line_when_a_grain_is_not_supported(tmp_path, aspect_videos):
+    from typer.testing import CliRunner
+
+    import engine
+    from engine.checkpoint import save
+    from tarsier_cli.app import app
+
+    m = engine.load("tiny-random", device="cpu")
+    m.config.prompts = {"fine": FINE}          # a checkpoint trained for detailed descriptions only
+    folder = save(m, tmp_path / "fine-only")
+    result = CliRunner().invoke(app, ["describe", str(aspect_videos["small"].path), "--model", str(folder),
+                                      "--grain", "brief", "-o", str(tmp_path / "out"), "--device", "cpu",
+                                      "--max-new-tokens", "2", "--scenes", "none"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(lines) == 1 and "'brief'" in lines[0] and "Traceback" not in result.output
