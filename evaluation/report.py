@@ -161,15 +161,24 @@ def check_same_judge(reports: list[dict]) -> str:
     return names.pop()
 
 
+COMPARED = {None: ("f1", "precision", "recall"), "mcq": ("accuracy", "accuracy_questions"),
+            "qa": ("accuracy", "score"), "caption": ("cider", "bleu4")}
+
+
 def compare_reports(a: dict, b: dict) -> dict:
-    """Differences (b - a) of overall and per-category F1/P/R; refuses reports by different judges."""
+    """Differences (b - a) of overall and per-category scores (AutoDQ: F1/P/R; mcq: accuracy; qa:
+    accuracy, score; caption: CIDEr, BLEU-4); refuses reports by different judges or tasks."""
     judge = check_same_judge([a, b])
+    if a.get("task") != b.get("task"):
+        raise JudgeMismatchError(f"reports of different tasks ({a.get('task') or 'dream'}, {b.get('task') or 'dream'})")
+    keys = COMPARED.get(a.get("task"), COMPARED[None])
 
     def diff(x, y):
-        return {k: (None if x.get(k) is None or y.get(k) is None else y[k] - x[k]) for k in ("f1", "precision", "recall")}
+        return {k: (None if x.get(k) is None or y.get(k) is None else y[k] - x[k]) for k in keys}
 
     cats = [c for c in a["categories"] if c in b["categories"]]
-    return {"judge": judge, "overall": diff(a["overall"], b["overall"]),
+    return {"judge": judge, "task": a.get("task") or "dream", "metrics": list(keys),
+            "overall": diff(a["overall"], b["overall"]),
             "categories": {c: diff(a["categories"][c], b["categories"][c]) for c in cats}}
 
 

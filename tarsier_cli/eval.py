@@ -299,6 +299,9 @@ def bench_command(
             j = _make_judge(judge, judge_url=judge_url, concurrency=concurrency, timeout=timeout,
                             max_retries=max_retries, cache=cache, no_cache=no_cache, batch_size=judge_batch_size,
                             device=judge_device)
+            if not hasattr(j, "judge_qa"):
+                raise usage_error(f"judge {judge!r} cannot judge open-ended answers: use openai:MODEL, hf:PATH, "
+                                  "hf:smollm2 or (synthetic world) exact")
         elif kind == "mcq":
             j = f"mcq:{'likelihood' if mcq_scoring == 'likelihood' else 'letter'}"
         code, timing = _answer(rows, model=model, videos=videos, out=output_dir, device=device, frames=frames,
@@ -430,15 +433,20 @@ def compare_command(
         raise usage_error(f"cannot read reports: {e}") from None
     from rich.table import Table
 
-    table = Table(title=f"AutoDQ B - A (judge {diff['judge']})")
-    for col in ("", "ΔF1", "ΔP", "ΔR"):
+    labels = {"f1": "ΔF1", "precision": "ΔP", "recall": "ΔR", "accuracy": "Δaccuracy",
+              "accuracy_questions": "Δaccuracy (questions)", "score": "Δscore", "cider": "ΔCIDEr", "bleu4": "ΔBLEU-4"}
+    metric = "AutoDQ" if diff["task"] == "dream" else diff["task"]
+    table = Table(title=f"{metric} B - A (judge {diff['judge']})")
+    for col in ["", *(labels[k] for k in diff["metrics"])]:
         table.add_column(col, justify="right" if col else "left")
 
-    def pts(v):
-        return "-" if v is None else f"{100 * v:+.1f}"
+    def pts(key, v):
+        if v is None:
+            return "-"
+        return f"{v:+.3f}" if key in ("cider", "score") else f"{100 * v:+.1f}"
 
     for name, d in list(diff["categories"].items()) + [("overall", diff["overall"])]:
-        table.add_row(name, pts(d["f1"]), pts(d["precision"]), pts(d["recall"]))
+        table.add_row(name, *(pts(k, d[k]) for k in diff["metrics"]))
     err_console.print(table)
 
 

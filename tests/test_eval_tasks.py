@@ -259,3 +259,24 @@ def test_task_modules_do_not_import_torch():
             "print(*bad, file=sys.stderr); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_compare_task_reports(tmp_path):
+    raw = [json.loads(line) for line in TVBENCH.read_text().splitlines()]
+    refs = [r["messages"][1]["content"][1]["reference"] for r in raw]
+    half = write_jsonl(tmp_path / "half.jsonl", [{"idx": r["idx"], "prediction": ref if i < 10 else "Z"}
+                                                 for i, (r, ref) in enumerate(zip(raw, refs))])
+    full = write_jsonl(tmp_path / "full.jsonl", [{"idx": r["idx"], "prediction": ref} for r, ref in zip(raw, refs)])
+    for name, pred in (("a", half), ("b", full)):
+        runner.invoke(app, ["eval", "score", str(pred), "--ref", str(TVBENCH), "-o", str(tmp_path / name)])
+    result = runner.invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    overall = [line for line in result.output.splitlines() if "overall" in line][0]
+    assert "+50.0" in overall                      # 10 of 20 right -> 20 of 20
+    # AutoDQ reports and task reports are never compared
+    dream = runner.invoke(app, ["eval", "autodq", str(write_jsonl(tmp_path / "d.jsonl", [
+        {"video": "videos/000001.mp4", "clip": 0, "description": "A man walks."}])), "--ref", str(DREAM),
+        "--judge", "exact", "-o", str(tmp_path / "d")])
+    assert dream.exit_code == 0, dream.output
+    result = runner.invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "d")])
+    assert result.exit_code == 2
