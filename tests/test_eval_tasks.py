@@ -280,3 +280,23 @@ def test_compare_task_reports(tmp_path):
     assert dream.exit_code == 0, dream.output
     result = runner.invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "d")])
     assert result.exit_code == 2
+
+
+def test_qa_verdict_parsing_and_score_for_dream(tmp_path):
+    from evaluation.parsing import ParseError, parse_qa_verdict
+
+    assert parse_qa_verdict('```json\n{"pred": "yes", "score": 4}\n```') == {"pred": "yes", "score": 4.0}
+    assert parse_qa_verdict("Sure. {'pred': 'No', 'score': '1/5'}") == {"pred": "no", "score": 1.0}
+    assert parse_qa_verdict('{"pred": true, "score": 5}') == {"pred": "yes", "score": 5.0}
+    for bad in ('{"pred": "maybe", "score": 3}', '{"pred": "yes", "score": 7}', '{"pred": "yes"}', "yes, 4"):
+        with pytest.raises(ParseError):
+            parse_qa_verdict(bad)
+    # `eval score --task dream` is AutoDQ
+    rows = [json.loads(line) for line in DREAM.read_text().splitlines()][:3]
+    pred = write_jsonl(tmp_path / "p.jsonl", [{"idx": r["idx"], "prediction": r["text"]["response"]} for r in rows])
+    result = runner.invoke(app, ["eval", "score", str(pred), "--ref", str(DREAM), "--judge", "exact",
+                                 "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["metric"] == "AutoDQ" and report["counts"]["matched"] == 3
+    assert "matched 3 of 20 reference rows" in " ".join(result.output.split())
