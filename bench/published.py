@@ -1,8 +1,8 @@
 """Throughput of the published-checkpoint engines with the real Tarsier2-7B and Tarsier-7B shapes.
 
 Random-initialised models (no weights are downloaded), built directly on the GPU in bf16, fed random frames
-of the real geometry (Tarsier2: 16 frames of 672x672 -> 16x24x24/4 = 9,216 visual tokens per clip;
-Tarsier-7B: 8 frames of 336x336 -> 8x601 = 4,808). Measures generated tokens per second (batch 1 and 16,
+of the geometry upstream gives a 1280x720 (16:9) clip (Tarsier2: 16 frames kept at 905x509, seen at 896x504
+-> 16x18x32 = 9,216 visual tokens per clip; Tarsier-7B: 8 frames stretched to 336x336 -> 8x601 = 4,808). Measures generated tokens per second (batch 1 and 16,
 greedy, up to --new-tokens per clip) and peak GPU memory. Random weights rarely stop early, so the count is
 close to batch x new-tokens; the number reported is the tokens actually generated.
 
@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -67,14 +66,11 @@ def build_tarsier2(tiny: bool, device, dtype):
     config = published.qwen2_vl_config(raw, tok)
     with torch.device(device), _default_dtype(dtype):
         hf = Qwen2VLForConditionalGeneration(config).to(dtype)
-    folder = Path(tempfile.mkdtemp())
-    if tiny:
-        pf._write_json(folder / "preprocessor_config.json", {"max_pixels": 3136})
-    processor = published._qwen_processor(folder, tok, config)
-    max_pixels = published.qwen_max_pixels(published._preprocessor(folder))
-    cfg = published.QwenVideoConfig(name="tarsier2-7b-shapes", max_pixels=max_pixels,
-                                    frame_size=published.qwen_frame_size(max_pixels))
-    return published.QwenVideoModel(hf, processor, cfg).eval()
+    published._with_upstream_rope(hf)
+    tok.padding_side = "left"
+    processor = published.QwenProcessor(tok, pf.QWEN_CHAT_TEMPLATE, published.qwen_geometry({}, config.vision_config),
+                                        {}, config.vision_config, name="tarsier2-7b-shapes")
+    return published.QwenVideoModel(hf, processor, published.QwenVideoConfig(name="tarsier2-7b-shapes")).eval()
 
 
 def build_tarsier1(tiny: bool, device, dtype):
@@ -96,12 +92,13 @@ def build_tarsier1(tiny: bool, device, dtype):
     return model.eval()
 
 
-def measure(model, batch: int, new_tokens: int, device) -> tuple[float, int, float]:
-    """(tokens/s, tokens generated, peak GiB) for one batch after a warm-up call."""
+def measure(model, batch: int, new_tokens: int, device, source=(1280, 720)) -> tuple[float, int, float]:
+    """(tokens/s, tokens generated, peak GiB) for one batch after a warm-up call, on clips of the frame
+    spec the model's processor gives a video of `source` (width, height)."""
     import torch
 
-    s = model.frame_size
-    frames = torch.randint(0, 256, (batch, model.config.frames, s, s, 3), dtype=torch.uint8)
+    spec = model.processor.frame_spec(*source)
+    frames = torch.randint(0, 256, (batch, spec.frames, spec.height, spec.width, 3), dtype=torch.uint8)
     instructions = ["Describe the video in detail."] * batch
     model.generate(frames[:1], instructions[:1], max_new_tokens=2)   # warm-up (kernels, allocator)
     if device.type == "cuda":
@@ -144,7 +141,8 @@ def main(argv=None) -> int:
         model = builders[name](args.tiny, device, dtype)
         for b in batches:
             try:
-                rate, tokens, peak = measure(model, b, args.new_tokens, device)
+                rate, tokens, peak = measure(model, b, args.new_tokens, device,
+                                             source=(160, 90) if args.tiny else (1280, 720))
                 mem = "n/a (CPU)" if math.isnan(peak) else f"{peak:.1f} GiB"
                 print(f"| {name}{' (tiny)' if args.tiny else ''} | {b} | {rate:.1f} ({tokens} tokens) | {mem} |",
                       flush=True)

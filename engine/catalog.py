@@ -21,7 +21,7 @@ def list_models() -> list[dict]:
         preset = read_preset(name)
         kind = preset["kind"]
         row = {"name": name, "kind": kind, "description": preset.get("description", ""),
-               "layout": preset.get("layout", "videollm")}
+               "layout": preset.get("layout", "videollm"), "hub_id": preset.get("repo", "")}
         if kind == "random":
             row["ready"] = True
         elif kind == "trained":

@@ -338,3 +338,20 @@ def test_llava_model_saved_by_the_project_reloads_natively(llava_model, tmp_path
     frames = _frames(llava_model, 1, seed=3)
     assert copy.generate(frames, INSTRUCTIONS[:1], max_new_tokens=6) == \
         llava_model.generate(frames, INSTRUCTIONS[:1], max_new_tokens=6)
+
+
+def test_models_lists_hub_ids_in_plain_columns_when_piped():
+    """Not a terminal: aligned plain columns (no box drawing), the hub id of every published preset."""
+    from typer.testing import CliRunner
+
+    from tarsier_cli.app import app
+
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split()[:3] == ["name", "hub", "id"] and not any(c in result.output for c in "│┃━─")
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["tarsier2-recap-7b"][1] == "omni-research/Tarsier2-Recap-7b"
+    assert rows["tarsier-7b"][1] == "omni-research/Tarsier-7b" and rows["tiny-random"][1] == "-"
+    at = lines[0].index("kind")
+    assert all(line[at - 2:at] == "  " for line in lines)   # the columns line up
