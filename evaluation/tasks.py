@@ -159,6 +159,8 @@ def markdown(report: dict) -> str:
         lines.append("| " + " | ".join(str(x) for x in [name, *cells(c)]) + " |")
     lines.append("| **overall** | " + " | ".join(str(x) for x in cells(report["overall"])) + " |")
     lines += ["", "### counts", ""] + [f"- {k}: {v}" for k, v in report["counts"].items()] + [""]
+    if report.get("timing"):
+        lines += ["### timing", ""] + [f"- {k}: {v}" for k, v in report["timing"].items()] + [""]
     lines += ["### policy", ""] + [f"- {k}: {v}" for k, v in report["policy"].items()] + [""]
     lines.append("Accuracies and BLEU-4 are percentages; CIDEr is on the 0-10 scale.")
     return "\n".join(lines) + "\n"
@@ -205,7 +207,7 @@ class TaskResult:
 
 
 def score_file(predictions, rows: list[BenchRow], task: str, out_dir, *, judge=None, reference=None,
-               replace_other_judge: bool = False, progress=None) -> TaskResult:
+               replace_other_judge: bool = False, progress=None, timing: dict | None = None) -> TaskResult:
     """Join, score, write report.json / report.md / samples.jsonl into out_dir. `judge`: a judge
     object (qa), or for mcq the scoring name ("mcq:letter" / "mcq:likelihood")."""
     matched = match_predictions(predictions, rows)
@@ -224,6 +226,8 @@ def score_file(predictions, rows: list[BenchRow], task: str, out_dir, *, judge=N
     if failure:
         meta["judge_failure"] = failure
     report = build_report(task, results, agg, info, policy, counts=matched.counts, meta=meta)
+    if timing:
+        report["timing"] = timing
     if matched.unmatched:
         report["unmatched_predictions"] = matched.unmatched[:50]
     missing = [r.idx for r in results if r.status == "missing"]

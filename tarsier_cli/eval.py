@@ -101,7 +101,7 @@ def _score(pred: Path, ref: Path, judge, out: Path, *, limit, quiet: bool) -> in
 def _match_counts(counts: dict, unmatched: list | None) -> None:
     """One line when the predictions and the reference only partly match."""
     if counts.get("unmatched_predictions") or counts.get("no_prediction"):
-        example = f" (e.g. {unmatched[0]!r})" if unmatched else ""
+        example = f" (e.g. {', '.join(repr(u) for u in unmatched[:5])})" if unmatched else ""
         err_console.print(
             f"warning: predictions matched {counts.get('matched')} of {counts.get('references')} reference rows; "
             f"{counts.get('no_prediction')} reference row(s) have no prediction, {counts.get('unmatched_predictions')} "
@@ -214,7 +214,7 @@ def _score_task(pred: Path, rows, task: str, judge, out: Path, *, ref: Path, qui
     from evaluation.tasks import MatchError, headline, rich_table, score_file
 
     try:
-        result = score_file(pred, rows, task, out, judge=judge, reference=ref)
+        result = score_file(pred, rows, task, out, judge=judge, reference=ref, timing=timing)
     except MatchError as e:
         err_console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         return EXIT_SOME_FAILED
@@ -232,11 +232,6 @@ def _score_task(pred: Path, rows, task: str, judge, out: Path, *, ref: Path, qui
         if closer:
             closer()
     report = result.report
-    if timing:
-        import json
-
-        report["timing"] = timing
-        (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if not quiet:
         err_console.print(rich_table(report))
         err_console.print(headline(report), soft_wrap=True, markup=False)
