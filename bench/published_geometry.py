@@ -85,7 +85,7 @@ for name, folder in [("tarsier2 (tiny)", pf.write_qwen2_vl(tmp / "q", style="lla
     t = time.perf_counter()
     s = describe([str(videos)], model=model, output_dir=tmp / name, max_new_tokens=8, workers=0, threads=1,
                  batch_size=4)
-    out[name] = s.clips_done / (time.perf_counter() - t)
+    out[name] = [s.clips_done / (time.perf_counter() - t), s.tokens / max(1, s.clips_done)]
 print(json.dumps(out))
 """
 
@@ -102,17 +102,20 @@ def describe_table(before: Path | None, rounds: int) -> None:
     rates: dict = {}
     for _ in range(rounds):
         for label, tree in trees:
-            for model, rate in _describe_rate(tree).items():
+            for model, (rate, tokens) in _describe_rate(tree).items():
                 rates.setdefault(model, {}).setdefault(label, []).append(rate)
-    print("| describe, 4 generated videos (8 clips), CPU, 1 thread | before (clips/s) | after (clips/s) | after/before |")
+                rates[model][label + " tokens"] = tokens
+    print("| describe, 4 generated videos (8 clips), CPU, 1 thread | before: clips/s (tokens/clip) "
+          "| after: clips/s (tokens/clip) | after/before |")
     print("|---|---|---|---|")
     for model, by in rates.items():
         after = statistics.median(by["after"])
+        now = f"{after:.2f} ({by['after tokens']:.1f})"
         if "before" in by:
             b = statistics.median(by["before"])
-            print(f"| {model} | {b:.2f} | {after:.2f} | {after / b:.2f}x |")
+            print(f"| {model} | {b:.2f} ({by['before tokens']:.1f}) | {now} | {after / b:.2f}x |")
         else:
-            print(f"| {model} | - | {after:.2f} | - |")
+            print(f"| {model} | - | {now} | - |")
 
 
 def main(argv=None) -> int:

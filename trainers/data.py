@@ -167,5 +167,8 @@ class FrameSource:
 
 
 def collate(model, samples, frames_per_clip: int) -> dict[str, torch.Tensor]:
-    prompts = [model.format_prompt(s.prompt) for s in samples]
-    return model.tokenize(prompts, frames_per_clip, answers=[s.answer for s in samples], padding_side="right")
+    """Token ids and labels from the model's processor (its own template); the frames or cached tower
+    features come from the FeatureStore / FrameSource."""
+    processor = model.processor
+    prompts = [processor.prompt(s.prompt) for s in samples]
+    return processor.tokenize(prompts, frames_per_clip, answers=[s.answer for s in samples], padding_side="right")
