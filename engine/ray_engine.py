@@ -65,7 +65,9 @@ def decode_rows(row: dict, options) -> object:
             rows.append(_row("clip", rel, meta, clip.frames.tobytes()))
         elif kind == "end":
             n, decode_s = payload[0], payload[1]
-            rows.append(_row("end", rel, {"n_clips": n, "decode_s": decode_s}))
+            meta = payload[2] if len(payload) > 2 else {}
+            rows.append(_row("end", rel, {"n_clips": n, "decode_s": decode_s,
+                                          **{k: meta[k] for k in ("width", "height", "fps") if k in meta}}))
         else:
             rows.append(_row("error", rel, {"stage": payload.stage, "error": payload.message}))
         return True
@@ -198,6 +200,7 @@ def describe_ray(
     actor_cpus: float = 1.0,
     decode_cpus: float = 1.0,
     shard_videos: int = 1000,
+    quiet: bool = False,
 ) -> DescribeSummary:
     """engine.describe.describe on Ray Data; the same options and the same records. `address`: the
     cluster to join (None: the one this process is connected to, else a new local one, shut down at
@@ -215,11 +218,9 @@ def describe_ray(
 
     started_here = False
     if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False)
-            started_here = True
+        from engine.ray_local import init_ray
+
+        started_here = init_ray(ray, address, quiet=quiet)   # a local instance: loopback only, no dashboard
     try:
         gpus = float(ray.cluster_resources().get("GPU", 0))
         num_gpus = 1.0 if gpus >= 1 and (device == "auto" or device.startswith("cuda")) else 0.0
@@ -294,6 +295,7 @@ def _run(job, ray, *, model, device, batch_size, max_new_tokens, stdout, overwri
         records = [st["records"][i] for i in sorted(st["records"])]
         for rec in records:
             rec["n_clips"] = st["n_clips"]
+            rec.update(st.get("meta", {}))   # the source's size and rate, as the local engine
             emit(rec)
         writer.video_done()
         for w in subtitle_writers:
@@ -338,6 +340,7 @@ def _run(job, ray, *, model, device, batch_size, max_new_tokens, stdout, overwri
                         fail(rel, "decode", "no decodable video frames")
                     else:
                         pending[rel]["n_clips"] = rec["n_clips"]
+                        pending[rel]["meta"] = {k: rec[k] for k in ("width", "height", "fps") if k in rec}
                         maybe_finish(rel)
                 else:
                     fail(rel, rec["stage"], rec["error"])

@@ -1,6 +1,7 @@
 """`tarsier describe`: folders of video in, time-aligned descriptions out."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -120,11 +121,16 @@ def describe_command(
 
     if engine_name == "ray":
         from engine.ray_engine import describe_ray as run
-        extra = {"address": ray_address}
+        extra = {"address": ray_address, "quiet": quiet}
     else:
         from engine.describe import describe as run
         extra = {"curate": curate, "shard_size": shard_size}
-    with video_progress(show_progress(quiet), quiet) as callback:
+    hush = contextlib.nullcontext()
+    if engine_name == "ray" and quiet and output_dir is not None:   # Ray's C++ core writes straight to fd 2
+        from engine.ray_local import native_stderr_to
+
+        hush = native_stderr_to(output_dir / "ray-stderr.log")
+    with hush, video_progress(show_progress(quiet), quiet) as callback:
         try:
             summary = run(
                 paths, model=model, grain=grain, prompt=prompt, frames=frames, scenes=scenes,

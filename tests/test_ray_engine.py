@@ -19,10 +19,18 @@ OPTS = {"model": "tiny-random", "device": "cpu", "max_new_tokens": 5, "max_clip"
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, address="local", log_to_driver=False,
-             _node_ip_address="127.0.0.1")
+    from engine.ray_local import init_ray
+
+    init_ray(ray, None, quiet=True, num_cpus=2)   # what describe_ray starts: loopback only, no dashboard
     yield
     ray.shutdown()
+
+
+def test_local_ray_listens_on_loopback_only(local_ray):
+    node = ray._private.worker.global_worker.node
+    assert node.node_ip_address == "127.0.0.1"
+    assert node.gcs_address.startswith("127.0.0.1:")
+    assert all(n["NodeManagerAddress"] == "127.0.0.1" for n in ray.nodes())
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +91,15 @@ def test_local_engine_resumes_a_ray_run(tmp_path, folder, local_ray):
     first = describe_ray([str(folder)], output_dir=out, **OPTS)
     second = describe([str(folder)], output_dir=out, workers=0, **OPTS)
     assert second.videos_skipped == first.videos_ok and second.clips_done == 0
+
+
+def test_quiet_ray_run_prints_nothing(tmp_path, videos):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "tarsier_cli.app", "describe", str(videos["late"].path), "-o", str(tmp_path / "out"),
+           "--engine", "ray", "-m", "tiny-random", "--device", "cpu", "--max-new-tokens", "3", "-q"]
+    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and done.stdout == ""
+    assert (tmp_path / "out" / "descriptions.jsonl").read_text().count("\n") >= 1
