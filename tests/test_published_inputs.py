@@ -310,3 +310,15 @@ def test_cli_says_in_one_line_when_a_grain_is_not_supported(tmp_path, aspect_vid
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert len(lines) == 1 and "'brief'" in lines[0] and "Traceback" not in result.output
+
+
+def test_processors_are_picklable_and_weightless(qwen, llava):
+    """Decode workers and Ray tasks get the processor: it must pickle, without the model's weights."""
+    import pickle
+
+    for m in (qwen, llava):
+        blob = pickle.dumps(m.processor)
+        copy = pickle.loads(blob)
+        assert copy.frame_spec(1280, 720) == m.processor.frame_spec(1280, 720)
+        assert copy.prompt(FINE) == m.processor.prompt(FINE)
+        assert len(blob) < 50_000_000 and not any(isinstance(v, torch.nn.Module) for v in vars(copy).values())
