@@ -105,15 +105,19 @@ class AnswerRun:
 
 
 def _frame_count(model) -> int:
-    return int(model.config.frames)
+    processor = getattr(model, "processor", None)
+    return int(getattr(processor, "frames", None) or model.config.frames)
 
 
 def decode(video: Path, model, frames: int | None = None):
-    """(N, S, S, 3) uint8 frames of one clip spanning the whole video, for this model."""
+    """(N, H, W, 3) uint8 frames of one clip spanning the whole video, in the model's frame geometry
+    (as describe asks engine.video for them)."""
     from engine.video import ClipOptions, read_clips
 
+    geometry = getattr(getattr(model, "processor", None), "geometry", None)
+    size = getattr(geometry, "size", None) or getattr(model, "frame_size", 224)
     options = ClipOptions(scenes="none", min_clip=0.0, max_clip=None, frames=frames or _frame_count(model),
-                          frame_size=int(model.frame_size))
+                          frame_size=int(size), geometry=geometry)
     _info, clips = read_clips(video, options)
     if not clips:
         raise ValueError("no decodable video frames")
@@ -182,7 +186,9 @@ def answer_rows(rows: list[BenchRow], model, videos: Path, out: Path, *, batch_s
             run.decode_seconds += time.perf_counter() - t0
             if live:
                 t0 = time.perf_counter()
-                batch = torch.from_numpy(np.stack(clips))
+                # one tensor when every clip has the same shape; Tarsier2 keeps each video's aspect
+                same = all(c.shape == clips[0].shape for c in clips)
+                batch = torch.from_numpy(np.stack(clips)) if same else clips
                 try:
                     if mcq_scoring == "likelihood" and live[0].task == "mcq":
                         scores = option_logprobs(model, batch, [r.prompt for r in live], live[0].prefix,

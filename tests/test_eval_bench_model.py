@@ -175,3 +175,48 @@ def test_qa_judge_through_the_fault_injecting_server(tmp_path, monkeypatch):
     assert again.report["overall"] == o
     statuses = [json.loads(line)["status"] for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()]
     assert statuses == ["ok", "ok", "ok", "failed", "ok", "ok"]
+
+
+@pytest.mark.parametrize("layout", ["llava", "qwen2_vl"])
+def test_bench_mcq_with_published_layouts_forces_the_prefix(layout, tmp_path, monkeypatch):
+    """Tarsier1 (LLaVA) and Tarsier2 (Qwen2-VL) layouts, tiny and random: the TVBench-style prefix
+    reaches the prompt after the model's own template, and the run completes."""
+    import published_fixtures as pf
+    import videogen
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    folder = pf.write_llava(tmp_path / "m") if layout == "llava" else pf.write_qwen2_vl(tmp_path / "m")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    videogen.make_video(videos / "a.mp4", [(1.0, 0), (1.0, 2)], fps=10, size=(96, 64))
+    rows = [{"messages": [
+        {"role": "user", "content": [{"type": "video", "video": {"video_file": "a.mp4"}},
+                                     {"type": "text", "text": q}]},
+        {"role": "assistant", "content": [{"type": "text", "text": PREFIX},
+                                          {"type": "text", "text": "", "reference": "B"}]}],
+        "dataset": "Toy/Direction", "task": "video/QA", "idx": i}
+        for i, q in enumerate([QUESTION, "Question: Is it red?\n(A) Yes.\n(B) No."])]
+    ref = tmp_path / "mcq.jsonl"
+    ref.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    from engine.checkpoint import load
+
+    model = load(folder, device="cpu")
+    prompts = []
+    processor_type = type(model.processor)
+    original_inputs = processor_type.inputs
+
+    def spy(self, clips, instructions, *a, **k):
+        prompts.extend(self.prompt(i) for i in instructions)
+        return original_inputs(self, clips, instructions, *a, **k)
+
+    monkeypatch.setattr(processor_type, "inputs", spy)
+    from evaluation.answering import answer_rows
+    from evaluation.benchdata import load_bench
+
+    run = answer_rows(load_bench(ref, videos=videos), model, videos, tmp_path / "out", batch_size=2,
+                      max_new_tokens=3)
+    assert run.answered == 2 and run.failed == 0
+    assert len(prompts) == 2 and all(p.endswith(PREFIX) for p in prompts)
+    assert "Question: Is it red?" in prompts[1] and not model.processor.prompt("x").endswith(PREFIX)
