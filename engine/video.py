@@ -275,6 +275,7 @@ class VideoReader:
         tb = Fraction(self._tb)
         rate = self._rate
         detector = make_detector(o.scenes, o.threshold, o.min_scene_len)
+        stated_end = info.duration   # the container's (or stream's) own duration, 0 when it has none
         planner = ClipPlanner(o.min_clip, o.max_clip, expected_end=info.duration or None,
                               detecting=detector is not None)
         lag_frames = detector_lag_frames(detector)
@@ -409,6 +410,11 @@ class VideoReader:
                 except Exception as e:  # noqa: BLE001 - a detector bug must not lose the video
                     self.warnings.append(f"scene detector post-processing failed: {_one_line(e)}")
             end = prev_t + (last_dur or frame_iv)
+            # The last frame's duration is a guess (a VFR stream with dropped frames stores twice the
+            # frame interval there); where the container says the video ends between the last frame
+            # and that guess, it ends there: a cut clip or a subtitle cue must not run past the video.
+            if prev_t < stated_end < end:
+                end = stated_end
             info.duration = end
             if not info.fps and info.frames_decoded > 1:
                 info.fps = (info.frames_decoded - 1) / max(prev_t, 1e-9)

@@ -323,3 +323,18 @@ def test_permission_error_is_clear(videos, monkeypatch):
     with pytest.raises(VideoError) as e:
         read_clips(videos["cuts"].path, ClipOptions())
     assert e.value.stage == "open" and e.value.message == "permission denied"
+
+
+def test_last_clip_ends_with_the_video_not_past_it(shared_videos):
+    # goldeneye-vfr-drop3.mp4 stores 2002/24000 s as its last frame's duration (a dropped frame),
+    # while the container says the video ends 1001/24000 s after that frame (9.968 s)
+    for p in sorted(shared_videos.glob("*.mp4")):
+        with av.open(str(p)) as c:
+            origin = (c.start_time or 0) / 1e6
+            stated = c.duration / 1e6
+            last = max(float(f.pts * f.time_base) for f in c.decode(video=0)) - origin
+        info, clips = read_clips(p, ClipOptions(scenes="none"))
+        assert last < clips[-1].end <= stated + 1e-6, p.name
+        assert clips[-1].end == info.duration
+    info, clips = read_clips(shared_videos / "goldeneye-vfr-drop3.mp4", ClipOptions())
+    assert clips[-1].end == pytest.approx(239239 / 24000, abs=1e-6)
