@@ -426,10 +426,10 @@ def stop_token_ids(tok, generation_config=None) -> list[int]:
     """End of text for the model: the tokenizer's EOS, the chat turn ends a template uses, and every
     eos id of the checkpoint's generation config."""
     ids = {tok.eos_token_id}
-    vocab = tok.get_vocab()
-    for t in ("<|im_end|>", "<|endoftext|>"):
-        if t in vocab:
-            ids.add(vocab[t])
+    for t in ("<|im_end|>", "<|endoftext|>"):   # not get_vocab(): that copies a 150k-entry dict per call
+        i = tok.convert_tokens_to_ids(t)
+        if i is not None and i != tok.unk_token_id:
+            ids.add(i)
     eos = getattr(generation_config, "eos_token_id", None)
     ids.update(eos if isinstance(eos, list | tuple) else [eos])
     return sorted(i for i in ids if i is not None)
