@@ -45,7 +45,6 @@ from engine.checkpoint import ModelNotFound
 from engine.interface import AspectGeometry, FrameSpec
 
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "tokenizer.model"]
-QWEN_MAX_PIXELS = 460_800        # 1280 * 720 // 2, upstream Tarsier2 inference config
 QWEN_FRAMES = 16
 LLAVA_FRAMES = 8
 MAX_NEW_TOKENS = 512

@@ -230,6 +230,7 @@ def describe_ray(
                        min_scene_len=min_scene_len, min_clip=min_clip, max_clip=max_clip,
                        max_new_tokens=max_new_tokens, output_dir=output_dir, formats=formats, stdout=stdout,
                        extensions=extensions, recursive=recursive, stdin=stdin, threads=threads)
+        warn_notes(job, notify, progress)
         if actors is None:
             actors = max(1, int(gpus)) if num_gpus else 1
         return _run(job, ray, model=model, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens,
@@ -264,7 +265,6 @@ def _run(job, ray, *, model, device, batch_size, max_new_tokens, stdout, overwri
         else:
             todo.append(v)
     notify("start", videos=len(job.videos), todo=len(todo), skipped=summary.videos_skipped)
-    warn_notes(job, notify, progress)
 
     writer = _ShardWriter(shards, shard_videos)
     stream = JsonlWriter(stream=stdout) if stdout is not None else None
