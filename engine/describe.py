@@ -39,6 +39,7 @@ from typing import IO
 
 from engine.curate import Curation, check_curation, motion_score
 from engine.lock import holding_output_lock
+from engine.resume_plan import expand_stdin, finished_early, remember, request_key
 from engine.types import Clip, VideoError, VideoInput
 from engine.writers import FORMATS, MANIFEST_WRITERS, SUBTITLE_WRITERS, JsonlWriter, read_records
 
@@ -251,6 +252,16 @@ def describe(
     notify = progress or (lambda *a, **k: None)
     check_arguments(grain, prompt, formats, output_dir, stdout)   # usage errors before the slow model load
     check_curation(curate, formats)
+    # a rerun with nothing left to do answers before the model loads (engine.resume_plan)
+    inputs = expand_stdin(list(inputs), stdin)   # read once: the inputs may be discovered twice
+    plan_key = None if overwrite else request_key(
+        model, grain=grain, prompt=prompt, frames=frames, scenes=scenes, threshold=threshold,
+        min_scene_len=min_scene_len, min_clip=min_clip, max_clip=max_clip, max_new_tokens=max_new_tokens)
+    early = finished_early(plan_key, inputs, output_dir, formats=formats, curate=curate, extensions=extensions,
+                           recursive=recursive, shard_size=shard_size, notify=notify)
+    if early is not None:
+        early.seconds = time.perf_counter() - t0
+        return early
     if thumbnails and output_dir is None:
         raise ValueError("thumbnails need an output folder")
     if isinstance(model, str | Path):
@@ -263,6 +274,7 @@ def describe(
                    max_new_tokens=max_new_tokens, output_dir=output_dir, formats=formats, stdout=stdout,
                    extensions=extensions, recursive=recursive, stdin=stdin, threads=threads)
     base, instruction, options = job.base, job.instruction, job.options
+    remember(job.out, plan_key, base)
     summary = DescribeSummary(videos=len(job.videos), jsonl=job.jsonl_path)
     summary.errors.extend(job.problems)
 
