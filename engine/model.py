@@ -213,17 +213,22 @@ class VideoLLMProcessor:
                 ids, lab = ids + ans, lab + ans
             rows.append(ids)
             labels.append(lab)
-        width = max(len(r) for r in rows)
-        pad = tok.pad_token_id
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        label_t = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for i, (r, lab) in enumerate(zip(rows, labels)):
-            sl = slice(width - len(r), width) if padding_side == "left" else slice(0, len(r))
-            input_ids[i, sl] = torch.tensor(r)
-            attention[i, sl] = 1
-            label_t[i, sl] = torch.tensor(lab)
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": label_t}
+        return pad_rows(rows, labels, tok.pad_token_id, left=padding_side == "left")
+
+
+def pad_rows(rows: list[list[int]], labels: list[list[int]], pad_id: int, left: bool) -> dict[str, torch.Tensor]:
+    """Token rows of different lengths -> input_ids, attention_mask and labels of one width, padded on the
+    left (generation: every row ends where its answer starts) or on the right (training)."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    label_t = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    for i, (r, lab) in enumerate(zip(rows, labels)):
+        sl = slice(width - len(r), width) if left else slice(0, len(r))
+        input_ids[i, sl] = torch.tensor(r)
+        attention[i, sl] = 1
+        label_t[i, sl] = torch.tensor(lab)
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": label_t}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -530,7 +530,7 @@ class QwenProcessor:
     def inputs(self, clips, instructions: list[str], answers: list[str] | None = None) -> dict:
         import torch
 
-        from engine.model import IGNORE_INDEX
+        from engine.model import IGNORE_INDEX, pad_rows
 
         pixel_values, grid = self.pixels(clips)
         tok = self.tokenizer
@@ -546,21 +546,11 @@ class QwenProcessor:
                 ids, lab = ids + ans, lab + ans
             rows.append(ids)
             labels.append(lab)
-        width = max(len(r) for r in rows)
-        left = answers is None
-        input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        label_t = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for i, (r, lab) in enumerate(zip(rows, labels)):
-            sl = slice(width - len(r), width) if left else slice(0, len(r))
-            input_ids[i, sl] = torch.tensor(r)
-            attention[i, sl] = 1
-            label_t[i, sl] = torch.tensor(lab)
-        batch = {"input_ids": input_ids, "attention_mask": attention,
-                 "mm_token_type_ids": (input_ids == self.placeholder_id).to(torch.int32),
-                 "pixel_values": pixel_values, "image_grid_thw": grid}
-        if answers is not None:
-            batch["labels"] = label_t
+        batch = pad_rows(rows, labels, tok.pad_token_id, left=answers is None)
+        if answers is None:
+            del batch["labels"]
+        batch["mm_token_type_ids"] = (batch["input_ids"] == self.placeholder_id).to(torch.int32)
+        batch.update(pixel_values=pixel_values, image_grid_thw=grid)
         return batch
 
 
