@@ -12,6 +12,10 @@ a few cuts, then times, side by side in the same run (best of --repeat):
 and reports the ratio pipeline/plain (wall time, and CPU time over all threads, which is less sensitive
 to other load on the machine) and frames decoded / frames in the file. The three are interleaved in
 each repeat round so they see the same machine load.
+
+Then the sparse rows: the same videos encoded with a 1-second GOP, described as
+`--scenes none --max-clip 10 --frames 2` (engine.sparse.SparseReader: seek to the keyframe before
+each sampled frame instead of decoding through) against a plain decode of that file.
 """
 from __future__ import annotations
 
@@ -28,11 +32,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.sparse import SparseReader
 from engine.video import ClipOptions, VideoReader
 
 
 def make_yuv_video(path: Path, width: int, height: int, seconds: float, fps: int = 25,
-                   scene_len: float = 12.0) -> int:
+                   scene_len: float = 12.0, gop: int | None = None) -> int:
     """Fast generator: per-scene textured YUV planes, a moving bright square; h264 (fast preset)."""
     rng = np.random.default_rng(0)
     c = av.open(str(path), "w")
@@ -40,6 +45,8 @@ def make_yuv_video(path: Path, width: int, height: int, seconds: float, fps: int
     s.width, s.height, s.pix_fmt = width, height, "yuv420p"
     s.time_base = Fraction(1, fps)
     s.options = {"preset": "fast"}
+    if gop:
+        s.codec_context.gop_size = gop
     n = int(seconds * fps)
     per_scene = int(scene_len * fps)
     side = height // 5
@@ -138,6 +145,32 @@ def main() -> None:
               f"{bw['scenes'] / bw['plain']:6.2f} {dec:>5d}/{n:<6d} {clips:5d}")
     print("ratio = wall time / plain decode wall time (best of each); cpu ratio = process CPU time "
           "(all threads) / plain's")
+
+    sparse_opts = ClipOptions(scenes="none", max_clip=10, frames=2)
+    print("\nsparse: --scenes none --max-clip 10 --frames 2 on the same videos with a 1 s GOP (25 frames)")
+    hdr = f"{'video':6} {'frames':>6} {'plain cpu s':>11} {'sparse cpu s':>12} {'cpu ratio':>9} {'decoded/file':>12} {'fraction':>8}"
+    print(hdr)
+    print("-" * len(hdr))
+    for name, w, h in sizes:
+        path = folder / f"bench_{name}_gop1s.mp4"
+        if not path.exists():
+            make_yuv_video(path, w, h, args.seconds, gop=25)
+        in_file = plain_decode(path)
+
+        def sparse(p=path):
+            with SparseReader(p, sparse_opts) as r:
+                for _ in r.clips():
+                    pass
+                return r.info.frames_decoded
+
+        best_plain = best_sparse = float("inf")
+        decoded = 0
+        for _ in range(args.repeat):
+            best_plain = min(best_plain, timed(lambda p=path: plain_decode(p))[1])
+            _, c, decoded = timed(sparse)
+            best_sparse = min(best_sparse, c)
+        print(f"{name:6} {in_file:6d} {best_plain:11.2f} {best_sparse:12.2f} {best_sparse / best_plain:9.2f} "
+              f"{decoded:>5d}/{in_file:<6d} {decoded / in_file:8.3f}")
     if tmp:
         tmp.cleanup()
 

@@ -123,6 +123,7 @@ def clip_record(rel: str, clip: Clip, base: dict, text: str, tokens: int, decode
         "frame_size": list(clip.frame_size), **base, "description": text,
         "tokens": tokens, "timings": {"decode_s": round(decode_s, 3), "generate_s": round(generate_s, 3)},
         "motion": motion_score(clip.frames),
+        **({"frames_decoded": clip.frames_decoded} if hasattr(clip, "frames_decoded") else {}),
     }
 
 
@@ -455,7 +456,7 @@ def decode_video(video: VideoInput, options, put: Callable[[tuple], bool], curat
     Both payloads end with the source's meta (engine.curate.video_meta); `curate`'s size filters
     drop a video before it is decoded."""
     from engine.curate import reader_clips
-    from engine.video import VideoReader
+    from engine.sparse import SparseReader as VideoReader  # --scenes none: decode only sampled frames
 
     t = time.perf_counter()
     n = 0
