@@ -78,8 +78,12 @@ videos.mkdir()
 for i, size in enumerate([(320, 180), (320, 240), (180, 320), (288, 120)]):
     videogen.make_video(videos / f"v{i}.mp4", [(2.0, i), (2.0, i + 1)], fps=25, size=size)
 out = {}
-for name, folder in [("tarsier2 (tiny)", pf.write_qwen2_vl(tmp / "q", style="llava")),
-                     ("tarsier-7b (tiny)", pf.write_llava(tmp / "l"))]:
+qwen = pf.write_qwen2_vl(tmp / "q", style="llava")
+# both trees read the processor limits Qwen2-VL-7B-Instruct publishes (older fixtures wrote a tiny cap)
+(qwen / "preprocessor_config.json").write_text(json.dumps({
+    "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+    "image_mean": pf.CLIP_MEAN, "image_std": pf.CLIP_STD, "image_processor_type": "Qwen2VLImageProcessor"}))
+for name, folder in [("tarsier2 (tiny)", qwen), ("tarsier-7b (tiny)", pf.write_llava(tmp / "l"))]:
     model = engine.load(folder, device="cpu")
     describe([str(videos)], model=model, output_dir=tmp / "warm", max_new_tokens=2, workers=0, threads=1)
     t = time.perf_counter()
