@@ -1,4 +1,5 @@
-"""`tarsier train tower|stage1|stage2|cache-features`: the paper's two-stage recipe (+ a stage 0 for nano)."""
+"""`tarsier train tower|stage1|stage2|cache-features|dpo-pairs|dpo`: the paper's two-stage recipe (+ a stage 0
+for nano) and Tarsier2's third stage (preference pairs built by the model itself, then DPO)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,8 @@ from tarsier_cli.common import err_console, usage_error
 
 train_app = typer.Typer(
     help="Train VideoLLM models: stage 1 (multi-task pre-training), stage 2 (multi-grained "
-    "instruction tuning), and for nano a stage 0 that pretrains its vision tower. Runs data-parallel "
+    "instruction tuning), stage 3 (Tarsier2's DPO on preference pairs the model builds itself: dpo-pairs, "
+    "then dpo), and for nano a stage 0 that pretrains its vision tower. Runs data-parallel "
     "under `accelerate launch` with no code change.",
     no_args_is_help=True,
 )
@@ -163,6 +165,119 @@ def tower(
         raise usage_error(str(exc)) from None
     err_console.print(f"tower saved to {out}", markup=False)
     typer.echo(json.dumps(metrics))
+
+
+Corruption = Annotated[list[str] | None, typer.Option(
+    "--corruption", "-c", help="Corruptions for the rejected candidates: reverse, shuffle, drop, swap "
+                               "(repeat or comma-separate) [default: all four].")]
+
+
+@train_app.command("dpo-pairs")
+def dpo_pairs(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model that writes the candidates: a run folder, "
+                                                          "checkpoint folder or model name.")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Training manifest .jsonl or mixture .json: each row's "
+                                                         "clip, prompt and reference (its answer).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Pairs file (JSONL); PAIRS.clips.jsonl beside it records "
+                                                       "every clip done, with the candidates dropped and why.")],
+    judge: Annotated[str, typer.Option("--judge", "-j", help="AutoDQ judge, as in `tarsier eval`: exact (synthetic "
+                                                          "world), openai:MODEL, hf:PATH_OR_ID, embed[@T].")] = "exact",
+    corruption: Corruption = None,
+    samples: Annotated[int, typer.Option(help="Candidates per clip and per corruption (needs --temperature > 0 "
+                                              "when above 1).", min=1)] = 1,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of the candidates; 0 = greedy.",
+                                               min=0.0)] = 0.0,
+    min_margin: Annotated[float, typer.Option(help="Keep a pair only when chosen's AutoDQ F1 exceeds rejected's by "
+                                                   "at least this (and by more than 0).")] = 0.1,
+    task: Annotated[str | None, typer.Option(help="Only manifest rows whose task starts with this (e.g. describe/fine).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N clips.", min=1)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Longest candidate (default: the model's).", min=1)] = None,
+    frames: Frames = None, seed: Seed = 0, device: Device = "auto",
+    judge_url: Annotated[str | None, typer.Option(help="Base URL of an openai judge (default: OPENAI_BASE_URL).")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="SQLite cache of judge calls (default: judge_cache.sqlite in the tarsier cache folder).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Start the pairs file afresh (default: skip the clips done).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Preference pairs for DPO: the model describes each clean clip (chosen) and corrupted copies
+    (rejected); a pair is kept when the judge ranks chosen above rejected by --min-margin. A rerun skips
+    the clips done. Exit code: 0 ok, 1 some clips failed (one line each), 2 usage error."""
+    from engine.checkpoint import ModelNotFound
+    from evaluation.judges import JudgeSpecError
+    from tarsier_cli.common import EXIT_OK, EXIT_SOME_FAILED, split_list
+    from trainers.manifest import ManifestError
+    from trainers.pairs import CORRUPTIONS, PairArgs, build_pairs
+
+    kinds = tuple(split_list(corruption)) or CORRUPTIONS
+    options = {"url": judge_url, "cache_path": str(cache) if cache else None}
+    args = PairArgs(model=model, data=str(data), out=str(out), judge=judge,
+                    judge_options={k: v for k, v in options.items() if v is not None}, corruptions=kinds,
+                    samples=samples, temperature=temperature, min_margin=min_margin, max_new_tokens=max_new_tokens,
+                    frames=frames, task=task, limit=limit, seed=seed, device=device, overwrite=overwrite)
+
+    def on_clip(record: dict) -> None:
+        if "error" in record:
+            err_console.print(f"error: {record['source']}: {record['error']}", markup=False, soft_wrap=True)
+        elif not quiet:
+            err_console.print(f"{record['source']}: {record['kept']} pair(s) kept, {len(record['dropped'])} dropped",
+                              markup=False)
+
+    try:
+        result = build_pairs(args, on_clip=on_clip)
+    except (ManifestError, ModelNotFound, JudgeSpecError, ValueError) as exc:
+        raise usage_error(str(exc)) from None
+    except ImportError as exc:
+        raise usage_error(f"judge {judge!r} is not available: {exc}") from None
+    err_console.print(f"{result.clips} clip(s) done ({result.reused} already done before): {result.kept} pair(s) "
+                      f"kept, {result.dropped} candidate(s) dropped, {result.failed} clip(s) failed -> {result.pairs}",
+                      markup=False)
+    raise typer.Exit(EXIT_SOME_FAILED if result.failed else EXIT_OK)
+
+
+@train_app.command("dpo")
+def dpo(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Pairs file from `tarsier train dpo-pairs` (or written by hand in its format).")],
+    out: Out,
+    init: Annotated[str, typer.Option(help="Run folder, checkpoint folder or model name to start from; it is also the frozen reference.")] = ...,
+    steps: Steps = 200, batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Pairs per optimizer step (all processes).", min=1)] = 8,
+    grad_accum: Accum = 1, lr: Lr = 5e-5, warmup: Warmup = 10, weight_decay: Wd = 0.0, clip_grad: Clip = 1.0,
+    beta: Annotated[float, typer.Option(help="DPO's beta: how far the policy may move from the reference (sigmoid loss).", min=1e-6)] = 0.1,
+    precompute_ref: Annotated[bool, typer.Option(help="Compute the reference log-probs once before training and "
+                                                      "store them in the run folder (one model in memory, not two).")] = False,
+    lora: Lora = False, lora_r: LoraR = 16, frames: Frames = None, seed: Seed = 0, save_every: SaveEvery = 0,
+    log_every: LogEvery = 10, resume: Resume = False, device: Device = "auto", stop_after: StopAfter = None,
+) -> None:
+    """Stage 3 (Tarsier2): DPO of a model against its frozen starting point on preference pairs; metrics
+    (loss, implicit rewards and their margin and accuracy, log-probs), checkpoints, resume and curves as
+    stages 1 and 2."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from engine.checkpoint import ModelNotFound
+    from trainers.dpo import DPOArgs, train_dpo
+    from trainers.manifest import ManifestError
+
+    args = DPOArgs(data=str(data), out=str(out), init=init, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
+                   lr=lr, warmup=warmup, weight_decay=weight_decay, clip_grad=clip_grad, beta=beta,
+                   precompute_ref=precompute_ref, lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r, frames=frames,
+                   seed=seed, save_every=save_every, log_every=log_every, resume=resume, device=device,
+                   stop_after=stop_after)
+    progress = Progress(TextColumn("[bold]dpo"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.4f} margin {task.fields[margin]:.3f} "
+                                   "acc {task.fields[acc]:.2f}"), TimeRemainingColumn(), console=err_console)
+    task = progress.add_task("dpo", total=steps, loss=float("nan"), margin=0.0, acc=0.0)
+
+    def on_log(row: dict) -> None:
+        progress.update(task, completed=row["step"], loss=row["loss"], margin=row["reward_margin"],
+                        acc=row["reward_accuracy"])
+        if not err_console.is_terminal:
+            err_console.print(f"dpo step {row['step']}/{steps} loss {row['loss']:.4f} margin {row['reward_margin']:.4f} "
+                              f"accuracy {row['reward_accuracy']:.3f} lr {row['lr']:.2e}", markup=False)
+
+    try:
+        with progress:
+            final = train_dpo(args, on_log=on_log, on_status=lambda m: err_console.print(m, markup=False))
+    except (ManifestError, ModelNotFound, ValueError) as exc:
+        raise usage_error(str(exc)) from None
+    err_console.print(f"model saved to {final}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -149,3 +149,52 @@ def _write_curves(run_dir: Path) -> list[Path]:
         fig.tight_layout()
         written.append(save_figure(fig, run_dir / "lr.png"))
     return written
+
+
+REWARD_SERIES = (("reward_margin", "margin (chosen - rejected)", "#2f6fde"),
+                 ("reward_chosen", "chosen", "#3a9a5b"), ("reward_rejected", "rejected", "#c62f2f"))
+
+
+def write_reward_curves(run_dir: Path, strict: bool = False) -> list[Path]:
+    """rewards.png for a DPO run: implicit rewards (chosen, rejected, their margin) and the reward
+    accuracy per step, from the same metrics.jsonl. [] when the run logged no rewards; like
+    write_curves, it warns instead of raising unless strict."""
+    try:
+        return _write_reward_curves(Path(run_dir))
+    except Exception as exc:
+        if strict:
+            raise
+        warnings.warn(f"reward curves not drawn: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+        return [p for p in (Path(run_dir) / "rewards.png",) if p.is_file()]
+
+
+def _write_reward_curves(run_dir: Path) -> list[Path]:
+    rows = [r for r in read_jsonl(run_dir / METRICS)
+            if isinstance(r.get("step"), int) and not isinstance(r.get("step"), bool)
+            and _num(r.get("reward_margin")) is not None]
+    if not rows:
+        return []
+    from matplotlib.figure import Figure
+
+    steps = [r["step"] for r in rows]
+    fig = Figure(figsize=(6.0, 5.2))
+    top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
+    for key, label, color in REWARD_SERIES:
+        ys = [_num(r.get(key)) for r in rows]
+        if len(ys) > 50:
+            top.plot(steps, ys, color=color, alpha=0.25, lw=0.8)
+            ys = smooth(ys, max(3, len(ys) // 25))
+        top.plot(steps, ys, color=color, lw=1.4, label=label)
+    top.axhline(0.0, color="#888", lw=0.8)
+    top.set_ylabel("implicit reward", fontsize=9)
+    top.set_title(f"DPO rewards — {run_dir.resolve().name}", fontsize=10)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8, frameon=False)
+    acc = [_num(r.get("reward_accuracy")) for r in rows]
+    bottom.plot(steps, acc, color="#9b4fd0", lw=1.4)
+    bottom.set_ylim(-0.02, 1.02)
+    bottom.set_xlabel("step", fontsize=9)
+    bottom.set_ylabel("reward accuracy", fontsize=9)
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    return [save_figure(fig, run_dir / "rewards.png")]

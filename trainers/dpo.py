@@ -1,0 +1,457 @@
+"""Stage 3 (Tarsier2): DPO on preference pairs, through the model interface only.
+
+Sigmoid DPO (Rafailov et al. 2023): for a pair with policy log-probabilities pi_c, pi_r of the chosen
+and rejected descriptions and the reference model's ref_c, ref_r,
+
+    loss = -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))
+
+A description's log-probability is the sum of its token log-probabilities given the clean clip and
+the prompt (the positions where the processor's labels are not IGNORE_INDEX: the answer and its end
+token). The implicit rewards are beta * (pi - ref); their accuracy is the share of pairs whose chosen
+reward is the larger.
+
+The reference is the starting model, frozen: a copy of it, the policy with its LoRA adapters switched
+off (LoRA runs, where nothing but the adapters trains), or log-probabilities computed once before the
+first step and stored in RUN/ref_logps.jsonl (`precompute_ref`: one model in memory instead of two).
+
+Run folder, checkpoints, exact resume and curves as stages 1 and 2 (trainers/train.py):
+    run.json, metrics.jsonl, checkpoints/step-N/ (model + trainer state), final/, loss.png, lr.png,
+    rewards.png; a LoRA checkpoint holds the merged model (loadable as it is) and the adapters in
+    trainable.safetensors.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REF_LOGPS = "ref_logps.jsonl"
+TRAINABLE = "trainable.safetensors"
+STAGE = "dpo"
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair sigmoid DPO loss and the implicit rewards (chosen, rejected), from sequence log-probs."""
+    chosen_reward = beta * (policy_chosen - ref_chosen)
+    rejected_reward = beta * (policy_rejected - ref_rejected)
+    return -F.logsigmoid(chosen_reward - rejected_reward), chosen_reward.detach(), rejected_reward.detach()
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of the log-probabilities of the labelled tokens, per row (logits at t predict token t+1, as
+    the models' own loss reads them)."""
+    from engine.model import IGNORE_INDEX
+
+    labels = labels[:, 1:].to(logits.device)
+    mask = labels != IGNORE_INDEX
+    rows = torch.arange(labels.shape[0], device=logits.device).unsqueeze(1).expand_as(labels)[mask]
+    # log-softmax over the labelled positions only: with a 150k vocabulary the full (B, L, V) float
+    # copy is most of a step's memory
+    picked = logits[:, :-1][mask].float().log_softmax(-1).gather(1, labels[mask].unsqueeze(1)).squeeze(1)
+    return torch.zeros(labels.shape[0], device=logits.device, dtype=picked.dtype).index_add(0, rows, picked)
+
+
+def pair_logps(model, clips, pairs, processor=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) sequence log-probs of a batch of pairs: one forward over chosen then rejected rows.
+    `processor`: the model's, when `model` is a wrapper (accelerate's) that does not expose it."""
+    prompts = [p.prompt for p in pairs]
+    batch = (processor or model.processor).inputs(list(clips) * 2, prompts * 2,
+                                   answers=[p.chosen for p in pairs] + [p.rejected for p in pairs])
+    labels = batch.pop("labels")
+    _, logits = model(**batch)
+    logps = sequence_logps(logits, labels)
+    return logps[:len(pairs)], logps[len(pairs):]
+
+
+@dataclass
+class DPOArgs:
+    data: str                       # pairs .jsonl (trainers/pairs.py)
+    out: str                        # run folder
+    init: str                       # run folder, checkpoint folder or model name: the policy's start and the reference
+    steps: int = 200                # optimizer steps
+    batch_size: int = 8             # pairs per optimizer step, summed over processes and accumulation
+    grad_accum: int = 1
+    lr: float = 5e-5
+    min_lr_ratio: float = 0.1
+    warmup: int = 10
+    weight_decay: float = 0.0
+    clip_grad: float = 1.0
+    beta: float = 0.1
+    precompute_ref: bool = False
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    frames: int | None = None       # frames per clip (default: the model's)
+    seed: int = 0
+    save_every: int = 0
+    log_every: int = 10
+    resume: bool = False
+    device: str = "auto"
+    stop_after: int | None = None   # end this invocation after N steps (a planned interruption)
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA on any model of the interface
+# ---------------------------------------------------------------------------------------------
+def lora_targets(model) -> list[str]:
+    """Every linear layer among the parameters a fine-tune updates (model.trainable_parameters():
+    the projector and the LLM; never the frozen vision blocks), except the output head."""
+    trainable = {id(p) for p in model.trainable_parameters()}
+    return [name for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and id(m.weight) in trainable and not name.endswith("lm_head")]
+
+
+def add_lora(model, r: int, alpha: int) -> None:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=lora_targets(model), bias="none")
+    model.requires_grad_(False)
+    inject_adapter_in_model(config, model)
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name)
+
+
+def _lora_layers(model):
+    from peft.tuners.lora import LoraLayer
+
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, LoraLayer)]
+
+
+@contextmanager
+def adapters_off(model):
+    """The starting model: the policy with its adapters switched off."""
+    layers = [m for _, m in _lora_layers(model)]
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.enable_adapters(True)
+
+
+@contextmanager
+def lora_merged(model):
+    """The model as a plain one with the adapters folded into the base weights, for model.save():
+    each LoRA layer is swapped for its base layer holding base + delta, then everything is put back
+    exactly (the original weight tensors themselves, so training continues bit for bit)."""
+    swaps = []
+    try:
+        for name, layer in _lora_layers(model):
+            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+            base = layer.get_base_layer()
+            original = base.weight.data
+            base.weight.data = original + layer.get_delta_weight("default").to(original.dtype)
+            setattr(parent, name.rpartition(".")[2], base)
+            swaps.append((parent, name.rpartition(".")[2], layer, base, original))
+        yield model
+    finally:
+        for parent, attr, layer, base, original in reversed(swaps):
+            base.weight.data = original
+            setattr(parent, attr, layer)
+
+
+# ---------------------------------------------------------------------------------------------
+def _load(source: str):
+    from engine import checkpoint as ckpt
+    from trainers.train import resolve_run_checkpoint
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        folder = resolve_run_checkpoint(path)
+        return ckpt.load_folder(folder), str(folder)
+    model = ckpt.load(source, device="cpu", dtype=torch.float32)
+    return model, source
+
+
+def _freeze_to_trainable(model) -> None:
+    trainable = {id(p) for p in model.trainable_parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable)
+
+
+class ClipFrames:
+    """Decoded frames per clip, kept in memory (the clean clip of every pair, decoded once)."""
+
+    def __init__(self, processor, frames: int):
+        self.processor, self.frames, self.cache = processor, frames, {}
+
+    def get(self, pair):
+        from trainers.pairs import clip_frames
+
+        key = (str(pair.video), pair.start, pair.end, tuple(pair.frame_times or ()))
+        if key not in self.cache:
+            self.cache[key] = clip_frames(self.processor, pair.video, pair.start, pair.end, pair.frame_times,
+                                          self.frames)
+        return self.cache[key]
+
+
+def declare_weights(folder: Path) -> None:
+    """Name the model's weight file in a model.safetensors.index.json (the Hugging Face index format),
+    unless the save wrote one: the published-layout loader reads every *.safetensors of a folder that
+    has no index, and a checkpoint also holds the optimizer, RNG and adapter tensors."""
+    folder = Path(folder)
+    weights = folder / "model.safetensors"
+    if (folder / "model.safetensors.index.json").exists() or not weights.is_file():
+        return
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        names = list(f.keys())
+    index = {"metadata": {"total_size": weights.stat().st_size}, "weight_map": dict.fromkeys(names, weights.name)}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+
+
+def save_policy(model, folder: Path, lora: bool) -> None:
+    """A loadable model folder (model.save, the interface's own format); LoRA runs also keep the adapters."""
+    if not lora:
+        model.save(folder)
+        declare_weights(folder)
+        return
+    from safetensors.torch import save_file
+
+    with lora_merged(model):
+        model.save(folder)
+    declare_weights(folder)
+    adapters = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(adapters, str(Path(folder) / TRAINABLE))
+
+
+def precompute_reference(model, pairs, frames: ClipFrames, batch: int, status) -> list[tuple[float, float]]:
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(pairs), batch):
+            chunk = pairs[i:i + batch]
+            c, r = pair_logps(model, [frames.get(p) for p in chunk], chunk)
+            out.extend(zip(c.tolist(), r.tolist()))
+            status(f"reference log-probs: {min(i + batch, len(pairs))}/{len(pairs)} pairs")
+    return out
+
+
+def write_reference(path: Path, pairs, values) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for p, (c, r) in zip(pairs, values):
+            f.write(json.dumps({"source": p.source, "chosen": c, "rejected": r}) + "\n")
+    tmp.replace(path)
+
+
+def read_reference(path: Path, pairs) -> list[tuple[float, float]]:
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    if [r["source"] for r in rows] != [p.source for p in pairs]:
+        raise ValueError(f"{path} was computed for other pairs than {pairs[0].source.rsplit(':', 1)[0]}")
+    return [(float(r["chosen"]), float(r["rejected"])) for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
+              on_status: Callable[[str], None] | None = None) -> Path:
+    """Run (or resume) DPO; returns the final model folder (or the last checkpoint when stopped early)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from trainers.manifest import Mixture, MixtureEntry
+    from trainers.pairs import load_pairs
+    from trainers.state import load_trainer_state, save_trainer_state
+    from trainers.train import _checkpoint_step, _truncate_metrics, _write_curves, latest_checkpoint, lr_lambda
+
+    status = on_status or (lambda msg: None)
+    if args.beta <= 0:
+        raise ValueError("beta must be > 0")
+    run = Path(args.out)
+    cpu = args.device == "cpu" or not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16",
+                              gradient_accumulation_steps=args.grad_accum)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro = args.batch_size // (world * args.grad_accum)
+    if micro < 1 or micro * world * args.grad_accum != args.batch_size:
+        raise ValueError(f"batch size {args.batch_size} must be a multiple of processes x accumulation "
+                         f"({world} x {args.grad_accum})")
+    set_seed(args.seed)
+
+    pairs = load_pairs(args.data)   # every row validated before anything trains
+    resume_from = latest_checkpoint(run) if args.resume else None
+    finished = resume_from is None or _checkpoint_step(resume_from) >= args.steps
+    if args.resume and (run / "final").exists() and finished:
+        status(f"{run} already finished")
+        return run / "final"
+    if resume_from is not None:
+        saved = json.loads((run / "run.json").read_text())
+        source = saved["init_source"]
+        if saved.get("lora") != args.lora or saved.get("precompute_ref") != args.precompute_ref:
+            raise ValueError(f"{run} was started with lora={saved.get('lora')} precompute_ref="
+                             f"{saved.get('precompute_ref')}; resume it with the same settings")
+        model, _ = _load(source if args.lora else str(resume_from))
+        status(f"resuming from {resume_from}")
+    else:
+        model, source = _load(args.init)
+    _freeze_to_trainable(model)
+    model.to(accelerator.device, dtype=torch.float32)   # fp32 master weights; bf16 autocast on GPUs
+    reference = None
+    if args.lora:
+        add_lora(model, args.lora_r, args.lora_alpha)
+        if resume_from is not None:
+            from safetensors.torch import load_file
+
+            result = model.load_state_dict(load_file(str(resume_from / TRAINABLE)), strict=False)
+            assert not result.unexpected_keys, result.unexpected_keys
+    elif not args.precompute_ref:
+        reference, _ = _load(source)   # the starting model, frozen
+        reference.requires_grad_(False)
+        reference.eval()
+        reference.to(accelerator.device, dtype=torch.float32 if cpu else torch.bfloat16)
+    frames = ClipFrames(model.processor, int(args.frames or model.processor.frames))
+
+    ref_table = None
+    if args.precompute_ref:
+        path = run / REF_LOGPS
+        if resume_from is not None:
+            ref_table = read_reference(path, pairs)
+        else:
+            # the policy has not moved yet: it is the reference
+            ref_table = precompute_reference(model, pairs, frames, max(1, micro), status)
+            if accelerator.is_main_process:
+                run.mkdir(parents=True, exist_ok=True)
+                write_reference(path, pairs, ref_table)
+    index = {id(p): i for i, p in enumerate(pairs)}
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup, args.steps, args.min_lr_ratio))
+    sampler = Mixture([MixtureEntry(Path(args.data), 1.0, STAGE, pairs)]).sampler(seed=args.seed)
+    step = 0
+    if resume_from is not None:
+        state = load_trainer_state(resume_from, optimizer=optimizer, scheduler=scheduler)
+        sampler.load_state_dict(state["data"])
+        step = state["step"]
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw = accelerator.unwrap_model(model)
+
+    if accelerator.is_main_process:
+        run.mkdir(parents=True, exist_ok=True)
+        if resume_from is None:
+            info = {**asdict(args), "init_source": source, "pairs": len(pairs)}
+            (run / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+            (run / "metrics.jsonl").write_text("")
+        else:
+            _truncate_metrics(run / "metrics.jsonl", step)
+
+    def save_checkpoint(folder: Path) -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            import shutil
+
+            tmp = folder.with_name(folder.name + ".tmp")
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            save_policy(raw, tmp, args.lora)
+            save_trainer_state(tmp, optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
+                               scheduler=scheduler, step=step, data_state=sampler.state_dict(),
+                               extra={"stage": STAGE})
+            if folder.exists():
+                shutil.rmtree(folder)
+            tmp.rename(folder)
+            _write_curves(run)
+            _write_reward_curves(run)
+        accelerator.wait_for_everyone()
+
+    def reference_logps(mine, clips):
+        if ref_table is not None:
+            values = [ref_table[index[id(p)]] for p in mine]
+            return (torch.tensor([c for c, _ in values], device=accelerator.device),
+                    torch.tensor([r for _, r in values], device=accelerator.device))
+        with torch.no_grad():
+            if reference is not None:
+                return pair_logps(reference, clips, mine)
+            with adapters_off(raw):
+                return pair_logps(raw, clips, mine)
+
+    model.train()
+    t_start = time.perf_counter()
+    seen = 0
+    keys = ("loss", "reward_chosen", "reward_rejected", "reward_margin", "reward_accuracy", "logp_chosen",
+            "logp_rejected")
+    window = dict.fromkeys(keys, 0.0)
+    window_n = 0
+    steps_this_run = 0
+    metrics = open(run / "metrics.jsonl", "a") if accelerator.is_main_process else None
+    try:
+        while step < args.steps:
+            for _ in range(args.grad_accum):
+                global_batch = [next(sampler) for _ in range(micro * world)]
+                mine = global_batch[rank::world]
+                clips = [frames.get(p) for p in mine]
+                ref_c, ref_r = reference_logps(mine, clips)
+                with accelerator.accumulate(model):
+                    pol_c, pol_r = pair_logps(model, clips, mine, processor=raw.processor)
+                    losses, rew_c, rew_r = dpo_loss(pol_c, pol_r, ref_c.to(pol_c.device), ref_r.to(pol_r.device),
+                                                    args.beta)
+                    loss = losses.mean()
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and args.clip_grad > 0:
+                        accelerator.clip_grad_norm_(params, args.clip_grad)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                values = {"loss": loss.detach(), "reward_chosen": rew_c.mean(), "reward_rejected": rew_r.mean(),
+                          "reward_margin": (rew_c - rew_r).mean(), "reward_accuracy": (rew_c > rew_r).float().mean(),
+                          "logp_chosen": pol_c.detach().mean(), "logp_rejected": pol_r.detach().mean()}
+                for k, v in values.items():
+                    window[k] += accelerator.reduce(v.float(), reduction="mean").item() / args.grad_accum
+                seen += len(global_batch)
+            scheduler.step()
+            step += 1
+            steps_this_run += 1
+            window_n += 1
+            if step % args.log_every == 0 or step == args.steps:
+                elapsed = time.perf_counter() - t_start
+                row = {"step": step, **{k: round(window[k] / window_n, 6) for k in keys},
+                       "lr": scheduler.get_last_lr()[0], "samples_per_s": round(seen / elapsed, 3),
+                       "elapsed_s": round(elapsed, 3), "stage": STAGE}
+                window, window_n = dict.fromkeys(keys, 0.0), 0
+                if metrics:
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                if on_log and accelerator.is_main_process:
+                    on_log(row)
+            if args.save_every and step % args.save_every == 0 and step < args.steps:
+                save_checkpoint(run / "checkpoints" / f"step-{step:07d}")
+            if args.stop_after is not None and steps_this_run >= args.stop_after and step < args.steps:
+                last = run / "checkpoints" / f"step-{step:07d}"
+                if not last.exists():
+                    save_checkpoint(last)
+                return last
+    finally:
+        if metrics:
+            metrics.close()
+    save_checkpoint(run / "checkpoints" / f"step-{step:07d}")
+    if accelerator.is_main_process:
+        import shutil
+
+        final, tmp = run / "final", run / "final.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        save_policy(raw, tmp, args.lora)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    accelerator.wait_for_everyone()
+    return run / "final"
+
+
+def _write_reward_curves(run: Path) -> None:
+    try:
+        from trainers.plots import write_reward_curves
+    except ImportError:
+        return
+    write_reward_curves(run)
