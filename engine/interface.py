@@ -11,14 +11,15 @@ processor (CPU only, picklable, no weights; `model.processor`)
         the grains the model was trained for, with the model's own instruction for each.
     prompt(instruction) -> str
         the text the model sees, built with the model's own template.
-    inputs(clips, instructions, answers=None) -> dict of tensors
+    inputs(clips, instructions, answers=None, prefixes=None) -> dict of tensors
         clips (a list of (N, H, W, 3) uint8 arrays; N, H and W may differ between clips where the
         backend allows it) + one instruction each (+ one answer each for training: labels then cover
-        the answer and its end token only) -> the model's forward/generate inputs.
+        the answer and its end token only; + text forced as the start of each answer, e.g. a
+        benchmark's " Answer: (") -> the model's forward/generate inputs.
 
 model (a torch.nn.Module)
     forward(**inputs) -> (loss, logits)          loss when the inputs carry labels
-    generate(clips, instructions, max_new_tokens=None) -> list[Generation]   greedy, batched
+    generate(clips, instructions, max_new_tokens=None, prefixes=None) -> list[Generation]   greedy, batched
     trainable_parameters() -> the parameters a fine-tune updates by default (vision encoder frozen)
     save(folder); loading is engine.checkpoint.load(name_or_folder)
 
@@ -131,7 +132,8 @@ class VideoProcessor(Protocol):
 
     def prompt(self, instruction: str) -> str: ...
 
-    def inputs(self, clips, instructions: list[str], answers: list[str] | None = None) -> dict: ...
+    def inputs(self, clips, instructions: list[str], answers: list[str] | None = None,
+               prefixes: list[str] | None = None) -> dict: ...
 
 
 @runtime_checkable
@@ -140,7 +142,8 @@ class VideoModel(Protocol):
 
     def forward(self, **inputs): ...
 
-    def generate(self, clips, instructions: list[str], max_new_tokens: int | None = None) -> list[Generation]: ...
+    def generate(self, clips, instructions: list[str], max_new_tokens: int | None = None,
+                 prefixes: list[str] | None = None) -> list[Generation]: ...
 
     def trainable_parameters(self): ...
 

@@ -184,10 +184,12 @@ class VideoLLMProcessor:
     def prompt(self, instruction: str) -> str:
         return self.config.prompt_template.format(instruction=instruction.strip())
 
-    def inputs(self, clips, instructions: list[str], answers: list[str] | None = None) -> dict:
+    def inputs(self, clips, instructions: list[str], answers: list[str] | None = None,
+               prefixes: list[str] | None = None) -> dict:
         frames = torch.as_tensor(np.stack([np.asarray(c) for c in clips])) if isinstance(clips, list | tuple) \
             else torch.as_tensor(clips)
-        batch = self.tokenize([self.prompt(i) for i in instructions], frames.shape[1], answers=answers,
+        prompts = [self.prompt(i) + (prefixes[k] if prefixes else "") for k, i in enumerate(instructions)]
+        batch = self.tokenize(prompts, frames.shape[1], answers=answers,
                               padding_side="right" if answers is not None else "left")
         batch["frames"] = frames
         return batch
@@ -397,9 +399,11 @@ class VideoLLM(nn.Module):
 
     # -- inference: batched, left-padded greedy decoding with a KV cache --------------------------
     @torch.inference_mode()
-    def generate(self, clips, instructions: list[str], max_new_tokens: int | None = None) -> list[Generation]:
-        """clips: (B, N, S, S, 3) uint8 or a list of (N, S, S, 3) arrays, one instruction per clip."""
-        batch = self.processor.inputs(clips, instructions)
+    def generate(self, clips, instructions: list[str], max_new_tokens: int | None = None,
+                 prefixes: list[str] | None = None) -> list[Generation]:
+        """clips: (B, N, S, S, 3) uint8 or a list of (N, S, S, 3) arrays, one instruction per clip;
+        `prefixes`: text forced as the start of each answer (not part of the returned text)."""
+        batch = self.processor.inputs(clips, instructions, prefixes=prefixes)
         visual = self.visual_tokens(frames=batch["frames"])
         embeds = self.embed_inputs(batch["input_ids"].to(self.device), visual)
         tok = self.tokenizer

@@ -527,7 +527,8 @@ class QwenProcessor:
         out = self.video_processor(videos=videos, return_tensors="pt")
         return out["pixel_values_videos"], out["video_grid_thw"]
 
-    def inputs(self, clips, instructions: list[str], answers: list[str] | None = None) -> dict:
+    def inputs(self, clips, instructions: list[str], answers: list[str] | None = None,
+               prefixes: list[str] | None = None) -> dict:
         import torch
 
         from engine.model import IGNORE_INDEX, pad_rows
@@ -537,7 +538,7 @@ class QwenProcessor:
         rows, labels = [], []
         for i, instruction in enumerate(instructions):
             n_tokens = int(grid[i].prod()) // (self.merge * self.merge)
-            before, after = self.prompt(instruction).split(self.placeholder)
+            before, after = (self.prompt(instruction) + (prefixes[i] if prefixes else "")).split(self.placeholder)
             ids = (tok(before, add_special_tokens=False)["input_ids"] + [self.placeholder_id] * n_tokens
                    + tok(after, add_special_tokens=False)["input_ids"])
             lab = [IGNORE_INDEX] * len(ids)
@@ -661,8 +662,9 @@ class QwenVideoModel(_module_base()):
     def dtype(self):
         return self.hf.get_input_embeddings().weight.dtype
 
-    def inputs(self, clips, instructions: list[str], answers: list[str] | None = None):
-        return self.processor.inputs(clips, instructions, answers)
+    def inputs(self, clips, instructions: list[str], answers: list[str] | None = None,
+               prefixes: list[str] | None = None):
+        return self.processor.inputs(clips, instructions, answers, prefixes)
 
     def _to_device(self, batch: dict) -> dict:
         batch = {k: v.to(self.device) for k, v in batch.items()}
@@ -687,12 +689,13 @@ class QwenVideoModel(_module_base()):
                                    ignore_index=IGNORE_INDEX)
         return loss, logits
 
-    def generate(self, clips, instructions: list[str], max_new_tokens: int | None = None):
+    def generate(self, clips, instructions: list[str], max_new_tokens: int | None = None,
+                 prefixes: list[str] | None = None):
         import torch
 
         from engine.model import decode_generations, greedy_kwargs, stop_token_ids
 
-        batch = self._to_device(self.processor.inputs(clips, instructions))
+        batch = self._to_device(self.processor.inputs(clips, instructions, prefixes=prefixes))
         stops = stop_token_ids(self.tokenizer, self.generation_config)
         self.hf.model.rope_deltas = None
         with torch.inference_mode():

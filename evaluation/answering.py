@@ -23,36 +23,12 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 # ---------------------------------------------------------------------------------------------
 # The model calls (the only code here that knows the model interface)
 # ---------------------------------------------------------------------------------------------
-def _prompt_owner(model):
-    """(object, attribute) of the callable that turns an instruction into the model's prompt text."""
-    processor = getattr(model, "processor", None)
-    if processor is not None and callable(getattr(processor, "prompt", None)):
-        return processor, "prompt"
-    for name in ("format_prompt", "_prompt"):
-        if callable(getattr(model, name, None)):
-            return model, name
-    raise TypeError(f"{type(model).__name__} has no prompt template to append an answer prefix to")
-
-
 def generate_with_prefix(model, frames, instructions: list[str], prefix: str, max_new_tokens: int | None):
-    """Greedy answers to `instructions` (one per clip of `frames`, (B, N, S, S, 3) uint8) whose text
-    starts with `prefix`, written after the model's own prompt template; returns the text generated
-    AFTER the prefix. The model has no "answer prefix" argument yet, so its prompt function is
-    wrapped for the duration of the call (and restored)."""
-    if not prefix:
-        return [g.text for g in model.generate(frames, instructions, max_new_tokens=max_new_tokens)]
-    owner, name = _prompt_owner(model)
-    original = getattr(owner, name)
-    had_own = name in vars(owner)
-    object.__setattr__(owner, name, lambda instruction: original(instruction) + prefix)
-    try:
-        gens = model.generate(frames, instructions, max_new_tokens=max_new_tokens)
-    finally:
-        if had_own:
-            object.__setattr__(owner, name, original)
-        else:
-            object.__delattr__(owner, name)
-    # the generated text never repeats the prefix; a leading space belongs to the prefix's tokens
+    """Greedy answers to `instructions` (one per clip of `frames`) whose text starts with `prefix`, written
+    after the model's own prompt template (the model interface's `prefixes`); returns the text generated
+    AFTER the prefix (a leading space belongs to the prefix's tokens)."""
+    gens = model.generate(frames, instructions, max_new_tokens=max_new_tokens,
+                          prefixes=[prefix] * len(instructions) if prefix else None)
     return [g.text for g in gens]
 
 

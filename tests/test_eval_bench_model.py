@@ -207,9 +207,9 @@ def test_bench_mcq_with_published_layouts_forces_the_prefix(layout, tmp_path, mo
     processor_type = type(model.processor)
     original_inputs = processor_type.inputs
 
-    def spy(self, clips, instructions, *a, **k):
-        prompts.extend(self.prompt(i) for i in instructions)
-        return original_inputs(self, clips, instructions, *a, **k)
+    def spy(self, clips, instructions, answers=None, prefixes=None):   # the text the model's answer follows
+        prompts.extend(self.prompt(i) + (prefixes[j] if prefixes else "") for j, i in enumerate(instructions))
+        return original_inputs(self, clips, instructions, answers, prefixes)
 
     monkeypatch.setattr(processor_type, "inputs", spy)
     from evaluation.answering import answer_rows

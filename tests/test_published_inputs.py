@@ -322,3 +322,15 @@ def test_processors_are_picklable_and_weightless(qwen, llava):
         assert copy.frame_spec(1280, 720) == m.processor.frame_spec(1280, 720)
         assert copy.prompt(FINE) == m.processor.prompt(FINE)
         assert len(blob) < 50_000_000 and not any(isinstance(v, torch.nn.Module) for v in vars(copy).values())
+
+
+def test_a_forced_answer_prefix_follows_the_template(qwen, llava):
+    """Benchmarks force the start of the answer (TVBench: " Answer: ("): it goes after the generation prompt."""
+    prefix = "Best option: ("
+    for m in (qwen, llava):
+        spec = m.processor.frame_spec(84, 56)
+        clip = np.zeros((spec.frames, spec.height, spec.width, 3), np.uint8)
+        plain = m.processor.inputs([clip], [FINE])["input_ids"][0].tolist()
+        forced = m.processor.inputs([clip], [FINE], prefixes=[prefix])["input_ids"][0].tolist()
+        tail = m.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        assert forced[:len(plain)] == plain and forced[len(plain):] == tail
