@@ -202,7 +202,7 @@ def dpo_pairs(
     (rejected); a pair is kept when the judge ranks chosen above rejected by --min-margin. A rerun skips
     the clips done. Exit code: 0 ok, 1 some clips failed (one line each), 2 usage error."""
     from engine.checkpoint import ModelNotFound
-    from evaluation.judges import JudgeSpecError
+    from evaluation.judges import JudgeError, JudgeSpecError
     from tarsier_cli.common import EXIT_OK, EXIT_SOME_FAILED, split_list
     from trainers.manifest import ManifestError
     from trainers.pairs import CORRUPTIONS, PairArgs, build_pairs
@@ -223,6 +223,9 @@ def dpo_pairs(
 
     try:
         result = build_pairs(args, on_clip=on_clip)
+    except JudgeError as exc:   # the judge cannot work at all (refused credentials, endpoint down)
+        err_console.print(f"error: judge {judge!r}: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_SOME_FAILED) from None
     except (ManifestError, ModelNotFound, JudgeSpecError, ValueError) as exc:
         raise usage_error(str(exc)) from None
     except ImportError as exc:

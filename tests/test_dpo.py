@@ -244,6 +244,16 @@ def test_pairs_kept_when_the_judge_ranks_chosen_above_rejected(world, tmp_path):
         assert pair.chosen == reference and row["scores"]["chosen"]["f1"] == 1.0
         assert row["scores"]["margin"] == pytest.approx(1.0 - row["scores"]["rejected"]["f1"])
         assert row["corruption"]["kind"] in ("reverse", "drop") and row["scores"]["judge"] == "exact"
+    # killed while writing the last clip's pairs (its ledger line not yet written): the rerun removes
+    # that clip's pairs, the torn line included, and redoes only that clip
+    ledger = (tmp_path / "pairs.clips.jsonl").read_text().splitlines(keepends=True)
+    last = json.loads(ledger[-1])["clip"]
+    (tmp_path / "pairs.clips.jsonl").write_text("".join(ledger[:-1]))
+    text = out.read_text()
+    out.write_text(text[: len(text) - 20])
+    again = build_pairs(args, model=model, judge=ExactJudge())
+    assert (again.clips, again.reused) == (1, 2)
+    assert out.read_text() == text and [r["clip"] for r in _ledger(tmp_path / "pairs.clips.jsonl")][-1] == last
     # a margin no pair reaches keeps nothing, and says why
     strict = build_pairs(PairArgs(**{**args.__dict__, "out": str(tmp_path / "strict.jsonl"), "min_margin": 1.5}),
                          model=model, judge=ExactJudge())

@@ -159,16 +159,15 @@ def lora_merged(model):
 
 
 # ---------------------------------------------------------------------------------------------
-def _load(source: str):
+def _load(source: str, device, dtype=torch.float32):
+    """(model on `device`, what it was loaded from): a run folder means its final model or latest checkpoint."""
     from engine import checkpoint as ckpt
     from trainers.train import resolve_run_checkpoint
 
     path = Path(source).expanduser()
     if path.is_dir():
-        folder = resolve_run_checkpoint(path)
-        return ckpt.load_folder(folder), str(folder)
-    model = ckpt.load(source, device="cpu", dtype=torch.float32)
-    return model, source
+        source = str(resolve_run_checkpoint(path))
+    return ckpt.load(source, device=str(device), dtype=dtype), source
 
 
 def _freeze_to_trainable(model) -> None:
@@ -289,10 +288,10 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
         if saved.get("lora") != args.lora or saved.get("precompute_ref") != args.precompute_ref:
             raise ValueError(f"{run} was started with lora={saved.get('lora')} precompute_ref="
                              f"{saved.get('precompute_ref')}; resume it with the same settings")
-        model, _ = _load(source if args.lora else str(resume_from))
+        model, _ = _load(source if args.lora else str(resume_from), accelerator.device)
         status(f"resuming from {resume_from}")
     else:
-        model, source = _load(args.init)
+        model, source = _load(args.init, accelerator.device)
     _freeze_to_trainable(model)
     model.to(accelerator.device, dtype=torch.float32)   # fp32 master weights; bf16 autocast on GPUs
     reference = None
@@ -304,10 +303,9 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
             result = model.load_state_dict(load_file(str(resume_from / TRAINABLE)), strict=False)
             assert not result.unexpected_keys, result.unexpected_keys
     elif not args.precompute_ref:
-        reference, _ = _load(source)   # the starting model, frozen
+        # the starting model, frozen (bf16 on GPUs: it only runs forward)
+        reference, _ = _load(source, accelerator.device, torch.float32 if cpu else torch.bfloat16)
         reference.requires_grad_(False)
-        reference.eval()
-        reference.to(accelerator.device, dtype=torch.float32 if cpu else torch.bfloat16)
     frames = ClipFrames(model.processor, int(args.frames or model.processor.frames))
 
     ref_table = None

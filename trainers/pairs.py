@@ -22,8 +22,9 @@ Pairs file (JSONL, the messages format of the training manifests; video paths re
 
 `corruption` and `scores` are what the builder records; a hand-written pairs file needs only
 `messages`, `chosen` and `rejected`. Beside PAIRS.jsonl the builder keeps PAIRS.clips.jsonl, one line
-per finished clip (pairs kept, candidates dropped and why, or the error), so a rerun skips finished
-clips, including those that gave no pair.
+per finished clip (pairs kept, candidates dropped and why, or the error), written after the clip's
+pairs, so a rerun skips finished clips (including those that gave no pair) and redoes a clip a kill
+cut short.
 
 Corruptions, as recorded (N = frames per clip, indices into the clean clip's N frames):
     reverse  indices N-1 .. 0
@@ -389,6 +390,15 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line a kill left half-written, so the next appended row starts on its own line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        path.write_bytes(data[:data.rfind(b"\n") + 1])
+
+
 def _load_model(name: str, device: str):
     from engine import checkpoint as ckpt
     from trainers.train import resolve_run_checkpoint
@@ -432,12 +442,22 @@ def build_pairs(args: PairArgs, *, model=None, judge=None,
         for p in (out, ledger):
             if p.exists():
                 p.unlink()
+    for p in (out, ledger):
+        _drop_torn_tail(p)
     previous = _read_jsonl(ledger)
     other = [r.get("settings") for r in previous if r.get("settings") != settings]
     if other:
         raise ValueError(f"{out} was built with other settings ({json.dumps(other[0])}); "
                          "use --overwrite or another output file")
-    done = {r.get("clip") for r in previous if "error" not in r} | {r.get("clip") for r in _read_jsonl(out)}
+    # a clip is done once its ledger line is written, after all its pairs; pairs of a clip cut short by
+    # a kill are removed and the clip is redone
+    done = {r.get("clip") for r in previous if "error" not in r}
+    rows = _read_jsonl(out)
+    if any(r.get("clip") not in done for r in rows):
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows if r.get("clip") in done),
+                       encoding="utf-8")
+        tmp.replace(out)
     run = PairRun(pairs=out, ledger=ledger)
     todo = [s for s in samples if clip_id(s) not in done]
     run.reused = len(samples) - len(todo)
