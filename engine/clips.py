@@ -69,6 +69,29 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def _remove_stale(path: Path) -> None:
+    """Temporary files of this clip left by a killed run (their process is gone)."""
+    try:
+        leftovers = list(path.parent.glob(f".{path.name}.*.tmp"))
+    except OSError:
+        return
+    for tmp in leftovers:
+        pid = tmp.name[len(path.name) + 2: -len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:   # it exists, owned by someone else
+        return True
+    return True
+
+
 def _origin(container, stream) -> float | None:
     if container.start_time is not None:
         return container.start_time / 1_000_000
@@ -154,6 +177,7 @@ def cut_clips(src: str | os.PathLike, spans: list[ClipSpan], dest: dict[int, Pat
     todo = []
     for sp in spans:
         path = Path(dest[sp.index])
+        _remove_stale(path)
         if path.exists():
             results[sp.index] = _existing(src, sp, path, codec, video_end)
         else:

@@ -253,3 +253,63 @@ def test_curation_usage_errors(tmp_path, videos):
         result = runner.invoke(app, ["describe", v, "-o", str(tmp_path), *args, *FAST])
         assert result.exit_code == 2, (args, result.output)
     assert runner.invoke(app, ["describe", v, "--stdout", "-f", "csv", *FAST]).exit_code == 2
+
+
+def test_killed_webdataset_run_resumes_to_complete_shards(tmp_path, av_video):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):   # copies: one file linked three times is one video
+        (src / f"v{i}.mp4").write_bytes(av_video.path.read_bytes())
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "tarsier_cli.app", "describe", str(src), "-o", str(out), "--clips", str(out / "clips"),
+           "-f", "webdataset", "--shard-size", "2", "-b", "1", "-m", "tiny-random", "--device", "cpu",
+           "--max-new-tokens", "48", "-q"]
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jsonl = out / "descriptions.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if jsonl.exists() and jsonl.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be killed: make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    shards = sorted((out / "webdataset").glob("*.tar"))
+    assert len(shards) == 5
+    for shard in shards:   # every shard whole: two complete samples each, the last one one
+        with tarfile.open(shard) as tar:
+            assert len(tar.getmembers()) == (3 if shard == shards[-1] else 6)
+    samples = _webdataset_samples(out / "webdataset")
+    assert len(samples) == 9 and all(set(s) == {"mp4", "txt", "json"} for s in samples.values())
+    assert not list((out / "webdataset").glob(".*.tmp")) and not list((out / "clips").rglob(".*.tmp"))
+
+
+def test_a_killed_cut_leaves_nothing_the_next_run_keeps(tmp_path, av_video):
+    from engine.clips import ClipSpan, clip_file, cut_clips
+
+    dest = {0: clip_file(tmp_path, "scene.mp4", 0, ".mp4")}
+    dest[0].parent.mkdir(parents=True)
+    dead = subprocess_pid_that_ended()
+    leftover = dest[0].with_name(f".{dest[0].name}.{dead}.tmp")
+    leftover.write_bytes(b"half a clip")
+    result = cut_clips(av_video.path, [ClipSpan(0, 0.0, 2.0)], dest, video_end=av_video.duration)
+    assert result[0].error is None and dest[0].is_file() and not leftover.exists()
+
+
+def subprocess_pid_that_ended() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
