@@ -9,6 +9,8 @@ a few cuts, then times, side by side in the same run (best of --repeat):
              downscaled frames + candidate buffering + sampling 8 frames of 224x224 per clip);
              the model is a no-op
   scenes   : the same with sample_frames=False (what `tarsier scenes` runs)
+  stock    : the pipeline with PySceneDetect's own frame-score code instead of engine.scenes' faster,
+             bit-identical one (what the detector side cost before)
 and reports the ratio pipeline/plain (wall time, and CPU time over all threads, which is less sensitive
 to other load on the machine) and frames decoded / frames in the file. The three are interleaved in
 each repeat round so they see the same machine load.
@@ -91,6 +93,18 @@ def pipeline(path: Path, options: ClipOptions) -> tuple[int, int]:
         return r.info.frames_decoded, clips
 
 
+def stock_pipeline(path: Path) -> tuple[int, int]:
+    """The pipeline with the detectors' stock PySceneDetect frame score (engine.scenes bypassed)."""
+    import engine.scenes as scenes
+
+    fast = scenes._fast_score_class
+    scenes._fast_score_class = lambda base: base
+    try:
+        return pipeline(path, ClipOptions())
+    finally:
+        scenes._fast_score_class = fast
+
+
 def timed(fn):
     """(wall seconds, CPU seconds of this process across all threads, result)."""
     w, c = time.perf_counter(), time.process_time()
@@ -122,7 +136,8 @@ def main() -> None:
         pipeline(path, ClipOptions(sample_frames=False))
         runs = {"plain": lambda p=path: plain_decode(p),
                 "pipeline": lambda p=path: pipeline(p, ClipOptions()),
-                "scenes": lambda p=path: pipeline(p, ClipOptions(sample_frames=False))}
+                "scenes": lambda p=path: pipeline(p, ClipOptions(sample_frames=False)),
+                "stock": lambda p=path: stock_pipeline(p)}
         best_w = dict.fromkeys(runs, float("inf"))
         best_c = dict.fromkeys(runs, float("inf"))
         decoded = clips = 0
@@ -136,13 +151,13 @@ def main() -> None:
         rows.append((name, in_file, best_w, best_c, decoded, clips))
 
     hdr = (f"{'video':6} {'frames':>6} {'plain s':>8} {'plain fps':>9} {'pipeline s':>10} {'ratio':>6} "
-           f"{'cpu ratio':>9} {'scenes s':>8} {'ratio':>6} {'decoded/file':>12} {'clips':>5}")
+           f"{'cpu ratio':>9} {'scenes s':>8} {'ratio':>6} {'stock cpu ratio':>15} {'decoded/file':>12} {'clips':>5}")
     print(hdr)
     print("-" * len(hdr))
     for name, n, bw, bc, dec, clips in rows:
         print(f"{name:6} {n:6d} {bw['plain']:8.2f} {n / bw['plain']:9.0f} {bw['pipeline']:10.2f} "
               f"{bw['pipeline'] / bw['plain']:6.2f} {bc['pipeline'] / bc['plain']:9.2f} {bw['scenes']:8.2f} "
-              f"{bw['scenes'] / bw['plain']:6.2f} {dec:>5d}/{n:<6d} {clips:5d}")
+              f"{bw['scenes'] / bw['plain']:6.2f} {bc['stock'] / bc['plain']:15.2f} {dec:>5d}/{n:<6d} {clips:5d}")
     print("ratio = wall time / plain decode wall time (best of each); cpu ratio = process CPU time "
           "(all threads) / plain's")
 
