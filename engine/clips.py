@@ -303,6 +303,8 @@ def _cut_copy(src: Path, spans: list[ClipSpan], dest: dict[int, Path], audio: bo
                     continue
                 out.finish()
                 end = b if b != float("inf") else (out.last_t if out.last_t is not None else sp.end)
+                if video_end is not None and b == float("inf"):
+                    end = min(end, video_end)   # the video's own end (engine.video), not a padded last packet
                 results[sp.index] = CutResult(out.path, round(a, 6), round(end, 6), out.frames)
         finally:
             for out in outs.values():

@@ -76,7 +76,7 @@ def describe_command(
     no_audio: Annotated[bool, typer.Option("--no-audio", help="Leave the audio out of clip files.", rich_help_panel="Curation")] = False,
     min_size: Annotated[str | None, typer.Option(help="Skip videos smaller than WxH (e.g. 640x360), without decoding them.", rich_help_panel="Curation")] = None,
     max_aspect: Annotated[float | None, typer.Option(help="Skip videos whose long side / short side is above this.", min=1.0, rich_help_panel="Curation")] = None,
-    min_motion: Annotated[float | None, typer.Option(help="Skip near-static clips: motion score (0-1, in every record) below this; e.g. 0.01.", min=0.0, max=1.0, rich_help_panel="Curation")] = None,
+    min_motion: Annotated[float | None, typer.Option(help="Skip near-static clips: motion score (0-1, in every record) below this; e.g. 0.002 (a still picture scores ~0.0005, moving footage 0.003 and up: look at a run's scores first).", min=0.0, max=1.0, rich_help_panel="Curation")] = None,
     shard_size: Annotated[int, typer.Option(help="Clips per -f webdataset shard.", min=1, rich_help_panel="Curation")] = 1000,
 ) -> None:
     formats = split_list(fmt) or ["jsonl"]

@@ -313,3 +313,15 @@ def subprocess_pid_that_ended() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+def test_copied_last_clip_ends_with_the_video(tmp_path, shared_videos):
+    from engine.clips import ClipSpan, cut_clips
+    from engine.video import ClipOptions, read_clips
+
+    src = shared_videos / "goldeneye-vfr-drop3.mp4"   # its last packet says 2002/24000 s, the video 1001/24000
+    info, clips = read_clips(src, ClipOptions(sample_frames=False))
+    spans = [ClipSpan(c.index, c.start, c.end) for c in clips]
+    dest = {sp.index: tmp_path / f"{sp.index}.mp4" for sp in spans}
+    results = cut_clips(src, spans, dest, video_end=info.duration)
+    assert results[len(spans) - 1].end == pytest.approx(info.duration) == pytest.approx(239239 / 24000)
