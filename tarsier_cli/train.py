@@ -255,6 +255,7 @@ def dpo(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from engine.checkpoint import ModelNotFound
+    from engine.types import VideoError
     from trainers.dpo import DPOArgs, train_dpo
     from trainers.manifest import ManifestError
 
@@ -280,6 +281,9 @@ def dpo(
             final = train_dpo(args, on_log=on_log, on_status=lambda m: err_console.print(m, markup=False))
     except (ManifestError, ModelNotFound, ValueError) as exc:
         raise usage_error(str(exc)) from None
+    except VideoError as exc:   # a video that was there when the pairs were checked cannot be decoded
+        err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     err_console.print(f"model saved to {final}", markup=False)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -177,18 +178,24 @@ def _freeze_to_trainable(model) -> None:
 
 
 class ClipFrames:
-    """Decoded frames per clip, kept in memory (the clean clip of every pair, decoded once)."""
+    """Decoded frames per clip (the clean clip of every pair), the most recent `keep` in memory: a clip
+    has several pairs, and nano's clips are small, but 16 Tarsier2 frames are about 21 MB."""
 
-    def __init__(self, processor, frames: int):
-        self.processor, self.frames, self.cache = processor, frames, {}
+    def __init__(self, processor, frames: int, keep: int = 512):
+        self.processor, self.frames, self.keep = processor, frames, keep
+        self.cache: OrderedDict = OrderedDict()
 
     def get(self, pair):
         from trainers.pairs import clip_frames
 
         key = (str(pair.video), pair.start, pair.end, tuple(pair.frame_times or ()))
-        if key not in self.cache:
+        if key in self.cache:
+            self.cache.move_to_end(key)
+        else:
             self.cache[key] = clip_frames(self.processor, pair.video, pair.start, pair.end, pair.frame_times,
                                           self.frames)
+            if len(self.cache) > self.keep:
+                self.cache.popitem(last=False)
         return self.cache[key]
 
 

@@ -235,7 +235,7 @@ def plan_corruption(kind: str, n: int, rng: random.Random) -> dict:
     span = max(1, n // 2)
     a = rng.randrange(0, n - span + 1)
     if kind == "drop":
-        rest = [i for i in range(n) if not a <= i < a + span]
+        rest = [i for i in range(n) if not a <= i < a + span] or list(range(n))   # one frame: nothing to drop
         return {"kind": kind, "span": [a, a + span], "indices": [rest[i] for i in sample_indices(len(rest), n)]}
     if kind == "swap":
         return {"kind": kind, "span": [a, a + span]}
