@@ -11,7 +11,7 @@ import typer
 from tarsier_cli.common import err_console, usage_error
 
 train_app = typer.Typer(
-    help="Train VideoLLM models: stage 1 (multi-task pre-training), stage 2 (multi-grained "
+    help="Train video-language models (the project's own, Tarsier1 and Tarsier2 checkpoints): stage 1 (multi-task pre-training), stage 2 (multi-grained "
     "instruction tuning), stage 3 (Tarsier2's DPO on preference pairs the model builds itself: dpo-pairs, "
     "then dpo), and for nano a stage 0 that pretrains its vision tower. Runs data-parallel "
     "under `accelerate launch` with no code change.",
@@ -32,6 +32,10 @@ def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
 
     if kw.get("vision_init") is not None:
         kw["vision_init"] = str(kw["vision_init"])
+    if kw.get("lora_alpha") is None:
+        kw["lora_alpha"] = 2 * kw.get("lora_r", 16)
+    if kw.get("lora_targets") is not None:
+        kw["lora_targets"] = [t.strip() for t in kw["lora_targets"].split(",") if t.strip()]
     args = TrainArgs(stage=stage, data=str(data), out=str(out), init=init, **kw)
     quiet = kw.get("log_every", 10) <= 0
     progress = Progress(TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(),
@@ -67,9 +71,20 @@ Clip = Annotated[float, typer.Option(help="Gradient-norm clipping; 0 = off.")]
 Seed = Annotated[int, typer.Option(help="Seed for init, data order and dropout.")]
 SaveEvery = Annotated[int, typer.Option(help="Checkpoint every N steps (0 = only at the end).", min=0)]
 LogEvery = Annotated[int, typer.Option(help="Log metrics every N steps.", min=1)]
-Lora = Annotated[bool, typer.Option(help="Train LoRA adapters (peft) instead of the full LLM.")]
+Lora = Annotated[bool, typer.Option(help="Train LoRA adapters (peft) on the LLM instead of the full LLM; the "
+                                        "projector/merger still trains in full. Saves the merged model, adapter/ "
+                                        "and trainable.safetensors.")]
 LoraR = Annotated[int, typer.Option(help="LoRA rank.", min=1)]
-TrainVision = Annotated[bool, typer.Option(help="Unfreeze the vision tower (only for towers without pretrained weights).")]
+LoraAlpha = Annotated[int | None, typer.Option(help="LoRA alpha (scale alpha/r) [default: 2 x rank].", min=1)]
+LoraTargets = Annotated[str | None, typer.Option(help="Comma-separated LLM linear layers LoRA adapts "
+                                                      "[default: the attention and MLP projections, "
+                                                      "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj].")]
+TrainVision = Annotated[bool, typer.Option(help="Unfreeze the vision encoder (frozen by default, as in the papers; "
+                                                "Tarsier2: its blocks, the merger always trains).")]
+Init = Annotated[str, typer.Option(help="Where training starts: a published model (tarsier2-recap-7b, tarsier2-7b, "
+                                        "tarsier-7b, or a hub id owner/name), a checkpoint or run folder of either "
+                                        "published layout or the project's own, or a preset to build a fresh "
+                                        "model from (nano, tiny-random).")]
 VisionInit = Annotated[Path | None, typer.Option(help="A `tarsier train tower` folder: the tower of a fresh model (--init PRESET). Default: the one the preset ships (nano's); `none`: a random tower.")]
 GradCkpt = Annotated[bool, typer.Option(help="Gradient checkpointing in the LLM (less memory, slower).")]
 FeatCache = Annotated[str, typer.Option(help="Tower feature cache: auto (user cache), off, or a folder.")]
@@ -85,10 +100,11 @@ StopAfter = Annotated[int | None, typer.Option(hidden=True, help="End after N st
 @train_app.command("stage1")
 def stage1(
     data: Data, out: Out,
-    init: Annotated[str, typer.Option(help="Preset to build a fresh model from (e.g. nano), or a checkpoint folder.")] = "nano",
+    init: Init = "nano",
     steps: Steps = 1000, batch_size: Batch = 16, grad_accum: Accum = 1, lr: Lr = 1e-3, warmup: Warmup = 50,
     weight_decay: Wd = 0.0, clip_grad: Clip = 1.0, seed: Seed = 0, save_every: SaveEvery = 0,
-    log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, train_vision: TrainVision = False,
+    log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, lora_alpha: LoraAlpha = None,
+    lora_targets: LoraTargets = None, train_vision: TrainVision = False,
     vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", frames: Frames = None,
     workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto",
     stop_after: StopAfter = None,
@@ -100,10 +116,11 @@ def stage1(
 @train_app.command("stage2")
 def stage2(
     data: Data, out: Out,
-    init: Annotated[str, typer.Option(help="Stage-1 run folder or checkpoint folder to start from.")] = ...,
+    init: Init = ...,
     steps: Steps = 1000, batch_size: Batch = 16, grad_accum: Accum = 1, lr: Lr = 5e-4, warmup: Warmup = 20,
     weight_decay: Wd = 0.0, clip_grad: Clip = 1.0, seed: Seed = 0, save_every: SaveEvery = 0,
-    log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, train_vision: TrainVision = False,
+    log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, lora_alpha: LoraAlpha = None,
+    lora_targets: LoraTargets = None, train_vision: TrainVision = False,
     vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", frames: Frames = None,
     workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto",
     stop_after: StopAfter = None,

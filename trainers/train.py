@@ -1,7 +1,8 @@
-"""Stage-1 and stage-2 training of VideoLLM, on Hugging Face accelerate.
+"""Stage-1 and stage-2 training, on Hugging Face accelerate, of every layout the project loads: its own
+VideoLLM, Tarsier1 (LLaVA layout, loaded into VideoLLM) and Tarsier2 (Qwen2-VL layout; trainers/finetune.py).
 
 The paper's recipe: the vision tower stays frozen; the projector and the whole LLM are trained
-(or LoRA adapters instead of the full LLM). Stage 1 is multi-task pre-training on a mixture of
+(or LoRA adapters on the LLM's attention and MLP projections instead of the full LLM). Stage 1 is multi-task pre-training on a mixture of
 manifests; stage 2 is multi-grained instruction tuning initialised from a stage-1 checkpoint.
 Loss is on assistant tokens only. AdamW, warmup + cosine, gradient accumulation and clipping.
 
@@ -52,6 +53,7 @@ class TrainArgs:
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
+    lora_targets: list[str] | None = None   # LLM linear layers LoRA adapts (default: attention + MLP projections)
     train_vision: bool = False
     vision_init: str | None = None  # a `tarsier train tower` folder for a fresh model's tower ("none": random;
                                     # default: the tower the preset ships, if any)
@@ -70,12 +72,19 @@ class TrainArgs:
 def build_or_load(args: TrainArgs, texts: list[str]):
     """The starting model: a run folder or checkpoint, or a fresh model built from a preset config
     (with a byte-level BPE trained on the training texts)."""
+    from trainers.finetune import load_init
+
     init = Path(args.init).expanduser()
     if init.is_dir():
         if args.vision_init or args.projector:
             raise ValueError("--vision-init and projector settings are for a fresh model; a checkpoint brings its own")
         folder = resolve_run_checkpoint(init)
         return ckpt.load_folder(folder), str(folder)
+    published = load_init(args.init)   # tarsier2-7b, tarsier-7b, owner/name: the published weights
+    if published is not None:
+        if args.vision_init or args.projector:
+            raise ValueError("--vision-init and projector settings are for a fresh model; a checkpoint brings its own")
+        return published, args.init
     preset = ckpt.read_preset(args.init)
     if "config" not in preset:
         raise ckpt.ModelNotFound(f"preset {args.init!r} has no config to build a fresh model from")
@@ -140,8 +149,14 @@ def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], floa
 def add_lora(model, args: TrainArgs) -> None:
     from peft import LoraConfig, get_peft_model
 
+    from trainers.finetune import add_qwen_lora, is_qwen, lora_targets
+
+    targets = lora_targets(model, args.lora_targets)
+    if is_qwen(model):
+        add_qwen_lora(model, args.lora_r, args.lora_alpha, targets, train_vision=args.train_vision)
+        return
     config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=0.0,
-                        target_modules="all-linear", bias="none")
+                        target_modules=targets, bias="none")
     model.llm = get_peft_model(model.llm, config)
 
 
@@ -170,6 +185,11 @@ def save_model_folder(model, folder: Path, lora: bool) -> None:
     """config.json + model.safetensors + tokenizer (+ adapter/ and trainable weights for LoRA runs)."""
     from safetensors.torch import save_file, save_model
 
+    from trainers.finetune import is_qwen, save_qwen
+
+    if is_qwen(model):   # a standard transformers Qwen2-VL folder
+        save_qwen(model, folder, lora)
+        return
     folder.mkdir(parents=True, exist_ok=True)
     model.config.save(folder / ckpt.CONFIG_NAME)
     model.tokenizer.save_pretrained(str(folder))
@@ -191,6 +211,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     from accelerate.utils import set_seed
 
     from trainers.data import FeatureStore, FrameSource, clip_key, collate
+    from trainers.finetune import ClipSource, check_context, check_trainable, freeze, is_qwen, load_init
     from trainers.manifest import LengthGroupedBatches, load_mixture
     from trainers.state import load_trainer_state, save_trainer_state
 
@@ -219,35 +240,57 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     if resume_from is not None:
         saved = json.loads((run / "run.json").read_text())
         # LoRA checkpoints hold adapters + projector; the frozen base comes from where the run began.
-        model = ckpt.load_folder(Path(saved["lora_base"]) if args.lora else resume_from)
+        base = saved["lora_base"] if args.lora else str(resume_from)
+        model = ckpt.load_folder(Path(base)) if Path(base).is_dir() else load_init(base)
         source = saved.get("init_source", args.init)
         status(f"resuming from {resume_from}")
     else:
         model, source = build_or_load(args, [t for s in samples for t in (s.prompt, s.answer)])
+    check_trainable(model, args.init)
+    qwen = is_qwen(model)
     lora_base = None
     if args.lora and resume_from is None:
-        lora_base = source if Path(source).is_dir() else str(run / "base")
-        if not Path(source).is_dir() and accelerator.is_main_process:
+        # a published checkpoint (preset or hub id) is read again from the Hugging Face cache on resume
+        kept = Path(source).is_dir() or not source.startswith("new:")
+        lora_base = source if kept else str(run / "base")
+        if not kept and accelerator.is_main_process:
             save_model_folder(model, run / "base", lora=False)
     frames = args.frames or model.config.frames
     model.config.frames = frames
-    model.config.vision.frozen = not args.train_vision
-    model.set_vision_trainable(args.train_vision)
+    if qwen:
+        model.processor.frames = frames
+        if accelerator.device.type == "cpu":
+            model.float()   # published weights are bf16: on a CPU, train in float32
+        freeze(model, args.train_vision)
+    else:
+        model.config.vision.frozen = not args.train_vision
+        model.set_vision_trainable(args.train_vision)
     if args.lora:
-        model.llm.requires_grad_(False)
+        if not qwen:
+            model.llm.requires_grad_(False)
         add_lora(model, args)
         if resume_from is not None:
             from safetensors.torch import load_file
 
-            missing = model.load_state_dict(load_file(str(resume_from / "trainable.safetensors")), strict=False)
-            assert not missing.unexpected_keys, missing.unexpected_keys
+            from trainers.finetune import load_trainable
+
+            if qwen:
+                load_trainable(model, resume_from)
+            else:
+                missing = model.load_state_dict(load_file(str(resume_from / "trainable.safetensors")), strict=False)
+                assert not missing.unexpected_keys, missing.unexpected_keys
     if args.grad_checkpointing:
-        model.llm.gradient_checkpointing_enable()
+        from trainers.finetune import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(model)
     model.to(accelerator.device)
 
     # Frozen tower -> features once per clip; main process computes, the others read the cache.
-    use_cache = not args.train_vision and args.feature_cache != "off"
-    if use_cache:
+    # Tarsier2 decodes on the fly: its features (thousands of tokens per clip) cost more to store than to compute.
+    use_cache = not qwen and not args.train_vision and args.feature_cache != "off"
+    if qwen:
+        source_data = ClipSource(model.processor, frames)
+    elif use_cache:
         folder = None if args.feature_cache == "auto" else Path(args.feature_cache)
         source_data = FeatureStore(model, frames, folder, workers=args.workers)
         if accelerator.is_main_process:
@@ -312,11 +355,16 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
             for _ in range(args.grad_accum):
                 global_batch = next(sampler)
                 mine = global_batch[rank::world]
-                batch = collate(raw, mine, frames)
-                visual_in = source_data.get(mine)
+                if qwen:   # the processor's own inputs: chat template, geometry, labels on the answer
+                    inputs, clip_frames = source_data.inputs(raw, mine)
+                else:
+                    inputs = collate(raw, mine, frames)
+                    clip_frames = [frames] * len(mine)
+                    visual_in = source_data.get(mine)
+                    inputs["features" if use_cache else "frames"] = visual_in
+                check_context(raw, inputs, mine, clip_frames)
                 with accelerator.accumulate(model):
-                    kwargs = {"features": visual_in} if use_cache else {"frames": visual_in}
-                    loss, _ = model(batch["input_ids"], batch["attention_mask"], batch["labels"], **kwargs)
+                    loss, _ = model(**inputs)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and args.clip_grad > 0:
                         accelerator.clip_grad_norm_(params, args.clip_grad)

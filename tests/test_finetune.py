@@ -1,0 +1,258 @@
+"""Fine-tuning the published layouts: a tiny Tarsier2 checkpoint in the literal published format (upstream's
+wrapper naming, as Tarsier2-Recap-7b ships) trains through the model interface, resumes exactly, trains LoRA
+adapters, and saves standard transformers Qwen2-VL folders that plain `from_pretrained` loads with the same
+logits; `tarsier export` writes any published naming in that layout; a tiny Tarsier1 (LLaVA layout) trains too."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import published_fixtures as pf
+
+from engine import checkpoint as ckpt
+from tarsier_cli.app import app
+from trainers.train import TrainArgs, train
+
+pytestmark = pytest.mark.usefixtures("tarsier_home")
+INSTRUCTION = "Describe the video in detail."
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory) -> Path:
+    return pf.write_qwen2_vl(tmp_path_factory.mktemp("tarsier2-recap-7b"), style="llava")
+
+
+def targs(world: Path, out: Path, init, stage: str = "stage1", **kw) -> TrainArgs:
+    """Short answers (the QA manifest) and 2 frames per clip: a Qwen2-VL step is dominated by its
+    152,064-token vocabulary, so the sequences are kept short."""
+    base = dict(stage=stage, data=str(world / "stage1" / "qa.jsonl"), out=str(out), init=str(init), steps=4,
+                batch_size=2, lr=1e-2, warmup=1, log_every=1, device="cpu", workers=1, frames=2,
+                feature_cache=str(out.parent / "features"))
+    base.update(kw)
+    return TrainArgs(**base)
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def stage1_run(world, qwen_dir, tmp_path_factory) -> Path:
+    old = os.environ.get("TARSIER_HOME")
+    os.environ["TARSIER_HOME"] = str(tmp_path_factory.mktemp("home"))
+    try:
+        run = tmp_path_factory.mktemp("qwen-stage1") / "run"
+        train(targs(world, run, qwen_dir, steps=8, warmup=2))
+    finally:
+        if old is None:
+            os.environ.pop("TARSIER_HOME", None)
+        else:
+            os.environ["TARSIER_HOME"] = old
+    return run
+
+
+def clip_inputs(model, seed: int = 0) -> dict:
+    """Two 112x84 clips of 2 frames: a temporal grid (2) no longer than the merged spatial grid (4x3), where
+    upstream's rotary positions and transformers 5.x's agree (they differ after the video once t exceeds it)."""
+    g = torch.Generator().manual_seed(seed)
+    clips = [torch.randint(0, 256, (2, 84, 112, 3), generator=g, dtype=torch.uint8).numpy() for _ in range(2)]
+    return model.processor.inputs(clips, [INSTRUCTION, "What happens?"])
+
+
+def plain_logits(hf, batch: dict) -> torch.Tensor:
+    keys = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
+    with torch.no_grad():
+        return hf(**{k: batch[k] for k in keys}).logits
+
+
+def our_logits(model, batch: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**batch)[1]
+
+
+# -- Tarsier2 (Qwen2-VL layout) ----------------------------------------------------------------------------
+def test_tarsier2_trains_with_the_loss_falling_and_only_what_should_train_moves(stage1_run, qwen_dir):
+    curve = losses(stage1_run)
+    assert len(curve) == 8
+    assert sum(curve[-3:]) / 3 < sum(curve[:3]) / 3 - 0.5, curve
+    run = json.loads((stage1_run / "run.json").read_text())
+    assert run["init_source"] == str(qwen_dir)
+    before = dict(ckpt.load_folder(qwen_dir).hf.named_parameters())
+    after = dict(ckpt.load_folder(stage1_run / "final").hf.named_parameters())
+    assert set(before) == set(after)
+    for name, p in after.items():
+        moved = not torch.equal(p.float(), before[name].float())
+        if name.startswith("model.visual.") and ".merger." not in name:
+            assert not moved, f"{name}: the vision encoder is frozen by default"
+    assert any(not torch.equal(after[n].float(), before[n].float()) for n in after if ".merger." in n)
+    assert not torch.equal(after["lm_head.weight"].float(), before["lm_head.weight"].float())
+
+
+def test_tarsier2_fine_tune_is_a_standard_qwen2_vl_folder(stage1_run):
+    from transformers import Qwen2VLForConditionalGeneration
+
+    final = stage1_run / "final"
+    for name in ("config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+                 "chat_template.jinja", "preprocessor_config.json", "generation_config.json"):
+        assert (final / name).is_file(), name
+    config = json.loads((final / "config.json").read_text())
+    assert config["architectures"] == ["Qwen2VLForConditionalGeneration"] and config["model_type"] == "qwen2_vl"
+    ours = ckpt.load_folder(final).eval()
+    plain = Qwen2VLForConditionalGeneration.from_pretrained(str(final), trust_remote_code=False).eval()
+    batch = clip_inputs(ours)
+    a, b = our_logits(ours, batch), plain_logits(plain, batch)
+    assert a.dtype == b.dtype == torch.float32
+    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+def test_tarsier2_stage2_resumes_exactly(world, stage1_run, tmp_path):
+    straight = tmp_path / "straight"
+    train(targs(world, straight, stage1_run, stage="stage2", steps=3))
+    assert json.loads((straight / "run.json").read_text())["init_source"] == str(stage1_run / "final")
+    broken = tmp_path / "broken"
+    last = train(targs(world, broken, stage1_run, stage="stage2", steps=3, stop_after=1))
+    assert last.name == "step-0000001" and (last / "model.safetensors.index.json").is_file()
+    train(targs(world, broken, stage1_run, stage="stage2", steps=3, resume=True))
+    assert losses(straight) == pytest.approx(losses(broken), abs=1e-5)
+    a = ckpt.load_folder(straight / "final").hf.state_dict()
+    b = ckpt.load_folder(broken / "final").hf.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_tarsier2_lora_saves_adapters_and_a_merged_folder(world, stage1_run, tmp_path):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import Qwen2VLForConditionalGeneration
+
+    run = tmp_path / "lora"
+    final = train(targs(world, run, stage1_run, stage="stage2", steps=3, lora=True, lora_r=4, lora_alpha=8,
+                        stop_after=2))
+    final = train(targs(world, run, stage1_run, stage="stage2", steps=3, lora=True, lora_r=4, lora_alpha=8,
+                        resume=True))
+    assert len(losses(run)) == 3
+    adapter = final / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    trainable = load_file(str(final / "trainable.safetensors"))
+    assert any(".lora_A." in k for k in trainable) and any(".merger." in k for k in trainable)
+    assert not any(k.startswith("model.visual.blocks.") for k in trainable)
+    adapted = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in trainable if ".lora_" in k}
+    assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert all(".language_model." in k for k in trainable if ".lora_" in k)
+
+    # merged folder (plain transformers) == base + adapters (peft) + the merger trained beside them
+    base_folder = stage1_run / "final"
+    merged = Qwen2VLForConditionalGeneration.from_pretrained(str(final)).eval()
+    base = Qwen2VLForConditionalGeneration.from_pretrained(str(base_folder))
+    with_adapters = PeftModel.from_pretrained(base, str(adapter)).eval()
+    merger = {k: v for k, v in trainable.items() if ".merger." in k}
+    result = with_adapters.base_model.model.load_state_dict(merger, strict=False)
+    assert not result.unexpected_keys
+    ours = ckpt.load_folder(final).eval()
+    batch = clip_inputs(ours, seed=1)
+    a, b = plain_logits(merged, batch), plain_logits(with_adapters, batch)
+    assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    assert torch.allclose(our_logits(ours, batch), a, atol=1e-5)
+    before = plain_logits(Qwen2VLForConditionalGeneration.from_pretrained(str(base_folder)).eval(), batch)
+    assert not torch.allclose(a, before, atol=1e-3), "the adapters changed nothing"
+
+
+def test_describe_loads_a_tarsier2_fine_tune(world, stage1_run, tmp_path):
+    video = sorted((world / "videos").glob("*.mp4"))[0]
+    result = CliRunner().invoke(app, ["describe", str(video), "-m", str(stage1_run / "final"), "-o",
+                                      str(tmp_path / "d"), "--max-new-tokens", "3", "--scenes", "none", "-q"])
+    assert result.exit_code == 0, result.output
+    assert list((tmp_path / "d").iterdir())
+
+
+# -- clear errors ----------------------------------------------------------------------------------------
+def _train_cli(world, qwen, out, *extra) -> object:
+    return CliRunner().invoke(app, ["train", "stage2", "-d", str(world / "stage1" / "qa.jsonl"), "-o", str(out),
+                                    "--init", str(qwen), "--steps", "1", "-b", "2", "--frames", "2",
+                                    "--device", "cpu", "--workers", "1", *extra])
+
+
+def test_unknown_lora_target_is_one_line_naming_the_ones_there(world, qwen_dir, tmp_path):
+    result = _train_cli(world, qwen_dir, tmp_path / "r", "--lora", "--lora-targets", "q_proj,qkv")
+    assert result.exit_code == 2, result.output
+    assert "no linear layer named 'qkv' in the LLM" in result.output   # qkv is the vision encoder's
+    assert "q_proj" in result.output and "Traceback" not in result.output
+
+
+def test_an_init_whose_layout_cannot_be_trained(world, tmp_path):
+    folder = tmp_path / "whisper"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "whisper",
+                                                    "architectures": ["WhisperForConditionalGeneration"]}))
+    result = _train_cli(world, folder, tmp_path / "r")
+    assert result.exit_code == 2, result.output
+    assert "unsupported checkpoint layout" in result.output and "Traceback" not in result.output
+
+
+def test_a_clip_longer_than_the_context_says_how_many_tokens_and_how_to_fit(world, qwen_dir, tmp_path):
+    small = tmp_path / "short-context"
+    shutil.copytree(qwen_dir, small)
+    config = json.loads((small / "config.json").read_text())
+    config["text_config"]["max_position_embeddings"] = 160
+    (small / "config.json").write_text(json.dumps(config))
+    result = _train_cli(world, small, tmp_path / "r", "--frames", "8")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "exceed the model's context of 160 tokens" in text and "(200 visual: 8 frames x 25)" in text
+    tokens, fit = re.search(r"(\d+) tokens \(200 visual.*use --frames (\d+) or fewer", text).groups()
+    assert int(tokens) - 200 + int(fit) * 25 <= 160 < int(tokens) - 200 + (int(fit) + 1) * 25
+    assert "qa.jsonl:" in text and "Traceback" not in text
+
+
+# -- export -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("style", ["llava", "qwen2_vl"], ids=["recap-wrapper-names", "pre-4.52-names"])
+def test_export_writes_a_standard_folder_with_identical_logits(style, tmp_path):
+    from transformers import Qwen2VLForConditionalGeneration
+
+    source = pf.write_qwen2_vl(tmp_path / "src", style=style)
+    out = tmp_path / "standard"
+    result = CliRunner().invoke(app, ["export", str(source), str(out)])
+    assert result.exit_code == 0, result.output
+    original = ckpt.load_folder(source).eval()
+    plain = Qwen2VLForConditionalGeneration.from_pretrained(str(out)).eval()
+    assert plain.dtype == original.dtype == torch.bfloat16
+    batch = clip_inputs(original)
+    assert torch.equal(our_logits(original, batch), plain_logits(plain, batch))
+    again = ckpt.load_folder(out).eval()   # and the project loads it back (describe --model OUT)
+    assert torch.equal(our_logits(again, batch), our_logits(original, batch))
+    assert CliRunner().invoke(app, ["export", str(source), str(out)]).exit_code == 2   # not over a folder
+    assert CliRunner().invoke(app, ["export", str(source), str(out), "--overwrite"]).exit_code == 0
+
+
+def test_export_refuses_the_llava_layout(tmp_path):
+    source = pf.write_llava(tmp_path / "tarsier-7b")
+    result = CliRunner().invoke(app, ["export", str(source), str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "export writes Tarsier2 (Qwen2-VL layout) checkpoints" in " ".join(result.output.split())
+
+
+# -- Tarsier1 (LLaVA layout, loaded into VideoLLM) -------------------------------------------------------------
+def test_tarsier1_layout_trains_with_the_loss_falling(world, tmp_path):
+    source = pf.write_llava(tmp_path / "tarsier-7b")
+    run = tmp_path / "t1"
+    final = train(targs(world, run, source, steps=6, lr=1e-2, warmup=1, frames=4))
+    curve = losses(run)
+    assert sum(curve[-2:]) / 2 < sum(curve[:2]) / 2 - 0.5, curve
+    model = ckpt.load(final, device="cpu")
+    assert model.config.vision.source == "hf_clip"
