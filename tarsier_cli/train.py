@@ -265,6 +265,9 @@ def dpo(
                                                       "store them in the run folder (one model in memory, not two).")] = False,
     lora: Lora = False, lora_r: LoraR = 16, frames: Frames = None, seed: Seed = 0, save_every: SaveEvery = 0,
     log_every: LogEvery = 10, resume: Resume = False, device: Device = "auto", stop_after: StopAfter = None,
+    swap_labels: Annotated[bool, typer.Option(help="Control run: chosen and rejected swapped in a seeded random "
+                                                   "half of the pairs (listed in run.json), to check that a gain "
+                                                   "comes from the preference signal.")] = False,
 ) -> None:
     """Stage 3 (Tarsier2): DPO of a model against its frozen starting point on preference pairs; metrics
     (loss, implicit rewards and their margin and accuracy, log-probs), checkpoints, resume and curves as
@@ -280,7 +283,7 @@ def dpo(
                    lr=lr, warmup=warmup, weight_decay=weight_decay, clip_grad=clip_grad, beta=beta,
                    precompute_ref=precompute_ref, lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r, frames=frames,
                    seed=seed, save_every=save_every, log_every=log_every, resume=resume, device=device,
-                   stop_after=stop_after)
+                   stop_after=stop_after, swap_labels=swap_labels)
     progress = Progress(TextColumn("[bold]dpo"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.4f} margin {task.fields[margin]:.3f} "
                                    "acc {task.fields[acc]:.2f}"), TimeRemainingColumn(), console=err_console)

@@ -402,6 +402,27 @@ def test_precomputed_reference_trains_like_the_frozen_copy(hand_pairs, start, tm
     assert len(rows) == len(load_pairs(hand_pairs)) and all(r["chosen"] < 0 and r["rejected"] < 0 for r in rows)
 
 
+def test_swapped_labels_control(hand_pairs, start, tmp_path):
+    run = tmp_path / "control"
+    train_dpo(dargs(hand_pairs, run, start, steps=1, swap_labels=True))
+    swapped = json.loads((run / "run.json").read_text())["swapped"]
+    sources = [p.source for p in load_pairs(hand_pairs)]
+    assert 0 < len(swapped) < len(sources) and set(swapped) <= set(sources)
+    again = tmp_path / "again"
+    train_dpo(dargs(hand_pairs, again, start, steps=1, swap_labels=True))
+    assert json.loads((again / "run.json").read_text())["swapped"] == swapped   # seeded
+    # the pairs as trained: chosen and rejected exchanged for exactly the pairs listed, the rest untouched
+    from trainers.dpo import swap_labels
+
+    pairs = load_pairs(hand_pairs)
+    assert swap_labels(pairs, 0) == swapped
+    original = {p.source: p for p in load_pairs(hand_pairs)}
+    for p in pairs:
+        flipped = p.source in swapped
+        assert (p.chosen, p.rejected) == ((original[p.source].rejected, original[p.source].chosen) if flipped
+                                          else (original[p.source].chosen, original[p.source].rejected))
+
+
 def test_dpo_cli(hand_pairs, start, tmp_path):
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "dpo", "-d", str(hand_pairs), "-o", str(run), "--init", str(start),

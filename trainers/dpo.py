@@ -96,6 +96,9 @@ class DPOArgs:
     resume: bool = False
     device: str = "auto"
     stop_after: int | None = None   # end this invocation after N steps (a planned interruption)
+    # the control run: chosen and rejected swapped in a seeded random half of the pairs, so a gain that
+    # survives it does not come from the preference signal
+    swap_labels: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +260,19 @@ def read_reference(path: Path, pairs) -> list[tuple[float, float]]:
     return [(float(r["chosen"]), float(r["rejected"])) for r in rows]
 
 
+def swap_labels(pairs, seed: int) -> list[str]:
+    """Swap chosen and rejected in a seeded random half of the pairs (in place); returns their sources."""
+    import random
+
+    rng = random.Random(f"swap/{seed}")
+    swapped = []
+    for p in pairs:
+        if rng.random() < 0.5:
+            p.chosen, p.rejected = p.rejected, p.chosen
+            swapped.append(p.source)
+    return swapped
+
+
 # ---------------------------------------------------------------------------------------------
 def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
               on_status: Callable[[str], None] | None = None) -> Path:
@@ -284,6 +300,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
     set_seed(args.seed)
 
     pairs = load_pairs(args.data)   # every row validated before anything trains
+    swapped = swap_labels(pairs, args.seed) if args.swap_labels else []
     resume_from = latest_checkpoint(run) if args.resume else None
     finished = resume_from is None or _checkpoint_step(resume_from) >= args.steps
     if args.resume and (run / "final").exists() and finished:
@@ -346,7 +363,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
     if accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
         if resume_from is None:
-            info = {**asdict(args), "init_source": source, "pairs": len(pairs)}
+            info = {**asdict(args), "init_source": source, "pairs": len(pairs), "swapped": swapped}
             (run / "run.json").write_text(json.dumps(info, indent=2) + "\n")
             (run / "metrics.jsonl").write_text("")
         else:
