@@ -256,3 +256,32 @@ def test_tarsier1_layout_trains_with_the_loss_falling(world, tmp_path):
     assert sum(curve[-2:]) / 2 < sum(curve[:2]) / 2 - 0.5, curve
     model = ckpt.load(final, device="cpu")
     assert model.config.vision.source == "hf_clip"
+
+
+def test_published_preset_trains_lora_and_resumes_from_the_hub_cache(world, qwen_dir, monkeypatch, tmp_path):
+    """--init tarsier2-recap-7b: the weights come from the Hugging Face cache (faked here, offline), and a
+    LoRA run reads its base from there again on resume instead of keeping a copy."""
+    from engine import published
+
+    def fake_snapshot(repo_id, local_files_only):
+        assert local_files_only, "an offline run must never try the network"
+        if repo_id != "omni-research/Tarsier2-Recap-7b":
+            raise FileNotFoundError(repo_id)
+        return qwen_dir
+
+    monkeypatch.setattr(published, "_snapshot", fake_snapshot)
+    run = tmp_path / "lora"
+    cli = ["train", "stage2", "-d", str(world / "stage1" / "qa.jsonl"), "-o", str(run), "--init", "tarsier2-recap-7b",
+           "--steps", "2", "-b", "2", "--frames", "2", "--device", "cpu", "--lora", "--lora-r", "4",
+           "--log-every", "1"]
+    result = CliRunner().invoke(app, [*cli, "--stop-after", "1"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["init_source"] == saved["lora_base"] == "tarsier2-recap-7b" and saved["lora_alpha"] == 8
+    assert not (run / "base").exists()
+    result = CliRunner().invoke(app, [*cli, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert len(losses(run)) == 2 and (run / "final" / "adapter" / "adapter_config.json").is_file()
+    result = CliRunner().invoke(app, ["export", "tarsier2-recap-7b", str(tmp_path / "exported")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "exported" / "config.json").read_text())["model_type"] == "qwen2_vl"
