@@ -395,9 +395,11 @@ def test_precomputed_reference_trains_like_the_frozen_copy(hand_pairs, start, tm
     copy, stored = tmp_path / "copy", tmp_path / "stored"
     train_dpo(dargs(hand_pairs, copy, start, steps=3))
     train_dpo(dargs(hand_pairs, stored, start, steps=3, precompute_ref=True))
+    # the same up to float32 rounding: the stored log-probs were computed in other batches (other
+    # padding) than the copy's, and a description's log-prob is a sum over hundreds of tokens (~ -600)
     for x, y in zip(metrics(copy), metrics(stored)):
-        assert x["loss"] == pytest.approx(y["loss"], abs=1e-5)
-        assert x["reward_margin"] == pytest.approx(y["reward_margin"], abs=1e-4)
+        assert x["loss"] == pytest.approx(y["loss"], abs=2e-4)
+        assert x["reward_margin"] == pytest.approx(y["reward_margin"], abs=2e-3)
     rows = [json.loads(x) for x in (stored / "ref_logps.jsonl").read_text().splitlines()]
     assert len(rows) == len(load_pairs(hand_pairs)) and all(r["chosen"] < 0 and r["rejected"] < 0 for r in rows)
 

@@ -141,27 +141,6 @@ def adapters_off(model):
             m.enable_adapters(True)
 
 
-@contextmanager
-def lora_merged(model):
-    """The model as a plain one with the adapters folded into the base weights, for model.save():
-    each LoRA layer is swapped for its base layer holding base + delta, then everything is put back
-    exactly (the original weight tensors themselves, so training continues bit for bit)."""
-    swaps = []
-    try:
-        for name, layer in _lora_layers(model):
-            parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
-            base = layer.get_base_layer()
-            original = base.weight.data
-            base.weight.data = original + layer.get_delta_weight("default").to(original.dtype)
-            setattr(parent, name.rpartition(".")[2], base)
-            swaps.append((parent, name.rpartition(".")[2], layer, base, original))
-        yield model
-    finally:
-        for parent, attr, layer, base, original in reversed(swaps):
-            base.weight.data = original
-            setattr(parent, attr, layer)
-
-
 # ---------------------------------------------------------------------------------------------
 def _load(source: str, device, dtype=torch.float32):
     """(model on `device`, what it was loaded from): a run folder means its final model or latest checkpoint."""
@@ -202,24 +181,10 @@ class ClipFrames:
         return self.cache[key]
 
 
-def declare_weights(folder: Path) -> None:
-    """Name the model's weight file in a model.safetensors.index.json (the Hugging Face index format),
-    unless the save wrote one: the published-layout loader reads every *.safetensors of a folder that
-    has no index, and a checkpoint also holds the optimizer, RNG and adapter tensors."""
-    folder = Path(folder)
-    weights = folder / "model.safetensors"
-    if (folder / "model.safetensors.index.json").exists() or not weights.is_file():
-        return
-    from safetensors import safe_open
-
-    with safe_open(str(weights), framework="pt") as f:
-        names = list(f.keys())
-    index = {"metadata": {"total_size": weights.stat().st_size}, "weight_map": dict.fromkeys(names, weights.name)}
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
-
-
 def save_policy(model, folder: Path, lora: bool) -> None:
     """A loadable model folder (model.save, the interface's own format); LoRA runs also keep the adapters."""
+    from trainers.finetune import declare_weights, lora_merged
+
     if not lora:
         model.save(folder)
         declare_weights(folder)

@@ -185,26 +185,14 @@ def pair_row(sample, chosen: str, rejected: str, corruption: dict, scores: dict,
 # ---------------------------------------------------------------------------------------------
 def clip_frames(processor, video, start=None, end=None, frame_times=None, frames: int | None = None) -> np.ndarray:
     """(N, H, W, 3) uint8 frames of one training clip in the model's own frame geometry, decoded as
-    `tarsier describe` decodes (a whole video) or as training does (a window or explicit frame times)."""
-    from engine.types import VideoError
-
-    n = int(frames or processor.frames)
-    geometry = getattr(processor, "geometry", None)
-    if start is None and end is None and not frame_times:
-        from engine.video import ClipOptions, read_clips
-
-        options = ClipOptions(scenes="none", min_clip=0.0, max_clip=None, frames=n,
-                              frame_size=int(getattr(geometry, "size", 224) or 224), geometry=geometry, threads=1)
-        _info, clips = read_clips(video, options)
-        if not clips:
-            raise VideoError("decode", f"{video}: no frames")
-        return clips[0].frames
-    size = getattr(geometry, "size", None)
-    if size is None:
-        raise VideoError("decode", f"{video}: clip windows (start/end/frames) need a square-frame model")
+    stages 1 and 2 decode them (trainers.frames: a whole video as `tarsier describe` does, or a window
+    or explicit frame times)."""
     from trainers.frames import sample_frames
 
-    return sample_frames(video, n, int(size), start, end, frame_times)
+    geometry = getattr(processor, "geometry", None)
+    size = int(getattr(geometry, "size", None) or 224)
+    return sample_frames(str(video), int(frames or processor.frames), size, start, end, frame_times,
+                         geometry=geometry)
 
 
 def _fit(frames: np.ndarray, height: int, width: int) -> np.ndarray:
