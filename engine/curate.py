@@ -122,8 +122,10 @@ def reader_clips(reader, curate: CurateOptions | None):
 
 class Curation:
     """What describe does for curation, kept out of its loop: filtered clips become skip records
-    (no model call), clip files are cut when a video's decode ends, and every record gets the source
-    video's size and rate (and its clip file). `error(rel, message)` reports a clip that could not be cut."""
+    (no model call), clip files are cut when a video's decode ends (in a thread, while the model
+    describes the video's last clips; its records are written once its files are), and every record
+    gets the source video's size and rate (and its clip file). `error(rel, message)` reports a clip
+    that could not be cut."""
 
     def __init__(self, curate: CurateOptions | None, base: dict, stems: set[str], error):
         self.o = curate or CurateOptions()
@@ -131,6 +133,7 @@ class Curation:
         self.stems = stems
         self.error = error
         self.filters = self.o.filters_key()
+        self._pool = None   # one cutting thread: PyAV cuts without the GIL while the model runs
 
     # -- resume ------------------------------------------------------------------------------
     def usable(self, done: dict[str, dict[int, dict]]) -> dict[str, dict[int, dict]]:
@@ -179,14 +182,24 @@ class Curation:
         unique = st.video.rel in self.stems
         dest = {sp.index: clip_file(clips, st.video.rel, sp.index, ext, unique) for sp in spans}
         end = st.meta.get("duration") or max(b for _, b in st.spans.values())
-        st.cuts = cut_clips(st.video.path, spans, dest, codec=self.o.clip_codec, crf=self.o.crf,
-                            audio=self.o.audio, video_end=end)
+        kwargs = dict(codec=self.o.clip_codec, crf=self.o.crf, audio=self.o.audio, video_end=end)
+        if all(i in st.records or i in skipped for i in st.spans):   # no record of it left to write: now
+            st.cuts = cut_clips(st.video.path, spans, dest, **kwargs)
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tarsier-cut")
+        # the video's records wait for it (decorate), its clips meanwhile go through the model
+        st.cuts = self._pool.submit(cut_clips, st.video.path, spans, dest, **kwargs)
 
     def decorate(self, st, rec: dict) -> None:
         """Add the source video's size and rate, and the clip file, to a record about to be written."""
         for k in ("width", "height", "fps"):
             if k in st.meta:
                 rec.setdefault(k, st.meta[k])
+        if hasattr(st.cuts, "result"):   # still cutting: wait for this video's files
+            st.cuts = st.cuts.result()
         cut = st.cuts.get(rec["clip"]) if st.cuts else None
         if cut is None or rec.get("skipped"):
             return
