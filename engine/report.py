@@ -663,6 +663,14 @@ def write_training_report(run_dir: Path, output: Path | None = None, curves: boo
         except ImportError as exc:  # matplotlib missing: the page still works without pictures
             notes.append(f"curves not drawn: {type(exc).__name__}: {exc}")
     pngs = pngs or [p for p in (run_dir / "loss.png", run_dir / "lr.png") if p.is_file()]
+    if curves and rows and any("reward_margin" in r for r in rows):   # a DPO run: its implicit rewards too
+        from contextlib import suppress
+
+        with suppress(ImportError):
+            from trainers.plots import write_reward_curves
+
+            write_reward_curves(run_dir)
+    pngs += [p for p in (run_dir / "rewards.png",) if p.is_file() and p not in pngs]
     s = training_summary(rows)
     last, best = s["last"], s["best"]
     cards = _cards([

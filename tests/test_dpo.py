@@ -352,6 +352,10 @@ def test_dpo_lowers_the_loss_and_raises_the_margin(hand_pairs, start, tmp_path):
             "elapsed_s"} <= set(last) and last["stage"] == "dpo"
     for png in ("loss.png", "lr.png", "rewards.png"):
         assert (run / png).stat().st_size > 1000
+    from engine.report import write_training_report
+
+    page = write_training_report(run).read_text()   # `tarsier report RUN`
+    assert all(f'src="{png}"' in page for png in ("loss.png", "lr.png", "rewards.png"))
     # the final model loads, and prefers the chosen texts more than its start did
     trained, begun = ckpt.load(final, device="cpu"), ckpt.load(start, device="cpu")
     pairs = load_pairs(hand_pairs)
