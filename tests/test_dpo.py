@@ -244,6 +244,11 @@ def test_pairs_kept_when_the_judge_ranks_chosen_above_rejected(world, tmp_path):
         assert pair.chosen == reference and row["scores"]["chosen"]["f1"] == 1.0
         assert row["scores"]["margin"] == pytest.approx(1.0 - row["scores"]["rejected"]["f1"])
         assert row["corruption"]["kind"] in ("reverse", "drop") and row["scores"]["judge"] == "exact"
+    # what it writes trains as it is
+    run_dir = tmp_path / "dpo"
+    train_dpo(DPOArgs(data=str(out), out=str(run_dir), init="tiny-random", steps=1, batch_size=2, log_every=1,
+                      device="cpu"))
+    assert metrics(run_dir)[0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
     # killed while writing the last clip's pairs (its ledger line not yet written): the rerun removes
     # that clip's pairs, the torn line included, and redoes only that clip
     ledger = (tmp_path / "pairs.clips.jsonl").read_text().splitlines(keepends=True)
