@@ -37,7 +37,11 @@ def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
     if kw.get("lora_targets") is not None:
         kw["lora_targets"] = [t.strip() for t in kw["lora_targets"].split(",") if t.strip()]
     args = TrainArgs(stage=stage, data=str(data), out=str(out), init=init, **kw)
-    quiet = kw.get("log_every", 10) <= 0
+    import os
+
+    # under `accelerate launch` every process runs this; only the first one reports
+    main = os.environ.get("RANK", "0") == "0"
+    quiet = kw.get("log_every", 10) <= 0 or not main
     progress = Progress(TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.4f} lr {task.fields[lr]:.2e} "
                                    "{task.fields[sps]:.1f} samples/s"),
@@ -52,12 +56,14 @@ def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
 
     try:
         with progress:
-            final = train(args, on_log=on_log, on_status=lambda m: err_console.print(m, markup=False))
+            final = train(args, on_log=on_log,
+                          on_status=lambda m: main and err_console.print(m, markup=False))
     except ManifestError as exc:
         raise usage_error(str(exc)) from None
     except (ModelNotFound, ValueError) as exc:
         raise usage_error(str(exc)) from None
-    err_console.print(f"model saved to {final}", markup=False)
+    if main:
+        err_console.print(f"model saved to {final}", markup=False)
 
 
 # Options shared by both stages, declared once.

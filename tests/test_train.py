@@ -191,21 +191,32 @@ def test_cli_train_and_describe_with_result(world, tmp_path):
 
 
 def test_accelerate_two_cpu_processes(world, tmp_path):
+    """Two processes (the shipped DDP config; the trainer's --device cpu makes them gloo CPU processes) write
+    the same model as one process accumulating the same two micro-batches (one sample each: each
+    micro-batch's loss is a mean over its own answer tokens, so the split must be the same)."""
     if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
         pytest.skip("accelerate launcher not installed")
     launcher = str(Path(sys.executable).parent / "accelerate")
     run = tmp_path / "ddp"
-    cmd = [launcher, "launch", "--num_processes", "2", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "tarsier_cli.app", "train", "stage1",
-           "-d", str(world / "stage1" / "mixture.json"), "-o", str(run), "--init", "tiny-random",
-           "--steps", "3", "-b", "4", "--device", "cpu", "--log-every", "1",
-           "--feature-cache", str(tmp_path / "f"), "--workers", "1"]
+    common = ["-d", str(world / "stage1" / "mixture.json"), "--init", "tiny-random", "--steps", "3", "-b", "2",
+              "--device", "cpu", "--log-every", "1", "--feature-cache", str(tmp_path / "f"), "--workers", "1",
+              "--group-by-length", "1"]
+    # not accelerate's --cpu flag: with it `accelerate launch` starts a single process
+    cmd = [launcher, "launch", "--config_file", str(REPO / "configs" / "accelerate" / "ddp.yaml"),
+           "--num_processes", "2", "--mixed_precision", "no", "-m", "tarsier_cli.app", "train", "stage1",
+           "-o", str(run), *common]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TARSIER_HOME": str(tmp_path / "home")}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert len(losses(run)) == 3
-    model = ckpt.load(run / "final", device="cpu")
-    assert model.config.name == "tiny-random"
+    assert done.stderr.count("model saved to") == 1   # reported by the first process only
+    one = tmp_path / "one"
+    result = CliRunner().invoke(app, ["train", "stage1", "-o", str(one), "--grad-accum", "2", *common])
+    assert result.exit_code == 0, result.output
+    assert losses(run) == pytest.approx(losses(one), abs=1e-5) and len(losses(run)) == 3
+    a, b = ckpt.load(run / "final", device="cpu"), ckpt.load(one / "final", device="cpu")
+    assert a.config.name == "tiny-random"
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch.allclose(p, q, atol=1e-6), name
 
 
 @pytest.mark.parametrize("train_tower", [False, True], ids=["shipped-tower", "train-tower"])

@@ -19,6 +19,7 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
 from torch import nn
 
 # The LLM's attention and MLP projections (Llama, Qwen2, Mistral, Yi): LoRA's default targets.
@@ -135,9 +136,22 @@ def add_qwen_lora(model, r: int, alpha: int, targets: list[str], train_vision: b
             p.requires_grad_(True)
 
 
+def fp32_master_weights(model) -> None:
+    """The parameters that train in float32 (AdamW's updates at fine-tuning learning rates are below bf16's
+    resolution), the frozen ones left in the checkpoint's bf16; the forward runs under bf16 autocast."""
+    for p in model.parameters():
+        if p.requires_grad and p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()
+
+
 def enable_gradient_checkpointing(model) -> None:
     target = model.hf if is_qwen(model) else model.llm
-    target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # non-reentrant: frozen embeddings (LoRA) would otherwise leave the checkpointed blocks without gradients
+    kwargs = {"use_reentrant": False}
+    if hasattr(target, "activation_checkpointing_enable"):   # transformers 5.x's name (the old one warns)
+        target.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 # ---------------------------------------------------------------------------------------------

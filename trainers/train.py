@@ -211,7 +211,15 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     from accelerate.utils import set_seed
 
     from trainers.data import FeatureStore, FrameSource, clip_key, collate
-    from trainers.finetune import ClipSource, check_context, check_trainable, freeze, is_qwen, load_init
+    from trainers.finetune import (
+        ClipSource,
+        check_context,
+        check_trainable,
+        fp32_master_weights,
+        freeze,
+        is_qwen,
+        load_init,
+    )
     from trainers.manifest import LengthGroupedBatches, load_mixture
     from trainers.state import load_trainer_state, save_trainer_state
 
@@ -262,6 +270,8 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         if accelerator.device.type == "cpu":
             model.float()   # published weights are bf16: on a CPU, train in float32
         freeze(model, args.train_vision)
+        if accelerator.device.type != "cpu":
+            fp32_master_weights(model)
     else:
         model.config.vision.frozen = not args.train_vision
         model.set_vision_trainable(args.train_vision)
@@ -269,6 +279,8 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         if not qwen:
             model.llm.requires_grad_(False)
         add_lora(model, args)
+        if qwen and accelerator.device.type != "cpu":
+            fp32_master_weights(model)   # before a resume loads the saved float32 tensors into them
         if resume_from is not None:
             from safetensors.torch import load_file
 
