@@ -16,7 +16,7 @@ app = typer.Typer(
 )
 
 # Order here is the order in `tarsier --help`.
-COMMAND_MODULES = ["describe", "scenes", "models", "synth", "train", "export", "eval", "report", "demo"]
+COMMAND_MODULES = ["describe", "scenes", "models", "synth", "train", "export", "cache", "eval", "report", "demo"]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"tarsier_cli.{_name}").register(app)

@@ -156,7 +156,7 @@ def cache_features(
         raise usage_error(str(exc)) from None
     model.eval()
     folder = None if feature_cache == "auto" else Path(feature_cache)
-    store = FeatureStore(model, frames or model.config.frames, folder, workers=workers)
+    store = FeatureStore(model, frames or model.config.frames, folder, workers=workers, dataset=str(data.resolve()))
     t = time.perf_counter()
     store.ensure(mixture.samples)
     err_console.print(f"{store.computed} clips encoded, {store.loaded} already cached, "

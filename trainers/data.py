@@ -51,7 +51,7 @@ def default_decode_workers() -> int:
 class FeatureStore:
     """Tower features per clip, in memory and on disk (DIR/<fingerprint>/<key>.safetensors)."""
 
-    def __init__(self, model, frames: int, folder: Path | None = None, workers: int = 0):
+    def __init__(self, model, frames: int, folder: Path | None = None, workers: int = 0, dataset: str | None = None):
         self.model = model
         self.frames = frames
         self.fingerprint = vision_fingerprint(model, frames)
@@ -61,6 +61,18 @@ class FeatureStore:
         self.memory: dict[tuple, torch.Tensor] = {}
         self.computed = 0
         self.loaded = 0
+        self.dataset = dataset
+        self._recorded = False
+
+    def _record_use(self) -> None:
+        """What `tarsier cache` lists: the model and datasets behind this folder and when it was last used."""
+        if self._recorded:
+            return
+        from trainers.cache import record_use
+
+        record_use(self.folder, model=str(getattr(self.model.config, "name", "") or "unnamed"), frames=self.frames,
+                   dataset=self.dataset)
+        self._recorded = True
 
     def path_for(self, key: tuple) -> Path:
         fk = _file_key(key)
@@ -74,6 +86,7 @@ class FeatureStore:
     # 4 clips (64 frames) per tower call: on 2 CPU cores the tower ran 1.68x faster than at 16 clips,
     # whose activations spill out of cache (bench/train_speed.py)
     def ensure(self, samples, batch: int = 4, progress=None) -> None:
+        self._record_use()
         missing: dict[tuple, object] = {}
         for s in samples:
             key = clip_key(s)

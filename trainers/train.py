@@ -304,7 +304,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         source_data = ClipSource(model.processor, frames)
     elif use_cache:
         folder = None if args.feature_cache == "auto" else Path(args.feature_cache)
-        source_data = FeatureStore(model, frames, folder, workers=args.workers)
+        source_data = FeatureStore(model, frames, folder, workers=args.workers, dataset=str(Path(args.data).resolve()))
         if accelerator.is_main_process:
             status(f"tower features for {len({clip_key(s) for s in samples})} clips")
             source_data.ensure(samples)
