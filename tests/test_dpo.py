@@ -473,3 +473,24 @@ def test_dpo_on_a_tiny_qwen2_vl_checkpoint(hand_pairs, tmp_path, lora):
     moved = {n for (n, p), (_, q) in zip(trained.named_parameters(), begun.named_parameters())
              if not torch.allclose(p, q)}
     assert moved and all(not n.startswith("hf.model.visual.") or ".merger." in n for n in moved)
+
+
+def test_pairs_on_a_tiny_qwen2_vl_checkpoint(world, tmp_path):
+    """Candidates from the Tarsier2 layout, greedy and sampled (sampling extends its token-type ids)."""
+    import published_fixtures as pf
+
+    from evaluation.exact import ExactJudge
+
+    folder = pf.write_qwen2_vl(tmp_path / "tarsier2", style="llava")
+    model = ckpt.load(folder, device="cpu", dtype=torch.float32)
+    spy = Spy(model)
+    base = dict(model=str(folder), data=str(world / "stage2" / "describe.jsonl"), task=FINE, limit=1, frames=2,
+                max_new_tokens=4, corruptions=("reverse",), device="cpu")
+    greedy = build_pairs(PairArgs(out=str(tmp_path / "greedy.jsonl"), **base), model=model, judge=ExactJudge())
+    assert (greedy.clips, greedy.failed) == (1, 0) and len(spy.clips) == 2
+    assert np.array_equal(spy.clips[1], spy.clips[0][::-1]) and spy.clips[0].shape[0] == 2
+    sampled = build_pairs(PairArgs(out=str(tmp_path / "sampled.jsonl"), temperature=1.0, samples=2, **base),
+                          model=model, judge=ExactJudge())
+    (record,) = _ledger(tmp_path / "sampled.clips.jsonl")
+    assert (sampled.clips, sampled.failed) == (1, 0) and "error" not in record
+    assert record["dropped"] and all(d["corruption"]["kind"] == "reverse" for d in record["dropped"])
