@@ -188,7 +188,8 @@ def _weight_files(folder: Path, check: bool = True) -> list[Path]:
         names = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
         files = [folder / n for n in names]
     else:
-        files = sorted(folder.glob("*.safetensors"))
+        # the weights only: a training run's folder also holds optimizer, RNG and adapter safetensors
+        files = sorted(folder.glob("model*.safetensors")) or sorted(folder.glob("*.safetensors"))
     if check and (not files or not all(f.is_file() for f in files)):
         pickles = list(folder.glob("*.bin")) + list(folder.glob("*.pt"))
         extra = " (only pickle .bin weights there: they are never loaded, convert them to safetensors)" if pickles else ""
