@@ -291,6 +291,7 @@ def test_published_preset_trains_lora_and_resumes_from_the_hub_cache(world, qwen
     assert json.loads((tmp_path / "exported" / "config.json").read_text())["model_type"] == "qwen2_vl"
 
 
+@pytest.mark.slow   # ~60 s on 2 busy cores; the default run covers 2 processes with tiny-random (test_train.py)
 def test_tarsier2_two_processes_write_the_same_checkpoint_as_one(world, qwen_dir, tmp_path):
     """`accelerate launch` with the shipped DDP config, 2 CPU processes (gloo), against one process
     accumulating the same two micro-batches: the same losses and the same standard folder."""
