@@ -103,7 +103,8 @@ def llm_of(model) -> nn.Module:
 def lora_targets(model, requested: list[str] | None) -> list[str]:
     """The linear layers (by name) LoRA adapts: the requested ones, each checked to exist in the LLM, or
     its attention and MLP projections."""
-    names = sorted({n.rsplit(".", 1)[-1] for n, m in llm_of(model).named_modules() if isinstance(m, nn.Linear)})
+    names = sorted({n.rsplit(".", 1)[-1] for n, m in llm_of(model).named_modules()
+                    if isinstance(m, nn.Linear) and not n.endswith("lm_head")})   # the head is never adapted
     if requested:
         unknown = [t for t in requested if t not in names]
         if unknown:
