@@ -34,8 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.sparse import SparseReader
-from engine.video import ClipOptions, VideoReader
+from tarsier.engine.sparse import SparseReader
+from tarsier.engine.video import ClipOptions, VideoReader
 
 
 def make_yuv_video(path: Path, width: int, height: int, seconds: float, fps: int = 25,
@@ -95,7 +95,7 @@ def pipeline(path: Path, options: ClipOptions) -> tuple[int, int]:
 
 def stock_pipeline(path: Path) -> tuple[int, int]:
     """The pipeline with the detectors' stock PySceneDetect frame score (engine.scenes bypassed)."""
-    import engine.scenes as scenes
+    import tarsier.engine.scenes as scenes
 
     fast = scenes._fast_score_class
     scenes._fast_score_class = lambda base: base

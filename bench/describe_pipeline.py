@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import tarsier
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
@@ -60,15 +62,15 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
 def bench_overlap(args, tmp: Path) -> None:
     import numpy as np
     import torch
+    from tarsier.engine.describe import default_workers, describe, produce_clips
+    from tarsier.engine.discover import discover
+    from tarsier.engine.video import ClipOptions
 
-    import engine
-    from engine.describe import default_workers, describe, produce_clips
-    from engine.discover import discover
-    from engine.video import ClipOptions
+    import tarsier
 
     torch.set_num_threads(1)
     folder = make_folder(tmp / "overlap", args.videos, args.seconds)
-    model = engine.load("tiny-random", device="cpu")
+    model = tarsier.load("tiny-random", device="cpu")
     workers = args.workers if args.workers is not None else default_workers()
     videos, _ = discover([str(folder)])
     options = ClipOptions(frames=model.config.frames, frame_size=model.frame_size, max_clip=30.0)
@@ -95,7 +97,7 @@ def bench_overlap(args, tmp: Path) -> None:
             self.seconds = seconds_per_call
 
         def generate(self, frames, instructions, max_new_tokens=None):
-            from engine.model import Generation
+            from tarsier.engine.model import Generation
 
             if self.seconds:
                 time.sleep(self.seconds)
@@ -154,15 +156,13 @@ def bench_overlap(args, tmp: Path) -> None:
 def bench_batch(args) -> None:
     import torch
 
-    import engine
-
     torch.set_num_threads(args.torch_threads)
     try:
-        model = engine.load("nano", device="cpu")
+        model = tarsier.load("nano", device="cpu")
         name, tokens = "nano", None
     except Exception as exc:  # noqa: BLE001 - not trained here
         print(f"(nano not available: {str(exc).splitlines()[0][:120]}; using tiny-random)")
-        model = engine.load("tiny-random", device="cpu")
+        model = tarsier.load("tiny-random", device="cpu")
         name, tokens = "tiny-random", args.batch_tokens
     n = model.config.frames
     s = model.frame_size
@@ -283,8 +283,8 @@ def memory_child(folder: str, workers: int) -> None:
     """Runs in a fresh process: describe the folder, print peak RSS of this process and of the workers."""
     import threading
 
-    import engine
-    from engine.describe import describe
+    from tarsier.engine.describe import describe
+
 
     peaks: dict[int, int] = {}
     stop = threading.Event()
@@ -297,7 +297,7 @@ def memory_child(folder: str, workers: int) -> None:
                 peaks[p.pid] = max(peaks.get(p.pid, 0), _hwm_kb(p.pid))
             time.sleep(0.05)
 
-    model = engine.load("tiny-random", device="cpu")
+    model = tarsier.load("tiny-random", device="cpu")
     before = _hwm_kb()
     w = threading.Thread(target=watch, daemon=True)
     w.start()

@@ -50,9 +50,8 @@ def accuracy(model, samples) -> float:
     from dataclasses import replace
 
     import torch
-
-    from trainers.data import FeatureStore
-    from trainers.demo import answer_nll
+    from tarsier.trainers.data import FeatureStore
+    from tarsier.trainers.demo import answer_nll
 
     store = FeatureStore(model, model.config.frames, workers=1)
     answers = list(ANSWERS.values())
@@ -73,10 +72,9 @@ def probe(model, train_set, test_set) -> float:
     between the two sampled frames around the move's middle (standardised, AdamW, full batch).
     Each set is (samples, manifest rows)."""
     import torch
-
-    from engine.model import pool_patches
-    from engine.sampling import sample_indices
-    from trainers.data import FeatureStore
+    from tarsier.engine.model import pool_patches
+    from tarsier.engine.sampling import sample_indices
+    from tarsier.trainers.data import FeatureStore
 
     frames = model.config.frames
     store = FeatureStore(model, frames, workers=1)
@@ -116,9 +114,9 @@ def main() -> None:
     p.add_argument("--held-out", type=int, default=1000, help="the world's last N clips are scored, not trained on")
     args = p.parse_args()
 
-    from engine.checkpoint import load
-    from trainers.manifest import load_manifest
-    from trainers.train import TrainArgs, train
+    from tarsier.engine.checkpoint import load
+    from tarsier.trainers.manifest import load_manifest
+    from tarsier.trainers.train import TrainArgs, train
 
     videos = sum(1 for _ in (args.world / "truth.jsonl").open())
     split = videos - args.held_out

@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import torch
-
-from evaluation.exact import parse_events
-from trainers.dpo import DPOArgs, train_dpo
-from trainers.synth import generate
-from trainers.train import TrainArgs, build_or_load
+from tarsier.evaluation.exact import parse_events
+from tarsier.trainers.dpo import DPOArgs, train_dpo
+from tarsier.trainers.synth import generate
+from tarsier.trainers.train import TrainArgs, build_or_load
 
 
 def write_pairs(world: Path, out: Path) -> int:

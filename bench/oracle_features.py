@@ -37,7 +37,7 @@ WIDTH = 256   # the state vector (35 x 6 + 5 + 2 = 217 numbers) must fit the pro
 
 
 def frame_times(truth: dict, frames: int, start=None, end=None) -> list[float]:
-    from engine.sampling import sample_indices
+    from tarsier.engine.sampling import sample_indices
 
     times = [i / truth["fps"] for i in range(truth["n_frames"])]
     if start is not None:
@@ -47,7 +47,7 @@ def frame_times(truth: dict, frames: int, start=None, end=None) -> list[float]:
 
 def _one_hot_object(k: int, attrs: np.ndarray) -> np.ndarray:
     """colour one-hot (7), shape one-hot (5), then x, y, size, cos, sin."""
-    from trainers.synth import SHAPES
+    from tarsier.trainers.synth import SHAPES
 
     vec = np.zeros(17, np.float32)
     vec[k // len(SHAPES)] = 1.0
@@ -66,8 +66,8 @@ def _put(out: torch.Tensor, fi: int, quadrant: int, vec: np.ndarray, add: bool =
 
 
 def oracle_features(truth: dict, frames: int, layout: str, start=None, end=None) -> torch.Tensor:
-    from trainers.synth import replay_plan
-    from trainers.tower import SLOT, frame_targets
+    from tarsier.trainers.synth import replay_plan
+    from tarsier.trainers.tower import SLOT, frame_targets
 
     plan = replay_plan(truth)
     out = torch.zeros(frames, 16, WIDTH)
@@ -112,7 +112,7 @@ def oracle_features(truth: dict, frames: int, layout: str, start=None, end=None)
 def plans_only_world(folder: Path, plans: int, seed: int) -> None:
     """A world of `plans` planned videos with manifests but no pixels: the oracle needs only the
     plans, so it can train on far more distinct videos than could be rendered in the time."""
-    from trainers.synth import generate
+    from tarsier.trainers.synth import generate
 
     if (folder / "benchmark.jsonl").is_file():
         return
@@ -139,11 +139,11 @@ def main() -> None:
         plans_only_world(a.world, a.plans, seed=1)
         plans_only_world(a.bench, 100, seed=9001)
 
-    import trainers.train as train_mod
-    from engine import checkpoint as ckpt
-    from evaluation import make_judge, score_file
-    from trainers.data import FeatureStore, clip_key
-    from trainers.train import TrainArgs, train
+    import tarsier.trainers.train as train_mod
+    from tarsier.engine import checkpoint as ckpt
+    from tarsier.evaluation import make_judge, score_file
+    from tarsier.trainers.data import FeatureStore, clip_key
+    from tarsier.trainers.train import TrainArgs, train
 
     truths = {}
     for folder in (a.world, a.bench):

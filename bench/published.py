@@ -54,8 +54,7 @@ def _default_dtype(dtype):
 def build_tarsier2(tiny: bool, device, dtype):
     import published_fixtures as pf
     import torch
-
-    from engine import published
+    from tarsier.engine import published
 
     text, vision = (pf.QWEN_TEXT, pf.QWEN_VISION) if tiny else (QWEN2VL_7B_TEXT, QWEN2VL_7B_VISION)
     raw = {"model_type": "llava", "text_config": dict(text), "vision_config": dict(vision)}
@@ -76,10 +75,9 @@ def build_tarsier2(tiny: bool, device, dtype):
 def build_tarsier1(tiny: bool, device, dtype):
     import published_fixtures as pf
     import torch
+    from tarsier.engine import published
+    from tarsier.engine.model import VideoLLM
     from transformers import PreTrainedTokenizerFast
-
-    from engine import published
-    from engine.model import VideoLLM
 
     vision, text = (pf.LLAVA_VISION, pf.LLAVA_TEXT) if tiny else (CLIP_L_336, VICUNA_7B)
     raw = {"model_type": "llava", "vision_config": dict(vision), "text_config": dict(text),

@@ -46,12 +46,12 @@ def geometry_table() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     import published_fixtures as pf
     import videogen
+    from tarsier.engine.video import ClipOptions, read_clips
 
-    import engine
-    from engine.video import ClipOptions, read_clips
+    import tarsier
 
     tmp = Path(tempfile.mkdtemp())
-    qwen = engine.load(pf.write_qwen2_vl(tmp / "qwen", style="llava"), device="cpu")
+    qwen = tarsier.load(pf.write_qwen2_vl(tmp / "qwen", style="llava"), device="cpu")
     print("| clip | upstream: size seen, visual tokens | project now | project before (stretched square) |")
     print("|---|---|---|---|")
     for name, w, h in ASPECTS:
@@ -70,8 +70,8 @@ import json, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, str(Path.cwd() / "tests"))
 import published_fixtures as pf, videogen
-import engine
-from engine.describe import describe
+from tarsier import engine
+from tarsier.engine.describe import describe
 tmp = Path(tempfile.mkdtemp())
 videos = tmp / "videos"
 videos.mkdir()
@@ -84,7 +84,7 @@ qwen = pf.write_qwen2_vl(tmp / "q", style="llava")
     "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
     "image_mean": pf.CLIP_MEAN, "image_std": pf.CLIP_STD, "image_processor_type": "Qwen2VLImageProcessor"}))
 for name, folder in [("tarsier2 (tiny)", qwen), ("tarsier-7b (tiny)", pf.write_llava(tmp / "l"))]:
-    model = engine.load(folder, device="cpu")
+    model = tarsier.load(folder, device="cpu")
     describe([str(videos)], model=model, output_dir=tmp / "warm", max_new_tokens=2, workers=0, threads=1)
     t = time.perf_counter()
     s = describe([str(videos)], model=model, output_dir=tmp / name, max_new_tokens=8, workers=0, threads=1,

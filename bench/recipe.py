@@ -88,9 +88,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="weights' init and data order; rerun with others to see the noise")
     args = p.parse_args()
 
-    from engine.checkpoint import load
-    from trainers.demo import score_on_benchmark
-    from trainers.train import TrainArgs, train
+    from tarsier.engine.checkpoint import load
+    from tarsier.trainers.demo import score_on_benchmark
+    from tarsier.trainers.train import TrainArgs, train
 
     common = dict(batch_size=args.batch_size, lr=args.lr, log_every=50, resume=True, warmup=30, seed=args.seed)
     seconds = {}

@@ -38,8 +38,8 @@ def main() -> None:
     ap.add_argument("--arch", nargs="+", choices=sorted(ARCHS), default=["vit-p8", "resnet-w32"])
     a = ap.parse_args()
 
-    from engine import checkpoint as ckpt
-    from trainers.tower import TowerArgs, pretrain_tower
+    from tarsier.engine import checkpoint as ckpt
+    from tarsier.trainers.tower import TowerArgs, pretrain_tower
 
     original = ckpt.read_preset
     rows = {}

@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 import torch
-
-from engine import checkpoint as ckpt
-from engine.config import ModelConfig
-from engine.tokenizer import build_bpe_tokenizer
-from trainers.data import FeatureStore, _decode, clip_key, collate, default_decode_workers
-from trainers.manifest import LengthGroupedBatches, load_mixture
-from trainers.synth import generate
+from tarsier.engine import checkpoint as ckpt
+from tarsier.engine.config import ModelConfig
+from tarsier.engine.tokenizer import build_bpe_tokenizer
+from tarsier.trainers.data import FeatureStore, _decode, clip_key, collate, default_decode_workers
+from tarsier.trainers.manifest import LengthGroupedBatches, load_mixture
+from tarsier.trainers.synth import generate
 
 
 class DecodeEveryStep:

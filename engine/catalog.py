@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from engine.checkpoint import CONFIG_NAME, cache_dir, preset_names, read_preset, trained_preset_dir
+from tarsier.engine.checkpoint import CONFIG_NAME, cache_dir, preset_names, read_preset, trained_preset_dir
 
 
 def _human(n: float) -> str:
@@ -29,7 +29,7 @@ def list_models() -> list[dict]:
             row["ready"] = (folder / CONFIG_NAME).is_file()
             row["path"] = str(folder)
         else:
-            from engine import published
+            from tarsier.engine import published
 
             row.update(published.catalog_row(name, preset))
         if "params" in preset:

@@ -12,7 +12,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from engine.config import ModelConfig
+from tarsier.engine.config import ModelConfig
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -31,12 +31,12 @@ def cache_dir() -> Path:
 
 
 def preset_names() -> list[str]:
-    folder = resources.files("engine").joinpath("presets")
+    folder = resources.files("tarsier.engine").joinpath("presets")
     return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
 def read_preset(name: str) -> dict:
-    path = resources.files("engine").joinpath("presets", f"{name}.json")
+    path = resources.files("tarsier.engine").joinpath("presets", f"{name}.json")
     if not path.is_file():
         raise ModelNotFound(f"unknown model {name!r}: not a preset ({', '.join(preset_names())}) nor a folder")
     return json.loads(path.read_text(encoding="utf-8"))
@@ -91,8 +91,7 @@ def save(model, path: str | Path) -> Path:
 
 def build_random(config: ModelConfig, tokenizer, seed: int = 0):
     import torch
-
-    from engine.model import VideoLLM
+    from tarsier.engine.model import VideoLLM
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -108,14 +107,13 @@ def load_tokenizer(path: str | Path):
 def load_folder(path: Path):
     """A VideoLLM checkpoint folder written by `save`."""
     from safetensors.torch import load_model
-
-    from engine.model import VideoLLM
+    from tarsier.engine.model import VideoLLM
 
     if not (path / CONFIG_NAME).is_file():
         raise ModelNotFound(f"{path}: no {CONFIG_NAME} (not a checkpoint folder)")
     raw = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
     if raw.get("architecture") != "VideoLLM":
-        from engine import published
+        from tarsier.engine import published
 
         return published.load_folder(path, raw)
     config = ModelConfig.from_dict(raw)
@@ -131,7 +129,7 @@ def load_preset(name: str):
     preset = read_preset(name)
     kind = preset["kind"]
     if kind == "random":
-        from engine.tokenizer import build_bpe_tokenizer
+        from tarsier.engine.tokenizer import build_bpe_tokenizer
 
         tok = build_bpe_tokenizer(vocab_size=preset.get("tokenizer", {}).get("vocab_size", 512))
         config = ModelConfig.from_dict(preset["config"])
@@ -146,7 +144,7 @@ def load_preset(name: str):
             )
         return load_folder(folder)
     if kind == "published":
-        from engine import published
+        from tarsier.engine import published
 
         return published.load_preset(name, preset)
     raise ModelNotFound(f"preset {name!r} has unknown kind {kind!r}")
@@ -160,7 +158,7 @@ def load(name_or_path, device: str = "auto", dtype=None):
         model_id = str(name_or_path)
     elif "/" in str(name_or_path) or os.sep in str(name_or_path):
         if str(name_or_path).count("/") == 1 and not path.exists():
-            from engine import published
+            from tarsier.engine import published
 
             model = published.load_hub(str(name_or_path))
             model_id = str(name_or_path)
@@ -170,7 +168,7 @@ def load(name_or_path, device: str = "auto", dtype=None):
         model = load_preset(str(name_or_path))
         model_id = str(name_or_path)
     dev = resolve_device(device)
-    from engine import published
+    from tarsier.engine import published
 
     if not published.place(model, dev, dtype or default_dtype(dev)):  # several GPUs: split published models
         model.to(device=dev, dtype=dtype or default_dtype(dev))

@@ -18,8 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
-from engine.clips import CLIP_CODECS
+from tarsier.engine.clips import CLIP_CODECS
 
 
 def motion_score(frames) -> float | None:
@@ -110,7 +109,7 @@ def video_meta(info) -> dict:
 def reader_clips(reader, curate: CurateOptions | None):
     """The clips of an open VideoReader and the video's meta; a video the size filters drop is
     never decoded: it becomes one clip spanning the whole video, with the reason in its meta."""
-    from engine.types import Clip
+    from tarsier.engine.types import Clip
 
     meta = video_meta(reader.info)
     reason = curate.size_reason(reader.info.width, reader.info.height) if curate is not None else None
@@ -172,7 +171,7 @@ class Curation:
         clips = self.o.clips_path
         if clips is None:
             return
-        from engine.clips import ClipSpan, clip_extension, clip_file, cut_clips
+        from tarsier.engine.clips import ClipSpan, clip_extension, clip_file, cut_clips
 
         skipped = {r["clip"] for r in [*st.pending, *st.records.values()] if r.get("skipped")}
         spans = [ClipSpan(i, a, b) for i, (a, b) in sorted(st.spans.items()) if i not in skipped]

@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from engine.curate import Curation, check_curation, motion_score
-from engine.lock import holding_output_lock
-from engine.resume_plan import expand_stdin, finished_early, remember, request_key
-from engine.types import Clip, VideoError, VideoInput
-from engine.writers import FORMATS, MANIFEST_WRITERS, SUBTITLE_WRITERS, JsonlWriter, read_records
+from tarsier.engine.curate import Curation, check_curation, motion_score
+from tarsier.engine.lock import holding_output_lock
+from tarsier.engine.resume_plan import expand_stdin, finished_early, remember, request_key
+from tarsier.engine.types import Clip, VideoError, VideoInput
+from tarsier.engine.writers import FORMATS, MANIFEST_WRITERS, SUBTITLE_WRITERS, JsonlWriter, read_records
 
 JSONL_NAME = "descriptions.jsonl"
 GRAINS = ("brief", "fine")
@@ -70,10 +70,9 @@ class DescribeSummary:
 def instruction_for(grain: str, prompt: str | None, processor=None) -> str:
     """The instruction for `grain` in the model's own words (engine.interface.instruction_for); without a
     processor (usage checks before the model loads), the project's template."""
-    import prompts
-
+    from tarsier import prompts
     if processor is not None:
-        from engine.interface import instruction_for as model_instruction
+        from tarsier.engine.interface import instruction_for as model_instruction
 
         return model_instruction(processor, grain, prompt)
     if prompt:
@@ -93,7 +92,7 @@ def settings_key(options) -> str:
 
 
 def _plain_square(options) -> bool:
-    from engine.interface import SquareGeometry
+    from tarsier.engine.interface import SquareGeometry
 
     g = options.geometry
     return g is None or g == SquareGeometry(options.frame_size)
@@ -159,7 +158,7 @@ class Job:
 
 def warn_notes(job: Job, notify, progress) -> None:
     """The job's warnings: to the progress callback (the CLI prints one line each), else as Python warnings."""
-    from engine.interface import GrainWarning
+    from tarsier.engine.interface import GrainWarning
 
     for note in job.notes:
         if progress is not None:
@@ -185,8 +184,8 @@ def plan_job(inputs, *, model_id: str, processor, grain: str, prompt: str | None
              frames: int | None, scenes: str, threshold: float | None, min_scene_len: float, min_clip: float,
              max_clip: float | None, max_new_tokens: int | None, output_dir, formats, stdout,
              extensions, recursive: bool, stdin, threads: int) -> Job:
-    from engine.discover import DEFAULT_EXTENSIONS, discover
-    from engine.video import ClipOptions
+    from tarsier.engine.discover import DEFAULT_EXTENSIONS, discover
+    from tarsier.engine.video import ClipOptions
 
     check_arguments(grain, prompt, formats, output_dir, stdout)
     with warnings.catch_warnings(record=True) as caught:
@@ -266,7 +265,7 @@ def describe(
     if thumbnails and output_dir is None:
         raise ValueError("thumbnails need an output folder")
     if isinstance(model, str | Path):
-        from engine.checkpoint import load
+        from tarsier.engine.checkpoint import load
 
         model = load(model, device=device)
     model_id = getattr(model, "model_id", getattr(model.config, "name", "model"))
@@ -286,7 +285,7 @@ def describe(
     subtitle_writers = [SUBTITLE_WRITERS[f](job.out) for f in formats if f in SUBTITLE_WRITERS]
     save_thumbs = None
     if thumbnails:
-        from engine.thumbnails import save_clip_thumbnails as save_thumbs
+        from tarsier.engine.thumbnails import save_clip_thumbnails as save_thumbs
 
     states: dict[str, _VideoState] = {}
     todo: list[VideoInput] = []
@@ -417,7 +416,7 @@ def describe(
         if file_writer:
             file_writer.close()
     if job.jsonl_path is not None and set(formats) & set(MANIFEST_WRITERS):
-        from engine.writers import described_clips, write_manifests
+        from tarsier.engine.writers import described_clips, write_manifests
 
         summary.manifests = write_manifests(
             formats, job.out, described_clips([job.jsonl_path], base), clips_dir=curation.o.clips_path,
@@ -455,8 +454,8 @@ def decode_video(video: VideoInput, options, put: Callable[[tuple], bool], curat
     ("end", rel, (n_clips, decode_s)) or ("error", rel, VideoError). False when put() said stop.
     Both payloads end with the source's meta (engine.curate.video_meta); `curate`'s size filters
     drop a video before it is decoded."""
-    from engine.curate import reader_clips
-    from engine.sparse import SparseReader as VideoReader  # --scenes none: decode only sampled frames
+    from tarsier.engine.curate import reader_clips
+    from tarsier.engine.sparse import SparseReader as VideoReader  # --scenes none: decode only sampled frames
 
     t = time.perf_counter()
     n = 0

@@ -17,9 +17,9 @@ class ExportError(ValueError):
 
 def load_source(name_or_path: str):
     """A model from a preset, hub id, checkpoint or run folder, on the CPU in its stored dtype."""
-    from engine import checkpoint as ckpt
-    from trainers.finetune import load_init
-    from trainers.train import resolve_run_checkpoint
+    from tarsier.engine import checkpoint as ckpt
+    from tarsier.trainers.finetune import load_init
+    from tarsier.trainers.train import resolve_run_checkpoint
 
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -32,7 +32,7 @@ def load_source(name_or_path: str):
 
 
 def export(name_or_path: str, out: str | Path, overwrite: bool = False) -> Path:
-    from trainers.finetune import declare_weights, is_qwen
+    from tarsier.trainers.finetune import declare_weights, is_qwen
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:

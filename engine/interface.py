@@ -157,8 +157,7 @@ class GrainWarning(UserWarning):
 def instruction_for(processor, grain: str, prompt: str | None = None) -> str:
     """The instruction for `grain` in the model's own words; `prompt` overrides. A grain the model does
     not list falls back to the project's template (prompts/<grain>.txt) with a GrainWarning."""
-    import prompts
-
+    from tarsier import prompts
     if prompt:
         return prompt.strip()
     own = dict(getattr(processor, "grains", None) or {})

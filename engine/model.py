@@ -24,10 +24,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tarsier.engine.config import ModelConfig, VisionConfig
+from tarsier.engine.interface import FrameSpec, Generation, SquareGeometry
 from torch import nn
-
-from engine.config import ModelConfig, VisionConfig
-from engine.interface import FrameSpec, Generation, SquareGeometry
 
 IGNORE_INDEX = -100
 
@@ -174,8 +173,7 @@ class VideoLLMProcessor:
     def grains(self) -> dict[str, str]:
         if self.config.prompts is not None:
             return dict(self.config.prompts)
-        import prompts
-
+        from tarsier import prompts
         return {g: prompts.read(g) for g in prompts.GRAINS}   # what stage 2 trains the project's models on
 
     def frame_spec(self, width: int, height: int, frames: int | None = None) -> FrameSpec:
@@ -291,7 +289,7 @@ class VideoLLM(nn.Module):
         return [p for name, p in self.named_parameters() if not name.startswith("vision.") or not self.config.vision.frozen]
 
     def save(self, folder) -> None:
-        from engine.checkpoint import save
+        from tarsier.engine.checkpoint import save
 
         save(self, folder)
 

@@ -41,8 +41,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.checkpoint import ModelNotFound
-from engine.interface import AspectGeometry, FrameSpec
+from tarsier.engine.checkpoint import ModelNotFound
+from tarsier.engine.interface import AspectGeometry, FrameSpec
 
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "tokenizer.model"]
 QWEN_FRAMES = 16
@@ -327,9 +327,8 @@ UPSTREAM_CLIP = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_lay
 
 def llava_model_config(raw: dict, folder: Path | None = None):
     """The ModelConfig (engine/config.py) of a published LLaVA-layout Tarsier config.json."""
+    from tarsier.engine.config import CLIP_MEAN, CLIP_STD, ModelConfig, ProjectorConfig, VisionConfig
     from transformers import CLIPVisionConfig
-
-    from engine.config import CLIP_MEAN, CLIP_STD, ModelConfig, ProjectorConfig, VisionConfig
 
     if raw.get("vision_feature_select_strategy", "default") != "default":
         raise ModelNotFound("only vision_feature_select_strategy 'default' (CLS dropped) is supported")
@@ -364,7 +363,7 @@ def llava_model_config(raw: dict, folder: Path | None = None):
 
 
 def load_llava(folder: Path, raw: dict):
-    from engine.model import VideoLLM
+    from tarsier.engine.model import VideoLLM
 
     config = llava_model_config(raw, folder)
     tok = _tokenizer(folder)
@@ -531,8 +530,7 @@ class QwenProcessor:
     def inputs(self, clips, instructions: list[str], answers: list[str] | None = None,
                prefixes: list[str] | None = None) -> dict:
         import torch
-
-        from engine.model import IGNORE_INDEX, pad_rows
+        from tarsier.engine.model import IGNORE_INDEX, pad_rows
 
         pixel_values, grid = self.pixels(clips)
         tok = self.tokenizer
@@ -675,8 +673,7 @@ class QwenVideoModel(_module_base()):
     def forward(self, input_ids, attention_mask, labels=None, pixel_values=None, image_grid_thw=None,
                 mm_token_type_ids=None):
         import torch.nn.functional as F
-
-        from engine.model import IGNORE_INDEX
+        from tarsier.engine.model import IGNORE_INDEX
 
         batch = self._to_device({"input_ids": input_ids, "attention_mask": attention_mask,
                                  "pixel_values": pixel_values, "image_grid_thw": image_grid_thw,
@@ -693,8 +690,7 @@ class QwenVideoModel(_module_base()):
     def generate(self, clips, instructions: list[str], max_new_tokens: int | None = None,
                  prefixes: list[str] | None = None):
         import torch
-
-        from engine.model import decode_generations, greedy_kwargs, stop_token_ids
+        from tarsier.engine.model import decode_generations, greedy_kwargs, stop_token_ids
 
         batch = self._to_device(self.processor.inputs(clips, instructions, prefixes=prefixes))
         stops = stop_token_ids(self.tokenizer, self.generation_config)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from engine.describe import (
+from tarsier.engine.describe import (
     JSONL_NAME,
     DescribeSummary,
     check_arguments,
@@ -37,9 +37,9 @@ from engine.describe import (
     plan_job,
     warn_notes,
 )
-from engine.lock import holding_output_lock
-from engine.types import Clip, VideoInput
-from engine.writers import SUBTITLE_WRITERS, JsonlWriter, read_records
+from tarsier.engine.lock import holding_output_lock
+from tarsier.engine.types import Clip, VideoInput
+from tarsier.engine.writers import SUBTITLE_WRITERS, JsonlWriter, read_records
 
 SHARDS_DIR = "shards"
 RAY_EXTRA = "pip install 'tarsier-cli[ray]'"
@@ -50,7 +50,7 @@ RAY_EXTRA = "pip install 'tarsier-cli[ray]'"
 # ---------------------------------------------------------------------------------------------
 def decode_rows(row: dict, options) -> object:
     """One video -> its clip rows, then one "end" row; or an "error" row. Runs in a Ray task."""
-    from engine.describe import decode_video
+    from tarsier.engine.describe import decode_video
 
     video = VideoInput(Path(row["path"]), row["video"])
     rows: list[dict] = []
@@ -93,7 +93,7 @@ class ModelActor:
         if isinstance(model, ray.ObjectRef):
             model = ray.get(model)
         elif isinstance(model, str | Path):
-            from engine.checkpoint import load
+            from tarsier.engine.checkpoint import load
 
             model = load(model, device=device)
         self.model = model
@@ -141,7 +141,7 @@ class ModelActor:
 
 def _thumbnails(out_dir: Path, video: str, clip: Clip) -> None:
     try:
-        from engine.thumbnails import save_clip_thumbnails
+        from tarsier.engine.thumbnails import save_clip_thumbnails
 
         save_clip_thumbnails(out_dir, video, clip.index, clip.frames)
     except Exception:  # noqa: BLE001, S110 - a thumbnail must never fail a describe run
@@ -157,7 +157,7 @@ def _model_meta(model, device: str, num_gpus: float) -> tuple[str, object]:
 
     @ray.remote(num_gpus=num_gpus)
     def probe(name):
-        from engine.checkpoint import load
+        from tarsier.engine.checkpoint import load
 
         m = load(name, device=device)
         return m.model_id, m.processor
@@ -218,7 +218,7 @@ def describe_ray(
 
     started_here = False
     if not ray.is_initialized():
-        from engine.ray_local import init_ray
+        from tarsier.engine.ray_local import init_ray
 
         started_here = init_ray(ray, address, quiet=quiet)   # a local instance: loopback only, no dashboard
     try:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from engine.thumbnails import THUMBS_DIR, thumbnail_relpath
+from tarsier.engine.thumbnails import THUMBS_DIR, thumbnail_relpath
 
 REPORT_NAME = "report.html"
 EVAL_PAGE = "eval.html"          # the eval page's name when a describe run shares the folder
@@ -657,7 +657,7 @@ def write_training_report(run_dir: Path, output: Path | None = None, curves: boo
     pngs: list[Path] = []
     if curves and rows:
         try:
-            from trainers.plots import write_curves
+            from tarsier.trainers.plots import write_curves
 
             pngs = write_curves(run_dir, strict=True)
         except ImportError as exc:  # matplotlib missing: the page still works without pictures
@@ -667,7 +667,7 @@ def write_training_report(run_dir: Path, output: Path | None = None, curves: boo
         from contextlib import suppress
 
         with suppress(ImportError):
-            from trainers.plots import write_reward_curves
+            from tarsier.trainers.plots import write_reward_curves
 
             write_reward_curves(run_dir)
     pngs += [p for p in (run_dir / "rewards.png",) if p.is_file() and p not in pngs]

@@ -51,7 +51,7 @@ def model_identity(model) -> list | None:
     """What says the model is the same one as last time; None for an already loaded model object."""
     if not isinstance(model, str | Path):
         return None
-    from engine.checkpoint import ModelNotFound, read_preset, trained_preset_dir
+    from tarsier.engine.checkpoint import ModelNotFound, read_preset, trained_preset_dir
 
     name = str(model)
     path = Path(name).expanduser()
@@ -89,7 +89,7 @@ def remember(out: Path | None, key: str | None, base: dict) -> None:
     """Best effort: a plan that cannot be written only costs the next rerun its shortcut."""
     if out is None or key is None:
         return
-    from engine.writers import atomic_write_text
+    from tarsier.engine.writers import atomic_write_text
 
     path = Path(out) / PLAN_NAME
     try:
@@ -116,9 +116,9 @@ def finished_early(key: str | None, inputs: list[str], output_dir, *, formats, c
     base = recall(out, key)
     if base is None:
         return None
-    from engine.curate import Curation
-    from engine.describe import JSONL_NAME, DescribeSummary, _stem_collisions, finished_records
-    from engine.discover import DEFAULT_EXTENSIONS, discover
+    from tarsier.engine.curate import Curation
+    from tarsier.engine.describe import JSONL_NAME, DescribeSummary, _stem_collisions, finished_records
+    from tarsier.engine.discover import DEFAULT_EXTENSIONS, discover
 
     jsonl = out / JSONL_NAME
     videos, problems = discover(list(inputs), extensions=extensions or DEFAULT_EXTENSIONS, recursive=recursive)
@@ -136,7 +136,7 @@ def finished_early(key: str | None, inputs: list[str], output_dir, *, formats, c
         clips += len(recs)
     notify("start", videos=len(videos), todo=0, skipped=len(videos))
     summary = DescribeSummary(videos=len(videos), videos_skipped=len(videos), clips_skipped=clips, jsonl=jsonl)
-    from engine.writers import MANIFEST_WRITERS, described_clips, write_manifests
+    from tarsier.engine.writers import MANIFEST_WRITERS, described_clips, write_manifests
 
     if set(formats) & set(MANIFEST_WRITERS):
         summary.manifests = write_manifests(

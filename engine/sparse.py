@@ -24,9 +24,8 @@ from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
-
-from engine.types import Clip
-from engine.video import VideoReader, _one_line
+from tarsier.engine.types import Clip
+from tarsier.engine.video import VideoReader, _one_line
 
 _EPS = 1e-6
 
@@ -168,6 +167,6 @@ class SparseReader(VideoReader):
         except GeneratorExit:
             raise
         except Exception as e:  # noqa: BLE001 - never a traceback for one bad video
-            from engine.types import VideoError
+            from tarsier.engine.types import VideoError
 
             raise VideoError("decode", f"{type(e).__name__}: {_one_line(e)}") from None

@@ -1,6 +1,6 @@
 """Evaluation: AutoDQ (event extraction + entailment), judges, DREAM-1K loading, reports.
 
-    from evaluation import make_judge, score_file
+    from tarsier.evaluation import make_judge, score_file
     result = score_file("descriptions.jsonl", "DREAM-1k.jsonl", make_judge("embed"), "eval-out")
 
 Nothing here imports torch at import time."""
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 
 def make_judge(spec: str, **opts):
-    from evaluation.judges import make_judge as _make
+    from tarsier.evaluation.judges import make_judge as _make
 
     return _make(spec, **opts)
 
 
 def score_file(*args, **kwargs):
-    from evaluation.run import score_file as _score
+    from tarsier.evaluation.run import score_file as _score
 
     return _score(*args, **kwargs)
 

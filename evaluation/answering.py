@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.benchdata import BenchRow
+from tarsier.evaluation.benchdata import BenchRow
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -88,7 +88,7 @@ def _frame_count(model) -> int:
 def decode(video: Path, model, frames: int | None = None):
     """(N, H, W, 3) uint8 frames of one clip spanning the whole video, in the model's frame geometry
     (as describe asks engine.video for them)."""
-    from engine.video import ClipOptions, read_clips
+    from tarsier.engine.video import ClipOptions, read_clips
 
     geometry = getattr(getattr(model, "processor", None), "geometry", None)
     size = getattr(geometry, "size", None) or getattr(model, "frame_size", 224)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from evaluation.dream1k import CATEGORIES, Reference
-from evaluation.predictions import Prediction
+from tarsier.evaluation.dream1k import CATEGORIES, Reference
+from tarsier.evaluation.predictions import Prediction
 
 ENTAILED = "entailment"
 

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluation.dream1k import PLACEHOLDER, video_stem
+from tarsier.evaluation.dream1k import PLACEHOLDER, video_stem
 
 TASKS = ("mcq", "qa", "caption", "dream")
 UPSTREAM_TASKS = {"video/qa": "qa?", "qa": "qa", "mcq": "mcq", "multiple-choice": "mcq", "video/mcq": "mcq",

@@ -247,7 +247,7 @@ def calibrate(rows, thresholds=None) -> dict:
 if __name__ == "__main__":  # python -m evaluation.embed REF.jsonl : print the calibration table
     import sys
 
-    from evaluation.dream1k import load_references
+    from tarsier.evaluation.dream1k import load_references
 
     result = calibrate(load_references(sys.argv[1]))
     print(f"{result['rows']} rows, {result['pairs']} cross pairs; best threshold {result['best']}")

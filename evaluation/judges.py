@@ -25,9 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
-import prompts
-from evaluation.cache import JudgeCache, default_cache_path, text_hash
-from evaluation.parsing import MAX_EVENTS, ParseError, parse_events, parse_labels, parse_qa_verdict
+from tarsier.evaluation.cache import JudgeCache, default_cache_path, text_hash
+from tarsier.evaluation.parsing import MAX_EVENTS, ParseError, parse_events, parse_labels, parse_qa_verdict
+
+from tarsier import prompts
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -501,7 +502,7 @@ def make_judge(spec: str, **opts) -> Judge:
     kind, _, arg = spec.partition(":")
     kind = kind.lower()
     if kind == "embed" or spec.lower().startswith("embed@"):
-        from evaluation.embed import MODEL_NAME, EmbedJudge
+        from tarsier.evaluation.embed import MODEL_NAME, EmbedJudge
 
         rest = spec[len("embed"):].lstrip(":")
         model, _, threshold = rest.partition("@")
@@ -517,7 +518,7 @@ def make_judge(spec: str, **opts) -> Judge:
             kwargs["threshold"] = float(opts["threshold"])
         return EmbedJudge(**kwargs)
     if kind == "exact":
-        from evaluation.exact import ExactJudge
+        from tarsier.evaluation.exact import ExactJudge
 
         return ExactJudge()
     common = {k: opts[k] for k in ("cache_path", "use_cache", "parse_retries") if opts.get(k) is not None}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from evaluation.benchdata import BenchRow
+from tarsier.evaluation.benchdata import BenchRow
 
 _LEAD = re.compile(r"^[\s(\[{<*\"']*([A-Za-z]|\d{1,2})(?![A-Za-z0-9])")
 _PAREN = re.compile(r"\(([A-Za-z]|\d{1,2})\)")

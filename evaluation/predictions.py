@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from evaluation.dream1k import Reference, read_records, video_stem
+from tarsier.evaluation.dream1k import Reference, read_records, video_stem
 
 PRED_KEYS = ("prediction", "pred", "predict", "response", "pred_caption", "caption", "output", "answer",
              "generated", "text")

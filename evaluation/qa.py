@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from evaluation.benchdata import BenchRow
-from evaluation.cider import bleu4, cider_d, ptb_tokenize
+from tarsier.evaluation.benchdata import BenchRow
+from tarsier.evaluation.cider import bleu4, cider_d, ptb_tokenize
 
 QA_POLICY = {
     "verdict": "the judge answers yes/no (correct or not) and a 0-5 score per question",

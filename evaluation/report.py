@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from evaluation.autodq import POLICY, SampleResult, aggregate
+from tarsier.evaluation.autodq import POLICY, SampleResult, aggregate
 
 REPORT_VERSION = 1
 

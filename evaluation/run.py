@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.autodq import SampleResult, evaluate
-from evaluation.dream1k import load_references
-from evaluation.predictions import load_predictions, match
-from evaluation.report import JudgeMismatchError, build_report, existing_judge, write_outputs
+from tarsier.evaluation.autodq import SampleResult, evaluate
+from tarsier.evaluation.dream1k import load_references
+from tarsier.evaluation.predictions import load_predictions, match
+from tarsier.evaluation.report import JudgeMismatchError, build_report, existing_judge, write_outputs
 
 
 @dataclass
@@ -39,7 +39,7 @@ def score_file(predictions: str | Path, reference: str | Path, judge, out_dir: s
     matched, unmatched = match(references, by_video, by_idx)
     n_predictions = len(by_video) + len(by_idx)
     if n_predictions and not any(p is not None for p in matched.values()):
-        from evaluation.tasks import MatchError, no_match_message
+        from tarsier.evaluation.tasks import MatchError, no_match_message
 
         ref = references[0]
         raise MatchError(no_match_message(predictions, n_predictions, len(references), unmatched[0] if unmatched

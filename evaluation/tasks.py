@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluation.benchdata import BenchRow
-from evaluation.predictions import Prediction, load_predictions
-from evaluation.report import _atomic_write, _pct, existing_judge
+from tarsier.evaluation.benchdata import BenchRow
+from tarsier.evaluation.predictions import Prediction, load_predictions
+from tarsier.evaluation.report import _atomic_write, _pct, existing_judge
 
 REPORT_VERSION = 1
 METRIC = {"mcq": "multiple-choice accuracy", "qa": "open-ended QA (LLM judge)", "caption": "captioning (CIDEr-D)"}
@@ -80,7 +80,7 @@ def match_predictions(path, rows: list[BenchRow]) -> Matched:
 def score(task: str, rows: list[BenchRow], answers: dict[str, str], *, judge=None, progress=None):
     """(results, aggregate, judge info) for one task."""
     if task == "mcq":
-        from evaluation import mcq
+        from tarsier.evaluation import mcq
 
         results = mcq.score_rows(rows, answers)
         name = judge if isinstance(judge, str) else "mcq:letter"
@@ -90,8 +90,8 @@ def score(task: str, rows: list[BenchRow], answers: dict[str, str], *, judge=Non
                                                   "the option with the highest log-probability (no parsing)"}, \
             mcq.POLICY
     if task == "qa":
-        from evaluation import qa
-        from evaluation.report import judge_info
+        from tarsier.evaluation import qa
+        from tarsier.evaluation.report import judge_info
 
         results = qa.judge_rows(rows, answers, judge, progress=progress)
         info = judge_info(judge)
@@ -100,7 +100,7 @@ def score(task: str, rows: list[BenchRow], answers: dict[str, str], *, judge=Non
             info["calls"] = dict(stats)
         return results, qa.aggregate_qa(results), info, qa.QA_POLICY
     if task == "caption":
-        from evaluation import qa
+        from tarsier.evaluation import qa
 
         results, agg = qa.score_captions(rows, answers)
         return results, agg, {"name": "cider-d", "approximate": False,
@@ -214,7 +214,7 @@ def score_file(predictions, rows: list[BenchRow], task: str, out_dir, *, judge=N
     results, agg, info, policy = score(task, rows, matched.answers, judge=judge, progress=progress)
     previous = existing_judge(out_dir)
     if previous and previous != info["name"] and not replace_other_judge:
-        from evaluation.report import JudgeMismatchError
+        from tarsier.evaluation.report import JudgeMismatchError
 
         raise JudgeMismatchError(f"{out_dir} holds a report by judge {previous!r}; refusing to mix it with "
                                  f"{info['name']!r} (use another output folder)")

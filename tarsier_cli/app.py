@@ -19,7 +19,7 @@ app = typer.Typer(
 COMMAND_MODULES = ["describe", "scenes", "models", "synth", "train", "export", "cache", "eval", "report", "demo"]
 
 for _name in COMMAND_MODULES:
-    importlib.import_module(f"tarsier_cli.{_name}").register(app)
+    importlib.import_module(f"tarsier.cli.{_name}").register(app)
 
 
 def main() -> None:

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from tarsier_cli.common import err_console, usage_error
+from tarsier.cli.common import err_console, usage_error
 
 
 def cache(
@@ -21,7 +20,7 @@ def cache(
     """List the training feature cache (one entry per vision tower and frame count: its model, the datasets
     that filled it, clips, size, last use), or remove entries with --older-than / --all. Decoded-on-the-fly
     models (Tarsier2) have no entries."""
-    from trainers.cache import entries, human_size, parse_age, remove
+    from tarsier.trainers.cache import entries, human_size, parse_age, remove
 
     root = folder
     if older_than is None and not all_:

@@ -5,8 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from tarsier_cli.common import err_console
+from tarsier.cli.common import err_console
 
 HELP = """Run the whole story offline: render the synthetic world, train stage 1 and stage 2 with
 nano's pretrained vision tower frozen, describe a held-out synthetic benchmark and score it (event
@@ -33,8 +32,7 @@ def demo_command(
     import json
 
     from rich.table import Table
-
-    from trainers.demo import DemoConfig, run_demo
+    from tarsier.trainers.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(train_videos=train_videos, bench_videos=bench_videos, train_tower=train_tower,
                      tower_steps=tower_steps,

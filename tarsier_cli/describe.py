@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from tarsier_cli.common import (
+from tarsier.cli.common import (
     EXIT_SOME_FAILED,
     EXIT_USAGE,
     err_console,
@@ -116,18 +115,18 @@ def describe_command(
 
             raise usage_error(escape("--engine ray needs Ray: pip install 'tarsier-cli[ray]'"))
 
-    from engine.checkpoint import ModelNotFound
-    from engine.writers import OutputError
+    from tarsier.engine.checkpoint import ModelNotFound
+    from tarsier.engine.writers import OutputError
 
     if engine_name == "ray":
-        from engine.ray_engine import describe_ray as run
+        from tarsier.engine.ray_engine import describe_ray as run
         extra = {"address": ray_address, "quiet": quiet}
     else:
-        from engine.describe import describe as run
+        from tarsier.engine.describe import describe as run
         extra = {"curate": curate, "shard_size": shard_size}
     hush = contextlib.nullcontext()
     if engine_name == "ray" and quiet and output_dir is not None:   # Ray's C++ core writes straight to fd 2
-        from engine.ray_local import native_stderr_to
+        from tarsier.engine.ray_local import native_stderr_to
 
         hush = native_stderr_to(output_dir / "ray-stderr.log")
     with hush, video_progress(show_progress(quiet), quiet) as callback:
@@ -152,7 +151,7 @@ def describe_command(
             _quiet_stdout()
             raise typer.Exit(0) from None
     if report:
-        from engine.report import write_describe_report
+        from tarsier.engine.report import write_describe_report
 
         page = write_describe_report(output_dir)
         err_console.print(f"report: {page}", markup=False, soft_wrap=True)
@@ -185,7 +184,7 @@ def _quiet_stdout() -> None:
 
 
 def _curate_options(clips, clip_codec, crf, no_audio, min_size, max_aspect, min_motion):
-    from engine.curate import CurateOptions, parse_size
+    from tarsier.engine.curate import CurateOptions, parse_size
 
     if clip_codec not in ("copy", "h264"):
         raise usage_error(f"unknown --clip-codec {clip_codec!r} (choose copy or h264)")

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-
-from tarsier_cli.common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, err_console, usage_error
+from tarsier.cli.common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, err_console, usage_error
 
 eval_app = typer.Typer(
     help="Evaluate: AutoDQ on DREAM-1K, multiple-choice QA (accuracy), open-ended QA (LLM judge) and "
@@ -23,7 +22,7 @@ JUDGE_HELP = ("openai:MODEL (any OpenAI-compatible endpoint: --judge-url or OPEN
 
 
 def _make_judge(judge: str, *, judge_url, concurrency, timeout, max_retries, cache, no_cache, batch_size, device):
-    from evaluation.judges import JudgeSpecError, make_judge
+    from tarsier.evaluation.judges import JudgeSpecError, make_judge
 
     opts = {"url": judge_url, "concurrency": concurrency, "timeout": timeout, "max_retries": max_retries,
             "cache_path": str(cache) if cache else None, "use_cache": not no_cache, "batch_size": batch_size,
@@ -38,10 +37,10 @@ def _make_judge(judge: str, *, judge_url, concurrency, timeout, max_retries, cac
 
 def _score(pred: Path, ref: Path, judge, out: Path, *, limit, quiet: bool) -> int:
     """Score `pred` against `ref`, print the table, return the exit code."""
-    from evaluation.judges import JudgeAuthError, JudgeError
-    from evaluation.report import JudgeMismatchError, rich_table
-    from evaluation.run import score_file
-    from evaluation.tasks import MatchError
+    from tarsier.evaluation.judges import JudgeAuthError, JudgeError
+    from tarsier.evaluation.report import JudgeMismatchError, rich_table
+    from tarsier.evaluation.run import score_file
+    from tarsier.evaluation.tasks import MatchError
 
     progress_cb = None
     bar = None
@@ -153,7 +152,7 @@ def describe_benchmark(videos: list[str], *, model: str, output_dir: Path, devic
                        batch_size: int, overwrite: bool) -> tuple[Path, int]:
     """Glue to engine.describe: one clip per benchmark video (scenes="none"). Returns the JSONL path
     and the number of videos that failed."""
-    from engine import describe
+    from tarsier.engine.describe import describe
 
     kwargs = {"model": model, "grain": "fine", "output_dir": output_dir, "formats": ("jsonl",),
               "overwrite": overwrite, "scenes": "none", "batch_size": batch_size, "device": device}
@@ -174,8 +173,8 @@ TaskOpt = Annotated[str | None, typer.Option(
 def _task_of_file(ref: Path, task: str | None) -> str:
     """The task of a benchmark file: --task, else `dream` for DREAM-1K files (flat rows, or DREAM/
     datasets), else the rows' own task (one for the whole file)."""
-    from evaluation.benchdata import TASKS, BenchFileError, load_bench
-    from evaluation.dream1k import read_records
+    from tarsier.evaluation.benchdata import TASKS, BenchFileError, load_bench
+    from tarsier.evaluation.dream1k import read_records
 
     if task is not None:
         if task not in TASKS:
@@ -198,7 +197,7 @@ def _task_of_file(ref: Path, task: str | None) -> str:
 
 
 def _load_rows(ref: Path, task: str, videos: Path | None, limit: int | None):
-    from evaluation.benchdata import BenchFileError, load_bench
+    from tarsier.evaluation.benchdata import BenchFileError, load_bench
 
     try:
         return load_bench(ref, task=task, videos=videos, limit=limit)
@@ -209,9 +208,9 @@ def _load_rows(ref: Path, task: str, videos: Path | None, limit: int | None):
 def _score_task(pred: Path, rows, task: str, judge, out: Path, *, ref: Path, quiet: bool, timing: dict | None = None
                 ) -> int:
     """Score an mcq / qa / caption prediction file, print the table, return the exit code."""
-    from evaluation.judges import JudgeAuthError, JudgeError
-    from evaluation.report import JudgeMismatchError
-    from evaluation.tasks import MatchError, headline, rich_table, score_file
+    from tarsier.evaluation.judges import JudgeAuthError, JudgeError
+    from tarsier.evaluation.report import JudgeMismatchError
+    from tarsier.evaluation.tasks import MatchError, headline, rich_table, score_file
 
     try:
         result = score_file(pred, rows, task, out, judge=judge, reference=ref, timing=timing)
@@ -307,7 +306,7 @@ def bench_command(
         result = _score_task(output_dir / "predictions.jsonl", rows, kind, j, output_dir, ref=ref, quiet=quiet,
                              timing=timing)
         raise typer.Exit(max(code, result) if result != EXIT_USAGE else result)
-    from evaluation.dream1k import load_references
+    from tarsier.evaluation.dream1k import load_references
 
     try:
         refs = load_references(ref)
@@ -337,8 +336,8 @@ def bench_command(
 def _answer(rows, *, model: str, videos: Path, out: Path, device: str, frames, batch_size: int, max_new_tokens,
             mcq_scoring: str, overwrite: bool, quiet: bool) -> tuple[int, dict]:
     """Load the model and answer every row into OUT/predictions.jsonl; (exit code, timing)."""
-    from engine.checkpoint import ModelNotFound, load
-    from evaluation.answering import answer_rows
+    from tarsier.engine.checkpoint import ModelNotFound, load
+    from tarsier.evaluation.answering import answer_rows
 
     try:
         m = load(model, device=device)
@@ -418,7 +417,7 @@ def compare_command(
     b: Annotated[Path, typer.Argument(help="report.json (or its folder) B")],
 ) -> None:
     """Difference B - A of two reports; refuses reports made by different judges."""
-    from evaluation.report import JudgeMismatchError, compare_reports, load_report
+    from tarsier.evaluation.report import JudgeMismatchError, compare_reports, load_report
 
     try:
         diff = compare_reports(load_report(a), load_report(b))

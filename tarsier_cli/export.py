@@ -5,8 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from tarsier_cli.common import err_console, usage_error
+from tarsier.cli.common import err_console, usage_error
 
 
 def export(
@@ -18,9 +17,9 @@ def export(
     """Write a Tarsier2 checkpoint as a standard transformers Qwen2-VL folder (config, safetensors + index,
     tokenizer, chat template, processor files; 4.52+ tensor names) that
     Qwen2VLForConditionalGeneration.from_pretrained loads with no remote code. Same weights, same dtype."""
-    from engine.checkpoint import ModelNotFound
-    from engine.export import ExportError
-    from engine.export import export as run
+    from tarsier.engine.checkpoint import ModelNotFound
+    from tarsier.engine.export import ExportError
+    from tarsier.engine.export import export as run
 
     try:
         folder = run(model, out, overwrite=overwrite)

@@ -32,7 +32,7 @@ def models_command(
     import json
     import sys
 
-    from engine.catalog import list_models
+    from tarsier.engine.catalog import list_models
 
     rows = list_models()
     if as_json:

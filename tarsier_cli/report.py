@@ -5,8 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from tarsier_cli.common import err_console, usage_error
+from tarsier.cli.common import err_console, usage_error
 
 HELP = """Write DIR/report.html: a static page to review the results in a browser (no server).
 
@@ -37,7 +36,7 @@ def report_command(
                                                      "(relative links then only work beside DIR).")] = None,
     open_page: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
 ) -> None:
-    from engine.report import KINDS, detect_kinds, write_report, write_reports
+    from tarsier.engine.report import KINDS, detect_kinds, write_report, write_reports
 
     if not folder.is_dir():
         raise usage_error(f"{folder} is not a folder")

@@ -38,7 +38,7 @@ def scenes(
     threads: Annotated[int, typer.Option(help="Decoder threads per video; 0 = all cores.", min=0)] = 0,
 ) -> None:
     """List the clips (scene cuts, merged and split) of each video: no model is loaded."""
-    from tarsier_cli.common import split_list, usage_error
+    from tarsier.cli.common import split_list, usage_error
 
     if scenes_mode not in SCENE_MODES:
         raise usage_error(f"unknown --scenes {scenes_mode!r} (choose {', '.join(SCENE_MODES)})")
@@ -52,9 +52,9 @@ def scenes(
     if "-" in paths and sys.stdin.isatty():
         raise usage_error("'-' reads video paths from stdin, but stdin is a terminal")
 
-    from engine.discover import DEFAULT_EXTENSIONS, discover
-    from engine.types import VideoError
-    from engine.video import ClipOptions, VideoReader
+    from tarsier.engine.discover import DEFAULT_EXTENSIONS, discover
+    from tarsier.engine.types import VideoError
+    from tarsier.engine.video import ClipOptions, VideoReader
 
     exts = tuple(split_list(ext)) or DEFAULT_EXTENSIONS
     videos, problems = discover(paths, extensions=exts, recursive=recursive, stdin=sys.stdin)

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from tarsier_cli.common import err_console, usage_error
+from tarsier.cli.common import err_console, usage_error
 
 train_app = typer.Typer(
     help="Train video-language models (the project's own, Tarsier1 and Tarsier2 checkpoints): stage 1 (multi-task pre-training), stage 2 (multi-grained "
@@ -25,10 +24,9 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Run folder (metrics, che
 def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
     """kw: the command's remaining options, named as TrainArgs fields."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from engine.checkpoint import ModelNotFound
-    from trainers.manifest import ManifestError
-    from trainers.train import TrainArgs, train
+    from tarsier.engine.checkpoint import ModelNotFound
+    from tarsier.trainers.manifest import ManifestError
+    from tarsier.trainers.train import TrainArgs, train
 
     if kw.get("vision_init") is not None:
         kw["vision_init"] = str(kw["vision_init"])
@@ -144,10 +142,10 @@ def cache_features(
     """Compute the frozen tower's features for every clip of a mixture once, ahead of training."""
     import time
 
-    from engine import checkpoint as ckpt
-    from trainers.data import FeatureStore
-    from trainers.manifest import ManifestError, load_mixture
-    from trainers.train import resolve_run_checkpoint
+    from tarsier.engine import checkpoint as ckpt
+    from tarsier.trainers.data import FeatureStore
+    from tarsier.trainers.manifest import ManifestError, load_mixture
+    from tarsier.trainers.train import resolve_run_checkpoint
 
     try:
         mixture = load_mixture(str(data))
@@ -177,8 +175,8 @@ def tower(
     per_scene: Annotated[int, typer.Option(help="Random instants rendered per scene.", min=1)] = 3,
     seed: Seed = 0, workers: Workers = 0,
 ) -> None:
-    from engine.checkpoint import ModelNotFound
-    from trainers.tower import TowerArgs, pretrain_tower
+    from tarsier.engine.checkpoint import ModelNotFound
+    from tarsier.trainers.tower import TowerArgs, pretrain_tower
 
     args = TowerArgs(out=str(out), init=init, heldout=str(heldout) if heldout else None, steps=steps,
                      batch_size=batch_size, lr=lr, scenes=scenes, per_scene=per_scene, seed=seed, workers=workers)
@@ -224,11 +222,11 @@ def dpo_pairs(
     """Preference pairs for DPO: the model describes each clean clip (chosen) and corrupted copies
     (rejected); a pair is kept when the judge ranks chosen above rejected by --min-margin. A rerun skips
     the clips done. Exit code: 0 ok, 1 some clips failed (one line each), 2 usage error."""
-    from engine.checkpoint import ModelNotFound
-    from evaluation.judges import JudgeError, JudgeSpecError
-    from tarsier_cli.common import EXIT_OK, EXIT_SOME_FAILED, split_list
-    from trainers.manifest import ManifestError
-    from trainers.pairs import CORRUPTIONS, PairArgs, build_pairs
+    from tarsier.cli.common import EXIT_OK, EXIT_SOME_FAILED, split_list
+    from tarsier.engine.checkpoint import ModelNotFound
+    from tarsier.evaluation.judges import JudgeError, JudgeSpecError
+    from tarsier.trainers.manifest import ManifestError
+    from tarsier.trainers.pairs import CORRUPTIONS, PairArgs, build_pairs
 
     kinds = tuple(split_list(corruption)) or CORRUPTIONS
     options = {"url": judge_url, "cache_path": str(cache) if cache else None}
@@ -279,11 +277,10 @@ def dpo(
     (loss, implicit rewards and their margin and accuracy, log-probs), checkpoints, resume and curves as
     stages 1 and 2."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from engine.checkpoint import ModelNotFound
-    from engine.types import VideoError
-    from trainers.dpo import DPOArgs, train_dpo
-    from trainers.manifest import ManifestError
+    from tarsier.engine.checkpoint import ModelNotFound
+    from tarsier.engine.types import VideoError
+    from tarsier.trainers.dpo import DPOArgs, train_dpo
+    from tarsier.trainers.manifest import ManifestError
 
     args = DPOArgs(data=str(data), out=str(out), init=init, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
                    lr=lr, warmup=warmup, weight_decay=weight_decay, clip_grad=clip_grad, beta=beta,

@@ -6,17 +6,16 @@ import json
 import time
 
 import pytest
+from tarsier.cli.app import app
 from typer.testing import CliRunner
-
-from tarsier_cli.app import app
 
 pytestmark = pytest.mark.usefixtures("tarsier_home")
 
 
 def test_cache_lists_and_removes_by_age(world, tmp_path):
-    from engine import checkpoint as ckpt
-    from trainers.data import FeatureStore
-    from trainers.manifest import load_mixture
+    from tarsier.engine import checkpoint as ckpt
+    from tarsier.trainers.data import FeatureStore
+    from tarsier.trainers.manifest import load_mixture
 
     root = tmp_path / "features"
     manifest = world / "stage1" / "qa.jsonl"

@@ -15,12 +15,12 @@ from pathlib import Path
 import av
 import pytest
 import videogen
+from tarsier.cli.app import app
+from tarsier.engine.curate import CurateOptions
+from tarsier.engine.describe import describe
 from typer.testing import CliRunner
 
-import engine
-from engine.curate import CurateOptions
-from engine.describe import describe
-from tarsier_cli.app import app
+import tarsier
 
 FAST = ["-m", "tiny-random", "--max-new-tokens", "4", "-q", "--device", "cpu"]
 # Open-Sora's CSV header (tools/datasets in hpcaitech/Open-Sora): path,text,num_frames,fps,height,width
@@ -29,7 +29,7 @@ OPEN_SORA_COLUMNS = ["path", "text", "num_frames", "fps", "height", "width"]
 
 @pytest.fixture(scope="module")
 def tiny():
-    return engine.load("tiny-random", device="cpu")
+    return tarsier.load("tiny-random", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +267,7 @@ def test_killed_webdataset_run_resumes_to_complete_shards(tmp_path, av_video):
     for i in range(3):   # copies: one file linked three times is one video
         (src / f"v{i}.mp4").write_bytes(av_video.path.read_bytes())
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "tarsier_cli.app", "describe", str(src), "-o", str(out), "--clips", str(out / "clips"),
+    cmd = [sys.executable, "-m", "tarsier.cli.app", "describe", str(src), "-o", str(out), "--clips", str(out / "clips"),
            "-f", "webdataset", "--shard-size", "2", "-b", "1", "-m", "tiny-random", "--device", "cpu",
            "--max-new-tokens", "48", "-q"]
     repo = Path(__file__).resolve().parents[1]
@@ -295,7 +295,7 @@ def test_killed_webdataset_run_resumes_to_complete_shards(tmp_path, av_video):
 
 
 def test_a_killed_cut_leaves_nothing_the_next_run_keeps(tmp_path, av_video):
-    from engine.clips import ClipSpan, clip_file, cut_clips
+    from tarsier.engine.clips import ClipSpan, clip_file, cut_clips
 
     dest = {0: clip_file(tmp_path, "scene.mp4", 0, ".mp4")}
     dest[0].parent.mkdir(parents=True)
@@ -316,8 +316,8 @@ def subprocess_pid_that_ended() -> int:
 
 
 def test_copied_last_clip_ends_with_the_video(tmp_path, shared_videos):
-    from engine.clips import ClipSpan, cut_clips
-    from engine.video import ClipOptions, read_clips
+    from tarsier.engine.clips import ClipSpan, cut_clips
+    from tarsier.engine.video import ClipOptions, read_clips
 
     src = shared_videos / "goldeneye-vfr-drop3.mp4"   # its last packet says 2002/24000 s, the video 1001/24000
     info, clips = read_clips(src, ClipOptions(sample_frames=False))

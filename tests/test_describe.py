@@ -12,11 +12,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tarsier.cli.app import app
+from tarsier.engine.describe import describe
 from typer.testing import CliRunner
 
-import engine
-from engine.describe import describe
-from tarsier_cli.app import app
+import tarsier
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["-m", "tiny-random", "--max-new-tokens", "4", "-q"]
@@ -24,7 +24,7 @@ FAST = ["-m", "tiny-random", "--max-new-tokens", "4", "-q"]
 
 @pytest.fixture(scope="module")
 def tiny():
-    return engine.load("tiny-random", device="cpu")
+    return tarsier.load("tiny-random", device="cpu")
 
 
 def records(out: Path) -> list[dict]:
@@ -124,7 +124,7 @@ def test_resume_after_sigkill_gives_every_clip_once(tmp_path, videos):
     for i in range(6):
         shutil.copy(videos["cuts"].path, src / f"v{i}.mp4")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "tarsier_cli.app", "describe", str(src), "-o", str(out), "-m", "tiny-random",
+    cmd = [sys.executable, "-m", "tarsier.cli.app", "describe", str(src), "-o", str(out), "-m", "tiny-random",
            "--max-new-tokens", "48", "-b", "1", "-q", "--device", "cpu"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -173,7 +173,7 @@ def test_shared_sample_videos_all_described(tmp_path, shared_videos, tiny):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys\nfrom typer.testing import CliRunner\nfrom tarsier_cli.app import app\n"
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom tarsier.cli.app import app\n"
             "r = CliRunner().invoke(app, ['--help'])\nassert r.exit_code == 0, r.output\n"
             "for cmd in ['describe', 'scenes', 'models', 'train', 'eval', 'synth']:\n"
             "    assert CliRunner().invoke(app, [cmd, '--help']).exit_code == 0, cmd\n"

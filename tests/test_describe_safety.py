@@ -11,11 +11,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from tarsier.cli.app import app
+from tarsier.engine import writers as engine_writers
+from tarsier.engine.writers import read_records
 from typer.testing import CliRunner
-
-import engine.writers
-from engine.writers import read_records
-from tarsier_cli.app import app
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["-m", "tiny-random", "--max-new-tokens", "4", "-q", "--device", "cpu"]
@@ -27,7 +26,7 @@ def test_reader_closing_the_pipe_early_is_not_a_failure(tmp_path, videos):
     for i in range(4):
         shutil.copy(videos["cuts"].path, src / f"v{i}.mp4")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "tarsier_cli.app", "describe", str(src), "--stdout", "-o", str(out), "-b", "1",
+    cmd = [sys.executable, "-m", "tarsier.cli.app", "describe", str(src), "--stdout", "-o", str(out), "-b", "1",
            "--workers", "0", *FAST]
     # what `tarsier describe ... --stdout | head -1` does: read one line, close the pipe
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -43,7 +42,7 @@ def test_reader_closing_the_pipe_early_is_not_a_failure(tmp_path, videos):
 def test_second_writer_is_refused_and_the_lock_goes_with_a_kill(tmp_path, videos):
     out = tmp_path / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom engine.lock import OutputLock\n"
+        [sys.executable, "-c", "import sys, time\nfrom tarsier.engine.lock import OutputLock\n"
          "lock = OutputLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(120)\n", str(out)],
         cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -100,7 +99,7 @@ def test_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path, videos, m
         shutil.copy(videos["cuts"].path, src / f"v{i}.mp4")
     out = tmp_path / "out"
     args = ["describe", str(src), "-o", str(out), "-f", "jsonl,srt,csv", "--workers", "0", *FAST]
-    monkeypatch.setattr(engine.writers, "open", _FullDisk(6000), raising=False)
+    monkeypatch.setattr(engine_writers, "open", _FullDisk(6000), raising=False)
     full = CliRunner().invoke(app, args)
     monkeypatch.undo()
     assert full.exit_code == 1, full.output

@@ -5,8 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
-
-from engine.discover import DEFAULT_EXTENSIONS, discover
+from tarsier.engine.discover import DEFAULT_EXTENSIONS, discover
 
 
 def touch(p: Path, data: bytes = b"x") -> Path:
@@ -108,7 +107,7 @@ def test_broken_symlink(tmp_path):
 
 
 def test_folder_vanishing_mid_walk(tree, monkeypatch):
-    import engine.discover as d
+    import tarsier.engine.discover as d
 
     real_scandir = os.scandir
 

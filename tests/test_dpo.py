@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tarsier.cli.app import app
+from tarsier.engine import checkpoint as ckpt
+from tarsier.trainers.dpo import DPOArgs, dpo_loss, sequence_logps, train_dpo
+from tarsier.trainers.manifest import ManifestError
+from tarsier.trainers.pairs import PairArgs, build_pairs, clip_frames, load_pairs, sample_descriptions
 from typer.testing import CliRunner
-
-from engine import checkpoint as ckpt
-from tarsier_cli.app import app
-from trainers.dpo import DPOArgs, dpo_loss, sequence_logps, train_dpo
-from trainers.manifest import ManifestError
-from trainers.pairs import PairArgs, build_pairs, clip_frames, load_pairs, sample_descriptions
 
 pytestmark = pytest.mark.usefixtures("tarsier_home")
 
@@ -141,7 +140,7 @@ def _ledger(path: Path) -> list[dict]:
 
 
 def test_pairs_apply_the_recorded_corruptions_and_drop_what_the_judge_cannot_rank(world, tmp_path):
-    from evaluation.exact import ExactJudge
+    from tarsier.evaluation.exact import ExactJudge
 
     model = ckpt.load("tiny-random", device="cpu")
     spy = Spy(model)
@@ -201,7 +200,7 @@ def _reference_of(row: dict) -> str:
 def test_pairs_kept_when_the_judge_ranks_chosen_above_rejected(world, tmp_path):
     """A model that describes the clean clip exactly and a corrupted one with its events in reverse
     order and half of them missing; the exact judge ranks them, the scores recorded are the judge's."""
-    from evaluation.exact import ExactJudge, parse_events, score
+    from tarsier.evaluation.exact import ExactJudge, parse_events, score
 
     rows = _first_fine(world, 3)
     manifest = tmp_path / "fine.jsonl"
@@ -357,14 +356,14 @@ def test_dpo_lowers_the_loss_and_raises_the_margin(hand_pairs, start, tmp_path):
             "elapsed_s"} <= set(last) and last["stage"] == "dpo"
     for png in ("loss.png", "lr.png", "rewards.png"):
         assert (run / png).stat().st_size > 1000
-    from engine.report import write_training_report
+    from tarsier.engine.report import write_training_report
 
     page = write_training_report(run).read_text()   # `tarsier report RUN`
     assert all(f'src="{png}"' in page for png in ("loss.png", "lr.png", "rewards.png"))
     # the final model loads, and prefers the chosen texts more than its start did
     trained, begun = ckpt.load(final, device="cpu"), ckpt.load(start, device="cpu")
     pairs = load_pairs(hand_pairs)
-    from trainers.dpo import pair_logps
+    from tarsier.trainers.dpo import pair_logps
 
     clips = [clip_frames(trained.processor, p.video) for p in pairs]
     with torch.no_grad():
@@ -420,7 +419,7 @@ def test_swapped_labels_control(hand_pairs, start, tmp_path):
     sources = [p.source for p in load_pairs(hand_pairs)]
     assert 0 < len(swapped) < len(sources) and set(swapped) <= set(sources)
     # the pairs as trained: chosen and rejected exchanged for exactly the pairs listed, the rest untouched
-    from trainers.dpo import swap_labels
+    from tarsier.trainers.dpo import swap_labels
 
     pairs = load_pairs(hand_pairs)
     assert swap_labels(pairs, 0) == swapped   # seeded: the same pairs every time
@@ -478,8 +477,7 @@ def test_dpo_on_a_tiny_qwen2_vl_checkpoint(hand_pairs, tmp_path, lora):
 def test_pairs_on_a_tiny_qwen2_vl_checkpoint(world, tmp_path):
     """Candidates from the Tarsier2 layout, greedy and sampled (sampling extends its token-type ids)."""
     import published_fixtures as pf
-
-    from evaluation.exact import ExactJudge
+    from tarsier.evaluation.exact import ExactJudge
 
     folder = pf.write_qwen2_vl(tmp_path / "tarsier2", style="llava")
     model = ckpt.load(folder, device="cpu", dtype=torch.float32)

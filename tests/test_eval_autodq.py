@@ -5,13 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
-
-from evaluation.autodq import aggregate, evaluate
-from evaluation.dream1k import CATEGORIES, Reference, load_references, normalise_category
-from evaluation.judges import ChatJudge, JudgeSpecError, make_judge
-from evaluation.predictions import Prediction, load_predictions, match
-from evaluation.report import JudgeMismatchError, compare_reports, merge_samples
-from evaluation.run import score_file
+from tarsier.evaluation.autodq import aggregate, evaluate
+from tarsier.evaluation.dream1k import CATEGORIES, Reference, load_references, normalise_category
+from tarsier.evaluation.judges import ChatJudge, JudgeSpecError, make_judge
+from tarsier.evaluation.predictions import Prediction, load_predictions, match
+from tarsier.evaluation.report import JudgeMismatchError, compare_reports, merge_samples
+from tarsier.evaluation.run import score_file
 
 DREAM = Path("/work/shared/dream1k")
 FLAT = DREAM / "DREAM-1k.sample.jsonl"

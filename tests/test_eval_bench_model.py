@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tarsier.cli.app import app
+from tarsier.evaluation.answering import LETTERS, generate_with_prefix, option_logprobs
 from typer.testing import CliRunner
-
-from evaluation.answering import LETTERS, generate_with_prefix, option_logprobs
-from tarsier_cli.app import app
 
 runner = CliRunner()
 PREFIX = " Answer: ("
@@ -21,7 +20,7 @@ QUESTION = "Question: Which way does it move?\n(A) Left.\n(B) Right.\n(C) Up.\n(
 
 @pytest.fixture
 def tiny():
-    from engine.checkpoint import load
+    from tarsier.engine.checkpoint import load
 
     return load("tiny-random", device="cpu")
 
@@ -125,9 +124,8 @@ def test_bench_answers_the_synthetic_world_end_to_end(world, tmp_path):
 
 def test_qa_judge_through_the_fault_injecting_server(tmp_path, monkeypatch):
     import test_eval_openai as fake
-
-    from evaluation.benchdata import load_bench
-    from evaluation.tasks import score_file
+    from tarsier.evaluation.benchdata import load_bench
+    from tarsier.evaluation.tasks import score_file
 
     def answer(messages):
         prompt = messages[0]["content"]
@@ -200,7 +198,7 @@ def test_bench_mcq_with_published_layouts_forces_the_prefix(layout, tmp_path, mo
     ref = tmp_path / "mcq.jsonl"
     ref.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-    from engine.checkpoint import load
+    from tarsier.engine.checkpoint import load
 
     model = load(folder, device="cpu")
     prompts = []
@@ -212,8 +210,8 @@ def test_bench_mcq_with_published_layouts_forces_the_prefix(layout, tmp_path, mo
         return original_inputs(self, clips, instructions, answers, prefixes)
 
     monkeypatch.setattr(processor_type, "inputs", spy)
-    from evaluation.answering import answer_rows
-    from evaluation.benchdata import load_bench
+    from tarsier.evaluation.answering import answer_rows
+    from tarsier.evaluation.benchdata import load_bench
 
     run = answer_rows(load_bench(ref, videos=videos), model, videos, tmp_path / "out", batch_size=2,
                       max_new_tokens=3)

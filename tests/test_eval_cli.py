@@ -4,9 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tarsier.cli.app import app
 from typer.testing import CliRunner
-
-from tarsier_cli.app import app
 
 DREAM = Path("/work/shared/dream1k")
 FLAT = DREAM / "DREAM-1k.sample.jsonl"
@@ -81,10 +80,10 @@ class _HalfBroken:
 
 
 def test_eval_exit_1_when_samples_fail_and_bench_glue(tmp_path, monkeypatch):
-    import evaluation.judges
-    import tarsier_cli.eval as cli
+    import tarsier.cli.eval as cli
+    from tarsier.evaluation import judges as eval_judges
 
-    monkeypatch.setattr(evaluation.judges, "make_judge", lambda spec, **kw: _HalfBroken())
+    monkeypatch.setattr(eval_judges, "make_judge", lambda spec, **kw: _HalfBroken())
     pred = _describe_jsonl(tmp_path / "d.jsonl")
     r = runner.invoke(app, ["eval", "autodq", str(pred), "--ref", str(FLAT), "--judge", "x", "-o", str(tmp_path / "o")])
     assert r.exit_code == 1, r.output
@@ -128,7 +127,7 @@ def test_eval_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, tarsier_cli.eval, evaluation, evaluation.judges, evaluation.run, evaluation.embed; "
+    code = ("import sys, tarsier.cli.eval, tarsier.evaluation, tarsier.evaluation.judges, tarsier.evaluation.run, tarsier.evaluation.embed; "
             "bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]; "
             "print(*bad, file=sys.stderr); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)

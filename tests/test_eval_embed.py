@@ -4,11 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from evaluation.autodq import aggregate, evaluate
-from evaluation.dream1k import load_references
-from evaluation.embed import DEFAULT_THRESHOLD, EmbedJudge, calibrate, extract_clause_events, split_clauses
-from evaluation.predictions import Prediction
+from tarsier.evaluation.autodq import aggregate, evaluate
+from tarsier.evaluation.dream1k import load_references
+from tarsier.evaluation.embed import DEFAULT_THRESHOLD, EmbedJudge, calibrate, extract_clause_events, split_clauses
+from tarsier.evaluation.predictions import Prediction
 
 FLAT = Path("/work/shared/dream1k/DREAM-1k.sample.jsonl")
 

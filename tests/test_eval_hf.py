@@ -7,10 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from evaluation.judges import make_judge
-from evaluation.parsing import LABELS
-from evaluation.run import score_file
+from tarsier.evaluation.judges import make_judge
+from tarsier.evaluation.parsing import LABELS
+from tarsier.evaluation.run import score_file
 
 FLAT = Path("/work/shared/dream1k/DREAM-1k.sample.jsonl")
 

@@ -11,10 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tarsier.evaluation.judges import JudgeAuthError, make_judge
+from tarsier.evaluation.run import score_file
 from typer.testing import CliRunner
-
-from evaluation.judges import JudgeAuthError, make_judge
-from evaluation.run import score_file
 
 DREAM = Path(__file__).resolve().parents[2] / "shared" / "dream1k"
 if not DREAM.is_dir():
@@ -208,7 +207,7 @@ def test_unauthorised_fails_fast_with_clear_message(tmp_path):
 
 
 def test_cli_openai_judge_env_and_401(tmp_path, monkeypatch):
-    from tarsier_cli.app import app
+    from tarsier.cli.app import app
 
     pred = _predictions(tmp_path)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import pytest
-
-from evaluation.parsing import ParseError, extract_json, parse_events, parse_labels
+from tarsier.evaluation.parsing import ParseError, extract_json, parse_events, parse_labels
 
 
 @pytest.mark.parametrize("text", [

@@ -8,12 +8,11 @@ import math
 from pathlib import Path
 
 import pytest
+from tarsier.cli.app import app
+from tarsier.evaluation.benchdata import BenchFileError, load_bench, parse_options
+from tarsier.evaluation.cider import bleu4, cider_d, ptb_tokenize
+from tarsier.evaluation.mcq import aggregate, parse_choice, score_rows
 from typer.testing import CliRunner
-
-from evaluation.benchdata import BenchFileError, load_bench, parse_options
-from evaluation.cider import bleu4, cider_d, ptb_tokenize
-from evaluation.mcq import aggregate, parse_choice, score_rows
-from tarsier_cli.app import app
 
 TVBENCH = Path(__file__).resolve().parents[2] / "shared" / "tvbench" / "TVBench.sample.jsonl"
 if not TVBENCH.is_file():
@@ -152,12 +151,12 @@ def test_tvbench_sample_rows_load_and_score(tmp_path):
 
 
 def test_bad_benchmark_rows_fail_before_the_model_with_file_line(tmp_path, monkeypatch):
-    import engine.checkpoint
+    from tarsier.engine import checkpoint as engine_checkpoint
 
     def no_model(*a, **k):
         raise AssertionError("the model must not load for a bad benchmark file")
 
-    monkeypatch.setattr(engine.checkpoint, "load", no_model)
+    monkeypatch.setattr(engine_checkpoint, "load", no_model)
     videos = tmp_path / "videos"
     videos.mkdir()
     (videos / "ok.mp4").write_bytes(b"")
@@ -253,8 +252,8 @@ def test_task_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, evaluation.benchdata, evaluation.mcq, evaluation.qa, evaluation.cider, evaluation.tasks, "
-            "evaluation.answering, tarsier_cli.eval; "
+    code = ("import sys, tarsier.evaluation.benchdata, tarsier.evaluation.mcq, tarsier.evaluation.qa, tarsier.evaluation.cider, tarsier.evaluation.tasks, "
+            "tarsier.evaluation.answering, tarsier.cli.eval; "
             "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
             "print(*bad, file=sys.stderr); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
@@ -283,7 +282,7 @@ def test_compare_task_reports(tmp_path):
 
 
 def test_qa_verdict_parsing_and_score_for_dream(tmp_path):
-    from evaluation.parsing import ParseError, parse_qa_verdict
+    from tarsier.evaluation.parsing import ParseError, parse_qa_verdict
 
     assert parse_qa_verdict('```json\n{"pred": "yes", "score": 4}\n```') == {"pred": "yes", "score": 4.0}
     assert parse_qa_verdict("Sure. {'pred': 'No', 'score': '1/5'}") == {"pred": "no", "score": 1.0}

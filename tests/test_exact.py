@@ -4,10 +4,9 @@ from __future__ import annotations
 import itertools
 
 import pytest
-
-from evaluation import exact
-from evaluation.exact import ExactJudge, canonical, parse_events, score
-from trainers import synth
+from tarsier.evaluation import exact
+from tarsier.evaluation.exact import ExactJudge, canonical, parse_events, score
+from tarsier.trainers import synth
 
 N = 200
 
@@ -96,7 +95,7 @@ def test_entail_labels():
 
 
 def test_judge_protocol_and_factory():
-    from evaluation.judges import Judge, make_judge
+    from tarsier.evaluation.judges import Judge, make_judge
 
     judge = make_judge("exact")
     assert isinstance(judge, Judge) and judge.name == "exact"

@@ -18,10 +18,9 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 
 import published_fixtures as pf
-
-from engine import checkpoint as ckpt
-from tarsier_cli.app import app
-from trainers.train import TrainArgs, train
+from tarsier.cli.app import app
+from tarsier.engine import checkpoint as ckpt
+from tarsier.trainers.train import TrainArgs, train
 
 pytestmark = pytest.mark.usefixtures("tarsier_home")
 INSTRUCTION = "Describe the video in detail."
@@ -265,7 +264,7 @@ def test_tarsier1_layout_trains_with_the_loss_falling(world, tmp_path):
 def test_published_preset_trains_lora_and_resumes_from_the_hub_cache(world, qwen_dir, monkeypatch, tmp_path):
     """--init tarsier2-recap-7b: the weights come from the Hugging Face cache (faked here, offline), and a
     LoRA run reads its base from there again on resume instead of keeping a copy."""
-    from engine import published
+    from tarsier.engine import published
 
     def fake_snapshot(repo_id, local_files_only):
         assert local_files_only, "an offline run must never try the network"
@@ -306,7 +305,7 @@ def test_tarsier2_two_processes_write_the_same_checkpoint_as_one(world, qwen_dir
               "--warmup", "1"]
     ddp = tmp_path / "ddp"
     cmd = [str(launcher), "launch", "--config_file", str(repo / "configs" / "accelerate" / "ddp.yaml"),
-           "--num_processes", "2", "-m", "tarsier_cli.app", "train", "stage1", "-o", str(ddp), *common]
+           "--num_processes", "2", "-m", "tarsier.cli.app", "train", "stage1", "-o", str(ddp), *common]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -6,8 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from trainers.manifest import LengthGroupedBatches, ManifestError, Sample, load_manifest, load_mixture
+from tarsier.trainers.manifest import LengthGroupedBatches, ManifestError, Sample, load_manifest, load_mixture
 
 DREAM_FLAT = Path(__file__).resolve().parents[1].parent / "shared" / "dream1k" / "DREAM-1k.sample.jsonl"
 
@@ -216,7 +215,7 @@ def test_mixture_errors(folder):
 
 
 def test_synth_manifests_load(tmp_path):
-    from trainers import synth
+    from tarsier.trainers import synth
 
     synth.generate(tmp_path, 3, seed=9, workers=1)
     m1 = load_mixture(tmp_path / "stage1" / "mixture.json")

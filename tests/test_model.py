@@ -6,15 +6,15 @@ import time
 
 import pytest
 import torch
+from tarsier.engine import checkpoint as ckpt
+from tarsier.engine.config import ModelConfig
 
-import engine
-from engine import checkpoint as ckpt
-from engine.config import ModelConfig
+import tarsier
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return engine.load("tiny-random", device="cpu")
+    return tarsier.load("tiny-random", device="cpu")
 
 
 def frames(b: int, n: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -23,9 +23,9 @@ def frames(b: int, n: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
 
 
 def test_tiny_preset_builds_fast_and_small():
-    engine.load("tiny-random", device="cpu")  # imports warm
+    tarsier.load("tiny-random", device="cpu")  # imports warm
     t = time.perf_counter()
-    model = engine.load("tiny-random", device="cpu")
+    model = tarsier.load("tiny-random", device="cpu")
     assert time.perf_counter() - t < 5  # generous: the claim is "well under a second" on an idle core
     assert model.config.llm["hidden_size"] == 32 and model.config.llm["num_hidden_layers"] == 2
     assert sum(p.numel() for p in model.parameters()) < 200_000
@@ -54,7 +54,7 @@ def _variant(vision: dict | None = None, **projector):
         setattr(config.projector, k, v)
     for k, v in (vision or {}).items():
         setattr(config.vision, k, v)
-    tiny = engine.load("tiny-random", device="cpu")
+    tiny = tarsier.load("tiny-random", device="cpu")
     model = ckpt.build_random(config, tiny.tokenizer)
     return model.eval()
 
@@ -126,7 +126,7 @@ def test_checkpoint_roundtrip(tiny, tmp_path):
     assert sorted(p.name for p in folder.iterdir()) >= ["config.json", "model.safetensors", "tokenizer.json"]
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["architecture"] == "VideoLLM" and cfg["llm"]["model_type"] == "llama"
-    again = engine.load(folder, device="cpu")
+    again = tarsier.load(folder, device="cpu")
     clips = frames(2, seed=3)
     a = tiny.generate(clips, ["Describe the video in detail."] * 2, max_new_tokens=8)
     b = again.generate(clips, ["Describe the video in detail."] * 2, max_new_tokens=8)
@@ -150,7 +150,7 @@ def test_resnet_tower_cells_are_its_patches(tmp_path):
     # it trains in frozen eval mode (BatchNorm keeps its statistics) and round-trips through a checkpoint
     model.train()
     assert not model.vision.training
-    again = engine.load(ckpt.save(model, tmp_path / "rn"), device="cpu")
+    again = tarsier.load(ckpt.save(model, tmp_path / "rn"), device="cpu")
     assert again.config.vision.resnet_blocks == (1, 1)
     clips = frames(2, seed=3)
     prompts = ["Describe the video in detail."] * 2
@@ -158,8 +158,8 @@ def test_resnet_tower_cells_are_its_patches(tmp_path):
 
 
 def test_resnet_tower_geometry_is_checked():
-    from engine.config import VisionConfig
-    from engine.model import resolve_vision_config
+    from tarsier.engine.config import VisionConfig
+    from tarsier.engine.model import resolve_vision_config
 
     with pytest.raises(ValueError, match="stride 4, 8, 16 or 32"):
         resolve_vision_config(VisionConfig(resnet_blocks=(1, 1), patch_size=12, width=96, image_size=48))
@@ -171,6 +171,6 @@ def test_resnet_tower_geometry_is_checked():
 
 def test_unknown_model_is_a_clear_error(tmp_path):
     with pytest.raises(ckpt.ModelNotFound, match="unknown model"):
-        engine.load("no-such-model", device="cpu")
+        tarsier.load("no-such-model", device="cpu")
     with pytest.raises(ckpt.ModelNotFound, match="not a checkpoint"):
-        engine.load(tmp_path, device="cpu")
+        tarsier.load(tmp_path, device="cpu")

@@ -10,18 +10,18 @@ import threading
 from pathlib import Path
 
 import pytest
+from tarsier.cli.app import app
+from tarsier.engine.describe import describe, produce_clips
+from tarsier.engine.discover import discover
+from tarsier.engine.video import ClipOptions
 from typer.testing import CliRunner
 
-import engine
-from engine.describe import describe, produce_clips
-from engine.discover import discover
-from engine.video import ClipOptions
-from tarsier_cli.app import app
+import tarsier
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    return engine.load("tiny-random", device="cpu")
+    return tarsier.load("tiny-random", device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import tarsier
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 import published_fixtures as pf
@@ -44,16 +46,13 @@ def qwen_plain_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def llava_model(llava_dir):
-    import engine
-
-    return engine.load(llava_dir, device="cpu")
+    import tarsier
+    return tarsier.load(llava_dir, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def qwen_model(qwen_dir):
-    import engine
-
-    return engine.load(qwen_dir, device="cpu")
+    return tarsier.load(qwen_dir, device="cpu")
 
 
 @pytest.fixture(scope="session")
@@ -77,8 +76,7 @@ def test_llava_layout_loads_every_tensor(llava_dir, llava_model):
     """Tarsier-7b's 4.x names (vision_tower.vision_model.*, ...) land on the matching parameters, whatever
     the installed transformers calls its CLIP modules."""
     from safetensors import safe_open
-
-    from engine.model import VideoLLM
+    from tarsier.engine.model import VideoLLM
 
     m = llava_model
     assert isinstance(m, VideoLLM) and m.published_layout == "llava"
@@ -109,9 +107,7 @@ def test_llava_layout_loads_every_tensor(llava_dir, llava_model):
 
 @pytest.mark.parametrize("naming", ["published", "4.52"])
 def test_llava_namings_load(naming, tmp_path):
-    import engine
-
-    m = engine.load(pf.write_llava(tmp_path / naming, naming=naming), device="cpu")
+    m = tarsier.load(pf.write_llava(tmp_path / naming, naming=naming), device="cpu")
     assert m.published_naming.startswith("LLaVA, transformers 4.x" if naming == "published" else "LLaVA, transformers 4.52+")
 
 
@@ -122,10 +118,8 @@ def test_qwen2_vl_namings_load(style, naming, want, tmp_path):
     """Each published Tarsier2 naming loads: every tensor lands on the parameter of the same module."""
     from safetensors import safe_open
 
-    import engine
-
     folder = pf.write_qwen2_vl(tmp_path / "ckpt", style=style, naming=naming)
-    m = engine.load(folder, device="cpu")
+    m = tarsier.load(folder, device="cpu")
     assert m.published_naming.startswith(want)
     vision, lm, head = pf.QWEN_NAMINGS[naming or ("wrapper" if style == "llava" else "pre-4.52")]
     modules = {vision: m.hf.model.visual.state_dict(), lm: m.hf.model.language_model.state_dict(),
@@ -140,9 +134,8 @@ def test_qwen2_vl_namings_load(style, naming, want, tmp_path):
 def test_unmapped_tensors_are_named(tmp_path):
     """A checkpoint in a naming nobody published: the error names the tensors it could not place."""
     from safetensors.torch import load_file, save_file
+    from tarsier.engine.checkpoint import ModelNotFound
 
-    import engine
-    from engine.checkpoint import ModelNotFound
 
     folder = pf.write_qwen2_vl(tmp_path / "odd", style="qwen2_vl")
     for shard in folder.glob("*.safetensors"):
@@ -152,7 +145,7 @@ def test_unmapped_tensors_are_named(tmp_path):
     index["weight_map"] = {k.replace("visual.blocks.", "visual.layers."): v for k, v in index["weight_map"].items()}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(ModelNotFound, match=r"unmapped: \['visual\.layers\.0\."):
-        engine.load(folder, device="cpu")
+        tarsier.load(folder, device="cpu")
 
 
 def test_llava_visual_tokens_follow_upstream_layout(llava_model):
@@ -174,10 +167,9 @@ def test_llava_visual_tokens_follow_upstream_layout(llava_model):
 
 
 def test_qwen2_vl_layout_loads_both_config_styles(qwen_model, qwen_plain_dir):
-    import engine
-    from engine.published import QwenVideoModel
+    from tarsier.engine.published import QwenVideoModel
 
-    for m in (qwen_model, engine.load(qwen_plain_dir, device="cpu")):
+    for m in (qwen_model, tarsier.load(qwen_plain_dir, device="cpu")):
         assert isinstance(m, QwenVideoModel) and m.published_layout == "qwen2_vl"
         assert m.config.frames == 16
         assert m.hf.config.image_token_id == 151655 and m.hf.config.video_token_id == 151656
@@ -203,9 +195,8 @@ def test_strict_loading_rejects_a_foreign_tensor(llava_dir, tmp_path):
     import shutil
 
     from safetensors.torch import save_file
+    from tarsier.engine.checkpoint import ModelNotFound
 
-    import engine
-    from engine.checkpoint import ModelNotFound
 
     bad = tmp_path / "bad"
     shutil.copytree(llava_dir, bad)
@@ -214,7 +205,7 @@ def test_strict_loading_rejects_a_foreign_tensor(llava_dir, tmp_path):
     index["weight_map"]["extra.weight"] = "extra.safetensors"
     (bad / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(ModelNotFound, match="unexpected"):
-        engine.load(bad, device="cpu")
+        tarsier.load(bad, device="cpu")
 
 
 # -- batching ------------------------------------------------------------------------------------------------
@@ -230,9 +221,8 @@ def test_batch_gives_the_same_text_as_one_by_one(which, llava_model, qwen_model)
 
 # -- presets through the hub cache, and the one-line error when absent ---------------------------------------
 def test_presets_load_through_the_hub_cache(monkeypatch, llava_dir, qwen_dir):
-    import engine
-    from engine import published
-    from engine.catalog import list_models
+    from tarsier.engine import published
+    from tarsier.engine.catalog import list_models
 
     repos = {"omni-research/Tarsier-7b": llava_dir, "omni-research/Tarsier2-Recap-7b": qwen_dir}
 
@@ -243,9 +233,9 @@ def test_presets_load_through_the_hub_cache(monkeypatch, llava_dir, qwen_dir):
         return repos[repo_id]
 
     monkeypatch.setattr(published, "_snapshot", fake_snapshot)
-    m = engine.load("tarsier-7b", device="cpu")
+    m = tarsier.load("tarsier-7b", device="cpu")
     assert m.model_id == "tarsier-7b" and m.published_layout == "llava"
-    m = engine.load("omni-research/Tarsier2-Recap-7b", device="cpu")
+    m = tarsier.load("omni-research/Tarsier2-Recap-7b", device="cpu")
     assert m.model_id == "omni-research/Tarsier2-Recap-7b" and m.published_layout == "qwen2_vl"
     rows = {r["name"]: r for r in list_models()}
     for name, layout in [("tarsier2-recap-7b", "qwen2_vl"), ("tarsier2-7b", "qwen2_vl"),
@@ -257,21 +247,19 @@ def test_presets_load_through_the_hub_cache(monkeypatch, llava_dir, qwen_dir):
 
 
 def test_missing_model_is_one_line_naming_the_ways_forward():
-    import engine
-    from engine.checkpoint import ModelNotFound
+    from tarsier.engine.checkpoint import ModelNotFound
 
     with pytest.raises(ModelNotFound) as err:
-        engine.load("tarsier2-recap-7b", device="cpu")
+        tarsier.load("tarsier2-recap-7b", device="cpu")
     message = str(err.value)
     assert "\n" not in message
     assert "--model nano" in message and "--model PATH" in message and "Tarsier2-Recap-7b" in message
 
 
 def test_cli_default_model_missing_exits_2(small_video, tmp_path):
+    from tarsier.cli.app import app
+    from tarsier.cli.describe import DEFAULT_MODEL
     from typer.testing import CliRunner
-
-    from tarsier_cli.app import app
-    from tarsier_cli.describe import DEFAULT_MODEL
 
     assert DEFAULT_MODEL == "tarsier2-recap-7b"
     result = CliRunner().invoke(app, ["describe", str(small_video), "-o", str(tmp_path / "out"), "-q",
@@ -284,7 +272,7 @@ def test_cli_default_model_missing_exits_2(small_video, tmp_path):
 def test_library_default_model():
     import inspect
 
-    from engine.describe import describe
+    from tarsier.engine.describe import describe
 
     assert inspect.signature(describe).parameters["model"].default == "tarsier2-recap-7b"
 
@@ -292,8 +280,8 @@ def test_library_default_model():
 # -- describing videos end to end ------------------------------------------------------------------------------
 @pytest.mark.parametrize("which", ["llava", "qwen"])
 def test_describe_generated_video(which, llava_model, qwen_model, small_video, tmp_path):
-    from engine.describe import describe
-    from engine.writers import read_records
+    from tarsier.engine.describe import describe
+    from tarsier.engine.writers import read_records
 
     m = llava_model if which == "llava" else qwen_model
     m.config.max_new_tokens = 6
@@ -313,7 +301,7 @@ def test_describe_generated_video(which, llava_model, qwen_model, small_video, t
 
 @pytest.mark.parametrize("which", ["llava", "qwen"])
 def test_describe_a_shared_sample_video(which, llava_model, qwen_model, tmp_path):
-    from engine.describe import describe
+    from tarsier.engine.describe import describe
 
     samples = sorted(SHARED_VIDEOS.glob("*.mp4")) if SHARED_VIDEOS.is_dir() else []
     if not samples:
@@ -328,12 +316,11 @@ def test_describe_a_shared_sample_video(which, llava_model, qwen_model, tmp_path
 def test_llava_model_saved_by_the_project_reloads_natively(llava_model, tmp_path):
     """checkpoint.save writes the hf_clip VisionConfig into config.json: the copy loads as a VideoLLM
     checkpoint (no published mapping) and generates the same text."""
-    import engine
-    from engine.checkpoint import save
+    from tarsier.engine.checkpoint import save
 
     folder = save(llava_model, tmp_path / "copy")
     assert json.loads((folder / "config.json").read_text())["vision"]["source"] == "hf_clip"
-    copy = engine.load(folder, device="cpu")
+    copy = tarsier.load(folder, device="cpu")
     assert getattr(copy, "published_layout", None) is None
     frames = _frames(llava_model, 1, seed=3)
     assert copy.generate(frames, INSTRUCTIONS[:1], max_new_tokens=6) == \
@@ -342,9 +329,8 @@ def test_llava_model_saved_by_the_project_reloads_natively(llava_model, tmp_path
 
 def test_models_lists_hub_ids_in_plain_columns_when_piped():
     """Not a terminal: aligned plain columns (no box drawing), the hub id of every published preset."""
+    from tarsier.cli.app import app
     from typer.testing import CliRunner
-
-    from tarsier_cli.app import app
 
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tarsier
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 import published_fixtures as pf
@@ -96,16 +98,13 @@ def _offline(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def qwen(tmp_path_factory):
-    import engine
-
-    return engine.load(pf.write_qwen2_vl(tmp_path_factory.mktemp("recap"), style="llava"), device="cpu")
+    import tarsier
+    return tarsier.load(pf.write_qwen2_vl(tmp_path_factory.mktemp("recap"), style="llava"), device="cpu")
 
 
 @pytest.fixture(scope="module")
 def llava(tmp_path_factory):
-    import engine
-
-    return engine.load(pf.write_llava(tmp_path_factory.mktemp("tarsier7b")), device="cpu")
+    return tarsier.load(pf.write_llava(tmp_path_factory.mktemp("tarsier7b")), device="cpu")
 
 
 ASPECTS = {"16:9": (1280, 720), "2.4:1": (1920, 800), "9:16": (720, 1280), "4:3": (640, 480), "small": (320, 240)}
@@ -119,7 +118,7 @@ def aspect_videos(tmp_path_factory) -> dict:
 
 
 def _decode(path, processor, frames=None):
-    from engine.video import ClipOptions, read_clips
+    from tarsier.engine.video import ClipOptions, read_clips
 
     options = ClipOptions(scenes="none", max_clip=None, frames=frames or processor.frames,
                           geometry=processor.geometry, threads=1)
@@ -228,11 +227,9 @@ def test_mixed_geometries_batch_equals_one_by_one(qwen):
 def test_generation_config_of_the_checkpoint_is_applied(qwen, tmp_path, monkeypatch):
     """Extra stop ids and a repetition penalty in generation_config.json change greedy output, as they do
     upstream (from_pretrained reads the file, generate(do_sample=False) keeps the rest of it)."""
-    import engine
-
     clips = [torch.randint(0, 256, (4, 56, 56, 3), generator=torch.Generator().manual_seed(1),
                            dtype=torch.uint8).numpy()]
-    plain = engine.load(pf.write_qwen2_vl(tmp_path / "plain", style="qwen2_vl", generation={}), device="cpu")
+    plain = tarsier.load(pf.write_qwen2_vl(tmp_path / "plain", style="qwen2_vl", generation={}), device="cpu")
     batch = plain.processor.inputs(clips, [FINE])
     out = plain.hf.generate(**{**batch, "pixel_values": batch["pixel_values"].float()}, max_new_tokens=12,
                             do_sample=False)
@@ -240,7 +237,7 @@ def test_generation_config_of_the_checkpoint_is_applied(qwen, tmp_path, monkeypa
     a = plain.generate(clips, [FINE], max_new_tokens=12)[0]
     assert a.tokens == 12 and a.text == plain.tokenizer.decode(ids, skip_special_tokens=True).strip()
     stops = {**pf.QWEN_GENERATION, "eos_token_id": [151645, 151643, ids[3]]}
-    stopping = engine.load(pf.write_qwen2_vl(tmp_path / "stop", style="qwen2_vl", generation=stops), device="cpu")
+    stopping = tarsier.load(pf.write_qwen2_vl(tmp_path / "stop", style="qwen2_vl", generation=stops), device="cpu")
     b = stopping.generate(clips, [FINE], max_new_tokens=12)[0]
     assert b.tokens == 3 and b.text == plain.tokenizer.decode(ids[:3], skip_special_tokens=True).strip()
     assert stopping.generate(clips, [FINE], max_new_tokens=12)[0] == b   # greedy despite do_sample true
@@ -260,7 +257,7 @@ def test_generation_config_of_the_checkpoint_is_applied(qwen, tmp_path, monkeypa
 
 
 def test_published_grains_use_upstream_instructions(qwen, llava):
-    from engine.interface import instruction_for
+    from tarsier.engine.interface import instruction_for
 
     brief = ("Describe the video in a short sentence with simple words. It is important that the short sentence "
              "must be like the following examples: \n1. A man is singing.\n2. A women is dancing.\n3. A cat is "
@@ -271,18 +268,17 @@ def test_published_grains_use_upstream_instructions(qwen, llava):
 
 
 def test_a_grain_the_model_was_not_trained_for_warns():
-    import engine
-    from engine.interface import GrainWarning, instruction_for
+    from tarsier.engine.interface import GrainWarning, instruction_for
 
-    m = engine.load("tiny-random", device="cpu")
+    m = tarsier.load("tiny-random", device="cpu")
     m.config.prompts = {"fine": FINE}
     with pytest.warns(GrainWarning, match="brief"):
         assert instruction_for(m.processor, "brief") == "Describe the video in one short sentence."
 
 
 def test_describe_records_what_the_model_saw(qwen, aspect_videos, tmp_path):
-    from engine.describe import describe
-    from engine.writers import read_records
+    from tarsier.engine.describe import describe
+    from tarsier.engine.writers import read_records
 
     qwen.config.max_new_tokens = 3
     video = aspect_videos["small"]
@@ -295,13 +291,12 @@ def test_describe_records_what_the_model_saw(qwen, aspect_videos, tmp_path):
 
 
 def test_cli_says_in_one_line_when_a_grain_is_not_supported(tmp_path, aspect_videos):
+    from tarsier.cli.app import app
+    from tarsier.engine.checkpoint import save
     from typer.testing import CliRunner
 
-    import engine
-    from engine.checkpoint import save
-    from tarsier_cli.app import app
 
-    m = engine.load("tiny-random", device="cpu")
+    m = tarsier.load("tiny-random", device="cpu")
     m.config.prompts = {"fine": FINE}          # a checkpoint trained for detailed descriptions only
     folder = save(m, tmp_path / "fine-only")
     result = CliRunner().invoke(app, ["describe", str(aspect_videos["small"].path), "--model", str(folder),

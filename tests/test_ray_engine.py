@@ -7,9 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from engine.describe import describe
-from engine.ray_engine import describe_ray  # imports Ray only when it runs
+from tarsier.engine.describe import describe
+from tarsier.engine.ray_engine import describe_ray  # imports Ray only when it runs
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 
@@ -19,7 +18,7 @@ OPTS = {"model": "tiny-random", "device": "cpu", "max_new_tokens": 5, "max_clip"
 
 @pytest.fixture(scope="module")
 def local_ray():
-    from engine.ray_local import init_ray
+    from tarsier.engine.ray_local import init_ray
 
     init_ray(ray, None, quiet=True, num_cpus=2)   # what describe_ray starts: loopback only, no dashboard
     yield
@@ -97,7 +96,7 @@ def test_quiet_ray_run_prints_nothing(tmp_path, videos):
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "tarsier_cli.app", "describe", str(videos["late"].path), "-o", str(tmp_path / "out"),
+    cmd = [sys.executable, "-m", "tarsier.cli.app", "describe", str(videos["late"].path), "-o", str(tmp_path / "out"),
            "--engine", "ray", "-m", "tiny-random", "--device", "cpu", "--max-new-tokens", "3", "-q"]
     done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -20,8 +20,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 import pytest
-
-from engine.report import (
+from tarsier.engine.report import (
     describe_summary,
     detect_kind,
     detect_kinds,
@@ -31,8 +30,8 @@ from engine.report import (
     write_eval_charts,
     write_training_report,
 )
-from engine.thumbnails import save_clip_thumbnails, thumbnail_relpath
-from trainers.plots import stage_offsets, write_curves
+from tarsier.engine.thumbnails import save_clip_thumbnails, thumbnail_relpath
+from tarsier.trainers.plots import stage_offsets, write_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -368,9 +367,9 @@ def test_eval_chart_and_page(tmp_path):
 
 def test_eval_page_from_evaluation_writer(tmp_path):
     """The page reads what evaluation.report actually writes (schema kept in step)."""
-    pytest.importorskip("evaluation.report")
-    from evaluation.autodq import SampleResult
-    from evaluation.report import build_report, write_outputs
+    pytest.importorskip("tarsier.evaluation.report")
+    from tarsier.evaluation.autodq import SampleResult
+    from tarsier.evaluation.report import build_report, write_outputs
 
     class Judge:
         name = "fake-judge"
@@ -493,9 +492,8 @@ def test_eval_page_in_browser(chromium, tmp_path):
 # CLI
 
 def test_cli_report_kinds(tmp_path):
+    from tarsier.cli.app import app
     from typer.testing import CliRunner
-
-    from tarsier_cli.app import app
 
     runner = CliRunner()
     cases = {"describe": make_describe_run(tmp_path / "d"), "train": make_training_run(tmp_path / "t"),
@@ -513,9 +511,8 @@ def test_cli_report_kinds(tmp_path):
 
 def test_bench_folder_gets_both_pages(tmp_path):
     """`tarsier eval bench` writes descriptions and AutoDQ scores into one folder: two linked pages."""
+    from tarsier.cli.app import app
     from typer.testing import CliRunner
-
-    from tarsier_cli.app import app
 
     folder = make_eval_dir(make_describe_run(tmp_path / "bench"))
     assert detect_kinds(folder) == ["describe", "eval"]
@@ -534,9 +531,8 @@ def test_bench_folder_gets_both_pages(tmp_path):
 
 
 def test_cli_report_usage_errors(tmp_path):
+    from tarsier.cli.app import app
     from typer.testing import CliRunner
-
-    from tarsier_cli.app import app
 
     runner = CliRunner()
     assert runner.invoke(app, ["report", str(tmp_path)]).exit_code == 2           # nothing to report
@@ -548,7 +544,7 @@ def test_cli_report_usage_errors(tmp_path):
 
 
 def test_imports_stay_light():
-    code = ("import sys, tarsier_cli.report, engine.report, engine.thumbnails, trainers.plots; "
+    code = ("import sys, tarsier.cli.report, tarsier.engine.report, tarsier.engine.thumbnails, tarsier.trainers.plots; "
             "heavy = [m for m in ('torch', 'matplotlib', 'PIL') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT,
                          timeout=60)

@@ -5,10 +5,9 @@ import io
 import json
 
 import pytest
-
-import engine.checkpoint
-from engine.curate import CurateOptions
-from engine.describe import describe
+from tarsier.engine import checkpoint as engine_checkpoint
+from tarsier.engine.curate import CurateOptions
+from tarsier.engine.describe import describe
 
 OPTS = {"model": "tiny-random", "device": "cpu", "max_new_tokens": 3, "workers": 0, "max_clip": 4.0}
 
@@ -17,13 +16,13 @@ OPTS = {"model": "tiny-random", "device": "cpu", "max_new_tokens": 3, "workers":
 def loads(monkeypatch):
     """Counts model loads (the real load still runs)."""
     calls = []
-    real = engine.checkpoint.load
+    real = engine_checkpoint.load
 
     def counting(*args, **kwargs):
         calls.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine.checkpoint, "load", counting)
+    monkeypatch.setattr(engine_checkpoint, "load", counting)
     return calls
 
 

@@ -5,8 +5,7 @@ import av
 import pytest
 from scenedetect.common import FrameTimecode, Timecode
 from scenedetect.detectors import AdaptiveDetector, ContentDetector
-
-from engine.scenes import make_detector
+from tarsier.engine.scenes import make_detector
 
 
 def bgr_frames(path, width=256):

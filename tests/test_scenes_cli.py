@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import json
 
+from tarsier.cli.app import app
 from typer.testing import CliRunner
-
-from tarsier_cli.app import app
 
 runner = CliRunner()
 
@@ -63,7 +62,7 @@ def test_module_import_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, tarsier_cli.scenes; "
+    code = ("import sys, tarsier.cli.scenes; "
             "heavy = [m for m in ('torch', 'av', 'cv2', 'scenedetect', 'numpy') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,

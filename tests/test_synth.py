@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from trainers import synth
+from tarsier.trainers import synth
 
 DREAM_MESSAGES = Path(__file__).resolve().parents[1].parent / "shared" / "dream1k" / \
     "DREAM-1k.messages-format.sample.jsonl"
@@ -101,8 +100,7 @@ def test_benchmark_matches_dream1k_shape(world):
 
 
 def test_stage2_prompts_cover_product_defaults():
-    import prompts
-
+    from tarsier import prompts
     assert prompts.read("fine") in synth.FINE_PROMPTS
     assert prompts.read("brief") in synth.BRIEF_PROMPTS
 
@@ -131,9 +129,8 @@ def test_many_plans_are_valid():
 
 
 def test_cli_synth(tmp_path):
+    from tarsier.cli.app import app
     from typer.testing import CliRunner
-
-    from tarsier_cli.app import app
 
     out = tmp_path / "w"
     runner = CliRunner()

@@ -6,12 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
-from engine import checkpoint as ckpt
-from tarsier_cli.app import app
-from trainers.synth import frame_state, make_truth, render_frame
-from trainers.tower import (
+from tarsier.cli.app import app
+from tarsier.engine import checkpoint as ckpt
+from tarsier.trainers.synth import frame_state, make_truth, render_frame
+from tarsier.trainers.tower import (
     IDENTITIES,
     TowerArgs,
     _cell_mask,
@@ -23,6 +21,7 @@ from trainers.tower import (
     render_scene_frames,
     shipped_tower,
 )
+from typer.testing import CliRunner
 
 pytestmark = pytest.mark.usefixtures("tarsier_home")
 
@@ -80,8 +79,7 @@ def test_each_identity_is_answered_by_the_cell_its_centre_is_in():
 def test_rendered_frame_is_what_the_video_shows(world):
     """Tower frames are rendered directly; the videos are encoded from the very same renderer."""
     import av
-
-    from trainers.synth import replay_plan
+    from tarsier.trainers.synth import replay_plan
 
     truth = json.loads((world / "truth.jsonl").read_text().splitlines()[0])
     with av.open(str(world / truth["video_file"])) as c:

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tarsier.cli.app import app
+from tarsier.engine import checkpoint as ckpt
+from tarsier.trainers.train import TrainArgs, train
 from typer.testing import CliRunner
-
-from engine import checkpoint as ckpt
-from tarsier_cli.app import app
-from trainers.train import TrainArgs, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,9 +114,8 @@ def test_lora_saves_and_reloads_adapters(world, tmp_path):
 
 def test_fresh_nano_starts_from_the_tower_it_ships(world, tmp_path):
     from safetensors.torch import load_file
-
-    from trainers.tower import shipped_tower
-    from trainers.train import build_or_load
+    from tarsier.trainers.tower import shipped_tower
+    from tarsier.trainers.train import build_or_load
 
     shipped = load_file(str(shipped_tower("nano") / "tower.safetensors"))
     model, source = build_or_load(args(world, tmp_path / "r", init="nano"), ["a red circle moves"] * 4)
@@ -130,7 +128,7 @@ def test_fresh_nano_starts_from_the_tower_it_ships(world, tmp_path):
 
 
 def test_projector_settings_change_a_fresh_model_only(world, tmp_path):
-    from trainers.train import build_or_load
+    from tarsier.trainers.train import build_or_load
 
     texts = ["a red circle moves"] * 4
     model, _ = build_or_load(args(world, tmp_path / "r", init="nano"), texts)
@@ -144,9 +142,9 @@ def test_projector_settings_change_a_fresh_model_only(world, tmp_path):
 
 
 def test_feature_store_decodes_the_same_in_process_and_in_a_pool(world, tmp_path):
-    from trainers.data import FeatureStore, clip_key
-    from trainers.manifest import load_mixture
-    from trainers.train import build_or_load
+    from tarsier.trainers.data import FeatureStore, clip_key
+    from tarsier.trainers.manifest import load_mixture
+    from tarsier.trainers.train import build_or_load
 
     samples = load_mixture(world / "stage2" / "mixture.json").samples
     model, _ = build_or_load(args(world, tmp_path / "unused"), [s.answer for s in samples])
@@ -203,7 +201,7 @@ def test_accelerate_two_cpu_processes(world, tmp_path):
               "--group-by-length", "1"]
     # not accelerate's --cpu flag: with it `accelerate launch` starts a single process
     cmd = [launcher, "launch", "--config_file", str(REPO / "configs" / "accelerate" / "ddp.yaml"),
-           "--num_processes", "2", "--mixed_precision", "no", "-m", "tarsier_cli.app", "train", "stage1",
+           "--num_processes", "2", "--mixed_precision", "no", "-m", "tarsier.cli.app", "train", "stage1",
            "-o", str(run), *common]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TARSIER_HOME": str(tmp_path / "home")}
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -222,8 +220,9 @@ def test_accelerate_two_cpu_processes(world, tmp_path):
 @pytest.mark.parametrize("train_tower", [False, True], ids=["shipped-tower", "train-tower"])
 def test_demo_whole_story_in_miniature(tmp_path, train_tower):
     """synth -> [tower] -> stage 1 -> stage 2 -> install nano -> describe the benchmark -> exact-judge scores."""
-    import engine
-    from trainers.demo import DemoConfig, run_demo
+    from tarsier.trainers.demo import DemoConfig, run_demo
+
+    import tarsier
 
     cfg = DemoConfig(work=tmp_path / "demo", train_videos=8, bench_videos=2, train_tower=train_tower,
                      tower_steps=2, tower_scenes=4, stage1_steps=2, stage2_steps=2,
@@ -237,7 +236,7 @@ def test_demo_whole_story_in_miniature(tmp_path, train_tower):
     assert len(list((tmp_path / "demo").glob("tower-2-*"))) == int(train_tower)
     [run] = (tmp_path / "demo" / "runs").iterdir()
     assert (run / "stage2-full" / "final").is_dir()
-    from trainers.demo import _fingerprint
+    from tarsier.trainers.demo import _fingerprint
     assert _fingerprint({"a": 1}, 2) == _fingerprint({"a": 1}, 2) != _fingerprint({"a": 1}, 3)
-    nano = engine.load("nano", device="cpu")  # installed into TARSIER_HOME
+    nano = tarsier.load("nano", device="cpu")  # installed into TARSIER_HOME
     assert nano.config.name == "nano"

@@ -7,11 +7,10 @@ import av
 import numpy as np
 import pytest
 import videogen
-
-from engine.sampling import sample_indices
-from engine.scenes import ClipPlanner
-from engine.types import VideoError
-from engine.video import ClipOptions, VideoReader, read_clips
+from tarsier.engine.sampling import sample_indices
+from tarsier.engine.scenes import ClipPlanner
+from tarsier.engine.types import VideoError
+from tarsier.engine.video import ClipOptions, VideoReader, read_clips
 
 
 def spans(clips):
@@ -219,7 +218,7 @@ def test_memory_bounded_by_max_clip(tmp_path):
 
 
 def test_pick_frames_uniform_in_time_over_uneven_candidates():
-    from engine.sampling import Candidate, pick_frames
+    from tarsier.engine.sampling import Candidate, pick_frames
 
     # sparse (thinned) old part, dense recent part: picks stay uniform in time
     times = [0.0, 1.6, 3.2, 4.8, 6.4, 8.0] + [8.0 + 0.1 * i for i in range(1, 21)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from engine.writers import JsonlWriter, SrtWriter, VttWriter, format_timestamp, read_records, repair_torn_tail
+from tarsier.engine.writers import JsonlWriter, SrtWriter, VttWriter, format_timestamp, read_records, repair_torn_tail
 
 CLIPS = [
     {"clip": 1, "start": 4.25, "end": 3723.5, "description": "Then it\n\nstops --> here."},

@@ -19,7 +19,7 @@ META = "cache.json"
 
 
 def default_root() -> Path:
-    from engine.checkpoint import cache_dir
+    from tarsier.engine.checkpoint import cache_dir
 
     return cache_dir() / "features"
 

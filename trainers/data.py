@@ -14,9 +14,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-
-from engine.checkpoint import cache_dir
-from trainers.frames import decode_job as _decode
+from tarsier.engine.checkpoint import cache_dir
+from tarsier.trainers.frames import decode_job as _decode
 
 
 def clip_key(sample) -> tuple:
@@ -68,7 +67,7 @@ class FeatureStore:
         """What `tarsier cache` lists: the model and datasets behind this folder and when it was last used."""
         if self._recorded:
             return
-        from trainers.cache import record_use
+        from tarsier.trainers.cache import record_use
 
         record_use(self.folder, model=str(getattr(self.model.config, "name", "") or "unnamed"), frames=self.frames,
                    dataset=self.dataset)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from engine.checkpoint import cache_dir, read_preset, trained_preset_dir
+from tarsier.engine.checkpoint import cache_dir, read_preset, trained_preset_dir
 
 
 @dataclass
@@ -44,9 +44,9 @@ class DemoConfig:
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
              on_train_log: Callable[[dict], None] | None = None) -> dict:
-    from trainers.synth import generate
-    from trainers.tower import TowerArgs, pretrain_tower, shipped_tower
-    from trainers.train import TrainArgs, train
+    from tarsier.trainers.synth import generate
+    from tarsier.trainers.tower import TowerArgs, pretrain_tower, shipped_tower
+    from tarsier.trainers.train import TrainArgs, train
 
     work = Path(cfg.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
         shutil.copytree(final, target, ignore=shutil.ignore_patterns("adapter", "trainable.safetensors"))
         log(f"installed nano -> {target}")
 
-    from engine.checkpoint import load
+    from tarsier.engine.checkpoint import load
 
     model = load(model_path, device=cfg.device)
     model.model_id = "nano"
@@ -131,8 +131,8 @@ def score_on_benchmark(model, bench: Path, work: Path, tag: str, batch_size: int
     """Describe a synthetic benchmark at both grains and score it with the exact judge: P / R / F1
     per grain (None where nothing could be scored), the share of one-sentence brief answers, and
     the held-out loss. Writes describe-TAG-GRAIN/ and eval-TAG-GRAIN/ under `work`."""
-    from engine.describe import describe
-    from evaluation import make_judge, score_file
+    from tarsier.engine.describe import describe
+    from tarsier.evaluation import make_judge, score_file
 
     timed = timed or (lambda name, fn: fn())
     videos = len(list((bench / "videos").iterdir()))
@@ -162,9 +162,8 @@ def heldout_loss(model, benchmark: Path, batch: int = 16) -> float:
     """Mean teacher-forced loss per answer token on the benchmark's reference descriptions: a
     continuous measure of how well the model knows the held-out videos, even where event F1 is low."""
     import torch
-
-    from trainers.data import FeatureStore
-    from trainers.manifest import load_manifest
+    from tarsier.trainers.data import FeatureStore
+    from tarsier.trainers.manifest import load_manifest
 
     samples = load_manifest(benchmark)
     store = FeatureStore(model, model.config.frames, workers=1)
@@ -182,9 +181,8 @@ def heldout_loss(model, benchmark: Path, batch: int = 16) -> float:
 def answer_nll(model, samples, features):
     """Teacher-forced loss of each sample's answer (its summed NLL) and its answer token count."""
     import torch
-
-    from engine.model import IGNORE_INDEX
-    from trainers.data import collate
+    from tarsier.engine.model import IGNORE_INDEX
+    from tarsier.trainers.data import collate
 
     b = collate(model, samples, model.config.frames)
     _, logits = model(b["input_ids"], b["attention_mask"], features=features)

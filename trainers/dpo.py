@@ -48,7 +48,7 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Sum of the log-probabilities of the labelled tokens, per row (logits at t predict token t+1, as
     the models' own loss reads them)."""
-    from engine.model import IGNORE_INDEX
+    from tarsier.engine.model import IGNORE_INDEX
 
     labels = labels[:, 1:].to(logits.device)
     mask = labels != IGNORE_INDEX
@@ -144,8 +144,8 @@ def adapters_off(model):
 # ---------------------------------------------------------------------------------------------
 def _load(source: str, device, dtype=torch.float32):
     """(model on `device`, what it was loaded from): a run folder means its final model or latest checkpoint."""
-    from engine import checkpoint as ckpt
-    from trainers.train import resolve_run_checkpoint
+    from tarsier.engine import checkpoint as ckpt
+    from tarsier.trainers.train import resolve_run_checkpoint
 
     path = Path(source).expanduser()
     if path.is_dir():
@@ -168,7 +168,7 @@ class ClipFrames:
         self.cache: OrderedDict = OrderedDict()
 
     def get(self, pair):
-        from trainers.pairs import clip_frames
+        from tarsier.trainers.pairs import clip_frames
 
         key = (str(pair.video), pair.start, pair.end, tuple(pair.frame_times or ()))
         if key in self.cache:
@@ -183,7 +183,7 @@ class ClipFrames:
 
 def save_policy(model, folder: Path, lora: bool) -> None:
     """A loadable model folder (model.save, the interface's own format); LoRA runs also keep the adapters."""
-    from trainers.finetune import declare_weights, lora_merged
+    from tarsier.trainers.finetune import declare_weights, lora_merged
 
     if not lora:
         model.save(folder)
@@ -244,11 +244,10 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
     """Run (or resume) DPO; returns the final model folder (or the last checkpoint when stopped early)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-
-    from trainers.manifest import Mixture, MixtureEntry
-    from trainers.pairs import load_pairs
-    from trainers.state import load_trainer_state, save_trainer_state
-    from trainers.train import _checkpoint_step, _truncate_metrics, _write_curves, latest_checkpoint, lr_lambda
+    from tarsier.trainers.manifest import Mixture, MixtureEntry
+    from tarsier.trainers.pairs import load_pairs
+    from tarsier.trainers.state import load_trainer_state, save_trainer_state
+    from tarsier.trainers.train import _checkpoint_step, _truncate_metrics, _write_curves, latest_checkpoint, lr_lambda
 
     status = on_status or (lambda msg: None)
     if args.beta <= 0:
@@ -438,7 +437,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
 
 def _write_reward_curves(run: Path) -> None:
     try:
-        from trainers.plots import write_reward_curves
+        from tarsier.trainers.plots import write_reward_curves
     except ImportError:
         return
     write_reward_curves(run)

@@ -37,8 +37,8 @@ def is_qwen(model) -> bool:
 
 
 def check_trainable(model, init: str) -> None:
-    from engine.model import VideoLLM
-    from engine.published import QwenVideoModel
+    from tarsier.engine.model import VideoLLM
+    from tarsier.engine.published import QwenVideoModel
 
     if isinstance(model, (VideoLLM, QwenVideoModel)):
         return
@@ -49,8 +49,8 @@ def check_trainable(model, init: str) -> None:
 def load_init(init: str):
     """A published preset (tarsier2-7b, tarsier-7b, ...) or a hub id (owner/name) -> the model, on the CPU, in
     the checkpoint's dtype; None when `init` is neither (a preset with a config: a fresh model is built)."""
-    from engine import checkpoint as ckpt
-    from engine import published
+    from tarsier.engine import checkpoint as ckpt
+    from tarsier.engine import published
 
     if "/" in init and not Path(init).expanduser().exists():
         if init.count("/") != 1:
@@ -167,7 +167,7 @@ class ClipSource:
         self.frames = frames
 
     def get(self, samples) -> list:
-        from trainers.frames import sample_frames
+        from tarsier.trainers.frames import sample_frames
 
         geometry = self.processor.geometry
         return [sample_frames(str(s.video), self.frames, 224, s.start, s.end, s.frame_times, geometry=geometry)

@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from engine.sampling import sample_indices
-from engine.types import VideoError
+from tarsier.engine.sampling import sample_indices
+from tarsier.engine.types import VideoError
 
 
 def sample_frames(video: str | Path, frames: int, size: int, start: float | None = None,
@@ -19,7 +18,7 @@ def sample_frames(video: str | Path, frames: int, size: int, start: float | None
     with scenes=none, so training sees exactly what inference sees. A [start, end) window or explicit
     frame times: one decode pass keeping the frames in range, then Tarsier's uniform sampler."""
     if start is None and end is None and not frame_times:
-        from engine.video import ClipOptions, read_clips
+        from tarsier.engine.video import ClipOptions, read_clips
 
         opts = ClipOptions(scenes="none", max_clip=None, frames=frames, frame_size=size, geometry=geometry,
                            threads=1)

@@ -44,8 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from trainers.manifest import ManifestError, _parse_messages
+from tarsier.trainers.manifest import ManifestError, _parse_messages
 
 CORRUPTIONS = ("reverse", "shuffle", "drop", "swap")
 LEDGER_SUFFIX = ".clips.jsonl"
@@ -187,7 +186,7 @@ def clip_frames(processor, video, start=None, end=None, frame_times=None, frames
     """(N, H, W, 3) uint8 frames of one training clip in the model's own frame geometry, decoded as
     stages 1 and 2 decode them (trainers.frames: a whole video as `tarsier describe` does, or a window
     or explicit frame times)."""
-    from trainers.frames import sample_frames
+    from tarsier.trainers.frames import sample_frames
 
     geometry = getattr(processor, "geometry", None)
     size = int(getattr(geometry, "size", None) or 224)
@@ -206,7 +205,7 @@ def _fit(frames: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def plan_corruption(kind: str, n: int, rng: random.Random) -> dict:
     """What a corruption does to a clip of n frames, as recorded in the pairs file."""
-    from engine.sampling import sample_indices
+    from tarsier.engine.sampling import sample_indices
 
     if kind == "reverse":
         return {"kind": kind, "indices": list(range(n - 1, -1, -1))}
@@ -252,8 +251,7 @@ def sample_descriptions(model, clips, instructions: list[str], *, max_new_tokens
     one sequence at a time, without padding, so positions are those of generate(); no KV cache, so
     each new token runs the whole sequence again (fine for small models, slow for 7B ones)."""
     import torch
-
-    from engine.model import decode_generations, stop_token_ids
+    from tarsier.engine.model import decode_generations, stop_token_ids
 
     tok = model.processor.tokenizer
     stops = stop_token_ids(tok, getattr(model, "generation_config", None))
@@ -292,9 +290,9 @@ def judge_candidates(judge, reference: str, texts: list[str]) -> list[dict | Non
     """AutoDQ of every candidate against the reference: {"precision", "recall", "f1"}, or None when the
     judge could not score it (unparsed output, or a reference without events). A candidate without
     events has precision 0."""
-    from evaluation.autodq import evaluate, f1
-    from evaluation.dream1k import Reference
-    from evaluation.predictions import Prediction
+    from tarsier.evaluation.autodq import evaluate, f1
+    from tarsier.evaluation.dream1k import Reference
+    from tarsier.evaluation.predictions import Prediction
 
     events = judge.extract_events([reference])[0]
     if not events:
@@ -388,8 +386,8 @@ def _drop_torn_tail(path: Path) -> None:
 
 
 def _load_model(name: str, device: str):
-    from engine import checkpoint as ckpt
-    from trainers.train import resolve_run_checkpoint
+    from tarsier.engine import checkpoint as ckpt
+    from tarsier.trainers.train import resolve_run_checkpoint
 
     path = Path(name).expanduser()
     return ckpt.load(resolve_run_checkpoint(path) if path.is_dir() else name, device=device)
@@ -400,9 +398,8 @@ def build_pairs(args: PairArgs, *, model=None, judge=None,
     """Describe, corrupt, judge and keep pairs for every clip not done yet; returns the counts.
     Raises ManifestError (bad manifest), ValueError (bad settings, or a pairs file of other settings)."""
     import torch
-
-    from engine.types import VideoError
-    from trainers.manifest import load_mixture
+    from tarsier.engine.types import VideoError
+    from tarsier.trainers.manifest import load_mixture
 
     if args.samples < 1:
         raise ValueError("samples must be >= 1")
@@ -456,7 +453,7 @@ def build_pairs(args: PairArgs, *, model=None, judge=None,
         model = _load_model(args.model, args.device)
     own_judge = judge is None
     if own_judge:
-        from evaluation.judges import make_judge
+        from tarsier.evaluation.judges import make_judge
 
         judge = make_judge(args.judge, **args.judge_options)
     processor = model.processor

@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from engine.report import METRICS, _num, fill_stages, read_jsonl, save_figure
+from tarsier.engine.report import METRICS, _num, fill_stages, read_jsonl, save_figure
 
 COLORS = ["#2f6fde", "#e07b20", "#3a9a5b", "#9b4fd0", "#c62f2f"]
 

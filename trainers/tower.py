@@ -38,8 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
-from trainers.synth import (
+from tarsier.trainers.synth import (
     BACKGROUNDS,
     COLOURS,
     CUTS_PROB,
@@ -222,8 +221,7 @@ def _pooler(tower, vcfg, pool: int):
     """uint8 frames (B, S, S, 3) -> (B, cells², Dv): the normalisation, block and pooling of
     VideoLLM.encode_frames + project, so the head reads exactly what the projector will."""
     import torch
-
-    from engine.model import pool_patches, tower_features
+    from tarsier.engine.model import pool_patches, tower_features
 
     mean = torch.tensor(vcfg.mean).view(1, 3, 1, 1)
     std = torch.tensor(vcfg.std).view(1, 3, 1, 1)
@@ -240,10 +238,9 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
     import torch
     import torch.nn.functional as F
     from safetensors.torch import save_file
-
-    from engine import checkpoint as ckpt
-    from engine.config import ModelConfig
-    from engine.model import build_vision_tower, resolve_vision_config
+    from tarsier.engine import checkpoint as ckpt
+    from tarsier.engine.config import ModelConfig
+    from tarsier.engine.model import build_vision_tower, resolve_vision_config
 
     out = Path(args.out)
     done = out / "tower.json"
@@ -372,9 +369,8 @@ def check_saved_tower(folder: str | Path, frames: dict[str, np.ndarray], pool: i
     or `load_world_frames` give them), pooled into cells as the projector pools them."""
     import torch
     from safetensors.torch import load_file
-
-    from engine.config import VisionConfig, tuples_from_json
-    from engine.model import build_vision_tower
+    from tarsier.engine.config import VisionConfig, tuples_from_json
+    from tarsier.engine.model import build_vision_tower
 
     folder = Path(folder)
     meta = json.loads((folder / "tower.json").read_text())["vision"]
@@ -392,19 +388,18 @@ def shipped_tower(preset: str = "nano") -> Path | None:
     """The pretrained tower a preset ships with (its "tower" entry), or None."""
     from importlib import resources
 
-    from engine.checkpoint import read_preset
+    from tarsier.engine.checkpoint import read_preset
 
     rel = read_preset(preset).get("tower")
     if not rel:
         return None
-    return Path(str(resources.files("engine").joinpath("presets", rel)))
+    return Path(str(resources.files("tarsier.engine").joinpath("presets", rel)))
 
 
 def load_tower(model, folder: str | Path) -> None:
     """Put a pretrained tower into `model` (strict: its geometry must match the model's)."""
     from safetensors.torch import load_file
-
-    from engine.config import tuples_from_json
+    from tarsier.engine.config import tuples_from_json
 
     folder = Path(folder)
     meta_path = folder / "tower.json"

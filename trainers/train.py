@@ -26,9 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-
-from engine import checkpoint as ckpt
-from engine.config import ModelConfig
+from tarsier.engine import checkpoint as ckpt
+from tarsier.engine.config import ModelConfig
 
 STAGES = ("stage1", "stage2")
 
@@ -72,7 +71,7 @@ class TrainArgs:
 def build_or_load(args: TrainArgs, texts: list[str]):
     """The starting model: a run folder or checkpoint, or a fresh model built from a preset config
     (with a byte-level BPE trained on the training texts)."""
-    from trainers.finetune import load_init
+    from tarsier.trainers.finetune import load_init
 
     init = Path(args.init).expanduser()
     if init.is_dir():
@@ -88,7 +87,7 @@ def build_or_load(args: TrainArgs, texts: list[str]):
     preset = ckpt.read_preset(args.init)
     if "config" not in preset:
         raise ckpt.ModelNotFound(f"preset {args.init!r} has no config to build a fresh model from")
-    from engine.tokenizer import build_bpe_tokenizer
+    from tarsier.engine.tokenizer import build_bpe_tokenizer
 
     tok = build_bpe_tokenizer(texts, vocab_size=preset.get("tokenizer", {}).get("vocab_size", 512))
     config = ModelConfig.from_dict(preset["config"])
@@ -98,7 +97,7 @@ def build_or_load(args: TrainArgs, texts: list[str]):
         setattr(config.projector, key, value)
     config.llm["vocab_size"] = len(tok)
     model = ckpt.build_random(config, tok, seed=args.seed)
-    from trainers.tower import load_tower, shipped_tower
+    from tarsier.trainers.tower import load_tower, shipped_tower
 
     # a preset that ships a pretrained tower (nano) starts from it, as a real model starts from
     # pretrained CLIP weights; "none" keeps the random tower (to train it with --train-vision)
@@ -122,7 +121,7 @@ def resolve_run_checkpoint(folder: Path) -> Path:
 
 
 def latest_checkpoint(run: Path) -> Path | None:
-    from trainers.state import STATE_JSON
+    from tarsier.trainers.state import STATE_JSON
 
     steps = sorted((run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() else []
     steps = [s for s in steps if (s / STATE_JSON).is_file()]
@@ -130,7 +129,7 @@ def latest_checkpoint(run: Path) -> Path | None:
 
 
 def _checkpoint_step(folder: Path) -> int:
-    from trainers.state import STATE_JSON
+    from tarsier.trainers.state import STATE_JSON
 
     return int(json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))["step"])
 
@@ -148,8 +147,7 @@ def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], floa
 # ---------------------------------------------------------------------------------------------
 def add_lora(model, args: TrainArgs) -> None:
     from peft import LoraConfig, get_peft_model
-
-    from trainers.finetune import add_qwen_lora, is_qwen, lora_targets
+    from tarsier.trainers.finetune import add_qwen_lora, is_qwen, lora_targets
 
     targets = lora_targets(model, args.lora_targets)
     if is_qwen(model):
@@ -184,8 +182,7 @@ def merged_state_dict(model) -> dict[str, torch.Tensor]:
 def save_model_folder(model, folder: Path, lora: bool) -> None:
     """config.json + model.safetensors + tokenizer (+ adapter/ and trainable weights for LoRA runs)."""
     from safetensors.torch import save_file, save_model
-
-    from trainers.finetune import is_qwen, save_qwen
+    from tarsier.trainers.finetune import is_qwen, save_qwen
 
     if is_qwen(model):   # a standard transformers Qwen2-VL folder
         save_qwen(model, folder, lora)
@@ -209,9 +206,8 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     checkpoint when stopped early with stop_after)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-
-    from trainers.data import FeatureStore, FrameSource, clip_key, collate
-    from trainers.finetune import (
+    from tarsier.trainers.data import FeatureStore, FrameSource, clip_key, collate
+    from tarsier.trainers.finetune import (
         ClipSource,
         check_context,
         check_trainable,
@@ -220,8 +216,8 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         is_qwen,
         load_init,
     )
-    from trainers.manifest import LengthGroupedBatches, load_mixture
-    from trainers.state import load_trainer_state, save_trainer_state
+    from tarsier.trainers.manifest import LengthGroupedBatches, load_mixture
+    from tarsier.trainers.state import load_trainer_state, save_trainer_state
 
     if args.stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}")
@@ -283,8 +279,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
             fp32_master_weights(model)   # before a resume loads the saved float32 tensors into them
         if resume_from is not None:
             from safetensors.torch import load_file
-
-            from trainers.finetune import load_trainable
+            from tarsier.trainers.finetune import load_trainable
 
             if qwen:
                 load_trainable(model, resume_from)
@@ -292,7 +287,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
                 missing = model.load_state_dict(load_file(str(resume_from / "trainable.safetensors")), strict=False)
                 assert not missing.unexpected_keys, missing.unexpected_keys
     if args.grad_checkpointing:
-        from trainers.finetune import enable_gradient_checkpointing
+        from tarsier.trainers.finetune import enable_gradient_checkpointing
 
         enable_gradient_checkpointing(model)
     model.to(accelerator.device)
@@ -433,7 +428,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def _write_curves(run: Path) -> None:
     try:
-        from trainers.plots import write_curves
+        from tarsier.trainers.plots import write_curves
     except ImportError:  # plotting is optional at this layer
         return
     write_curves(run)
