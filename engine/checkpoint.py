@@ -12,6 +12,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from tarsier.common.files import home_dir
 from tarsier.engine.config import ModelConfig
 
 CONFIG_NAME = "config.json"
@@ -23,11 +24,8 @@ class ModelNotFound(ValueError):
 
 
 def cache_dir() -> Path:
-    """Where trained presets (nano) live: $TARSIER_HOME, else $XDG_CACHE_HOME/tarsier, else ~/.cache/tarsier."""
-    if os.environ.get("TARSIER_HOME"):
-        return Path(os.environ["TARSIER_HOME"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tarsier"
+    """Where trained presets (nano) live: tarsier.common.files.home_dir()."""
+    return home_dir()
 
 
 def preset_names() -> list[str]:

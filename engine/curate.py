@@ -109,7 +109,7 @@ def video_meta(info) -> dict:
 def reader_clips(reader, curate: CurateOptions | None):
     """The clips of an open VideoReader and the video's meta; a video the size filters drop is
     never decoded: it becomes one clip spanning the whole video, with the reason in its meta."""
-    from tarsier.engine.types import Clip
+    from tarsier.common.types import Clip
 
     meta = video_meta(reader.info)
     reason = curate.size_reason(reader.info.width, reader.info.height) if curate is not None else None

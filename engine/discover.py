@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import TextIO
 
-from tarsier.engine.types import VideoInput
+from tarsier.common.types import VideoInput
 
 DEFAULT_EXTENSIONS = ("mp4", "mov", "mkv", "webm", "avi", "wmv", "m4v", "gif")
 

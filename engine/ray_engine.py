@@ -38,7 +38,7 @@ from tarsier.engine.describe import (
     warn_notes,
 )
 from tarsier.engine.lock import holding_output_lock
-from tarsier.engine.types import Clip, VideoInput
+from tarsier.common.types import Clip, VideoInput
 from tarsier.engine.writers import SUBTITLE_WRITERS, JsonlWriter, read_records
 
 SHARDS_DIR = "shards"

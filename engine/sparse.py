@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
-from tarsier.engine.types import Clip
+from tarsier.common.types import Clip
 from tarsier.engine.video import VideoReader, _one_line
 
 _EPS = 1e-6
@@ -167,6 +167,6 @@ class SparseReader(VideoReader):
         except GeneratorExit:
             raise
         except Exception as e:  # noqa: BLE001 - never a traceback for one bad video
-            from tarsier.engine.types import VideoError
+            from tarsier.common.types import VideoError
 
             raise VideoError("decode", f"{type(e).__name__}: {_one_line(e)}") from None

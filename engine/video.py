@@ -64,7 +64,7 @@ import numpy as np
 from tarsier.engine.interface import SquareGeometry
 from tarsier.engine.sampling import CandidateBuffer, pick_frames
 from tarsier.engine.scenes import SCENE_MODES, ClipPlanner, detector_lag_frames, make_detector
-from tarsier.engine.types import Clip, VideoError, VideoInfo
+from tarsier.common.types import Clip, VideoError, VideoInfo
 
 if TYPE_CHECKING:
     from typing_extensions import Self

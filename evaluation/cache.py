@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 from pathlib import Path
 
+from tarsier.common.files import home_dir
+
 
 def default_cache_path() -> Path:
-    base = os.environ.get("TARSIER_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "tarsier")
-    return Path(base) / "judge_cache.sqlite"
+    return home_dir() / "judge_cache.sqlite"
 
 
 def text_hash(text: str) -> str:

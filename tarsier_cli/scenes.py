@@ -53,7 +53,7 @@ def scenes(
         raise usage_error("'-' reads video paths from stdin, but stdin is a terminal")
 
     from tarsier.engine.discover import DEFAULT_EXTENSIONS, discover
-    from tarsier.engine.types import VideoError
+    from tarsier.common.types import VideoError
     from tarsier.engine.video import ClipOptions, VideoReader
 
     exts = tuple(split_list(ext)) or DEFAULT_EXTENSIONS

@@ -278,7 +278,7 @@ def dpo(
     stages 1 and 2."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from tarsier.engine.checkpoint import ModelNotFound
-    from tarsier.engine.types import VideoError
+    from tarsier.common.types import VideoError
     from tarsier.trainers.dpo import DPOArgs, train_dpo
     from tarsier.trainers.manifest import ManifestError
 

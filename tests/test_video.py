@@ -9,7 +9,7 @@ import pytest
 import videogen
 from tarsier.engine.sampling import sample_indices
 from tarsier.engine.scenes import ClipPlanner
-from tarsier.engine.types import VideoError
+from tarsier.common.types import VideoError
 from tarsier.engine.video import ClipOptions, VideoReader, read_clips
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from tarsier.engine.sampling import sample_indices
-from tarsier.engine.types import VideoError
+from tarsier.common.types import VideoError
 
 
 def sample_frames(video: str | Path, frames: int, size: int, start: float | None = None,

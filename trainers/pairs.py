@@ -398,7 +398,7 @@ def build_pairs(args: PairArgs, *, model=None, judge=None,
     """Describe, corrupt, judge and keep pairs for every clip not done yet; returns the counts.
     Raises ManifestError (bad manifest), ValueError (bad settings, or a pairs file of other settings)."""
     import torch
-    from tarsier.engine.types import VideoError
+    from tarsier.common.types import VideoError
     from tarsier.trainers.manifest import load_mixture
 
     if args.samples < 1:
