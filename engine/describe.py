@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from tarsier.common.types import Clip, VideoError, VideoInput
 from tarsier.engine.curate import Curation, check_curation, motion_score
 from tarsier.engine.lock import holding_output_lock
 from tarsier.engine.resume_plan import expand_stdin, finished_early, remember, request_key
-from tarsier.common.types import Clip, VideoError, VideoInput
 from tarsier.engine.writers import FORMATS, MANIFEST_WRITERS, SUBTITLE_WRITERS, JsonlWriter, read_records
 
 JSONL_NAME = "descriptions.jsonl"

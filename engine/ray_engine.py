@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from tarsier.common.types import Clip, VideoInput
 from tarsier.engine.describe import (
     JSONL_NAME,
     DescribeSummary,
@@ -38,7 +39,6 @@ from tarsier.engine.describe import (
     warn_notes,
 )
 from tarsier.engine.lock import holding_output_lock
-from tarsier.common.types import Clip, VideoInput
 from tarsier.engine.writers import SUBTITLE_WRITERS, JsonlWriter, read_records
 
 SHARDS_DIR = "shards"

@@ -61,10 +61,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tarsier.common.types import Clip, VideoError, VideoInfo
 from tarsier.engine.interface import SquareGeometry
 from tarsier.engine.sampling import CandidateBuffer, pick_frames
 from tarsier.engine.scenes import SCENE_MODES, ClipPlanner, detector_lag_frames, make_detector
-from tarsier.common.types import Clip, VideoError, VideoInfo
 
 if TYPE_CHECKING:
     from typing_extensions import Self

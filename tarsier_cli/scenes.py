@@ -52,8 +52,8 @@ def scenes(
     if "-" in paths and sys.stdin.isatty():
         raise usage_error("'-' reads video paths from stdin, but stdin is a terminal")
 
-    from tarsier.engine.discover import DEFAULT_EXTENSIONS, discover
     from tarsier.common.types import VideoError
+    from tarsier.engine.discover import DEFAULT_EXTENSIONS, discover
     from tarsier.engine.video import ClipOptions, VideoReader
 
     exts = tuple(split_list(ext)) or DEFAULT_EXTENSIONS

@@ -277,8 +277,8 @@ def dpo(
     (loss, implicit rewards and their margin and accuracy, log-probs), checkpoints, resume and curves as
     stages 1 and 2."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from tarsier.engine.checkpoint import ModelNotFound
     from tarsier.common.types import VideoError
+    from tarsier.engine.checkpoint import ModelNotFound
     from tarsier.trainers.dpo import DPOArgs, train_dpo
     from tarsier.trainers.manifest import ManifestError
 

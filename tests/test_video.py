@@ -7,9 +7,9 @@ import av
 import numpy as np
 import pytest
 import videogen
+from tarsier.common.types import VideoError
 from tarsier.engine.sampling import sample_indices
 from tarsier.engine.scenes import ClipPlanner
-from tarsier.common.types import VideoError
 from tarsier.engine.video import ClipOptions, VideoReader, read_clips
 
 

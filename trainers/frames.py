@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tarsier.engine.sampling import sample_indices
 from tarsier.common.types import VideoError
+from tarsier.engine.sampling import sample_indices
 
 
 def sample_frames(video: str | Path, frames: int, size: int, start: float | None = None,
