@@ -1,0 +1,1 @@
+"""The synthetic world: vocabulary, planning, language, rendering and manifests."""
