@@ -54,7 +54,7 @@ def _default_dtype(dtype):
 def build_tarsier2(tiny: bool, device, dtype):
     import published_fixtures as pf
     import torch
-    from tarsier.engine import published
+    from tarsier.engine import qwen2_vl as published
 
     text, vision = (pf.QWEN_TEXT, pf.QWEN_VISION) if tiny else (QWEN2VL_7B_TEXT, QWEN2VL_7B_VISION)
     raw = {"model_type": "llava", "text_config": dict(text), "vision_config": dict(vision)}
@@ -65,7 +65,7 @@ def build_tarsier2(tiny: bool, device, dtype):
     config = published.qwen2_vl_config(raw, tok)
     with torch.device(device), _default_dtype(dtype):
         hf = Qwen2VLForConditionalGeneration(config).to(dtype)
-    published._with_upstream_rope(hf)
+    published.with_upstream_rope(hf)
     tok.padding_side = "left"
     processor = published.QwenProcessor(tok, pf.QWEN_CHAT_TEMPLATE, published.qwen_geometry({}, config.vision_config),
                                         {}, config.vision_config, name="tarsier2-7b-shapes")
@@ -75,7 +75,7 @@ def build_tarsier2(tiny: bool, device, dtype):
 def build_tarsier1(tiny: bool, device, dtype):
     import published_fixtures as pf
     import torch
-    from tarsier.engine import published
+    from tarsier.engine import hf_layouts as published
     from tarsier.engine.model import VideoLLM
     from transformers import PreTrainedTokenizerFast
 

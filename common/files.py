@@ -40,6 +40,53 @@ def atomic_file(path: str | Path, mode: str = "wb", *, fsync: bool = True) -> It
         raise
 
 
+def normal_file_mode() -> int:
+    """0666 minus the umask: the mode open() gives a new file."""
+    try:   # Linux tells the umask without changing it
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def normal_permissions(path: str | Path) -> Path:
+    """Give a file, or every file under a folder, the user's normal permissions (0666 minus the
+    umask). For files written by libraries that create them 0600 through a temporary file
+    (safetensors' save_file, transformers' and peft's save_pretrained), before the rename that
+    publishes them."""
+    path = Path(path)
+    mode = normal_file_mode()
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and not p.is_symlink()]
+    for f in files:
+        if f.stat().st_mode & 0o777 != mode:
+            os.chmod(f, mode)
+    return path
+
+
+def save_safetensors(path: str | Path, tensors: dict, *, metadata: dict | None = None) -> Path:
+    """safetensors' save_file, atomically (a temporary file renamed into place) and with the user's
+    normal permissions (save_file alone creates the file 0600)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_name(path)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, normal_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
+
+
 def atomic_write(path: str | Path, data: str | bytes, *, fsync: bool = True) -> Path:
     """Write all of `data` to `path` atomically (text as UTF-8)."""
     path = Path(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from tarsier.engine import hf_layouts
 from tarsier.engine.checkpoint import CONFIG_NAME, cache_dir, preset_names, read_preset, trained_preset_dir
 
 
@@ -29,9 +30,7 @@ def list_models() -> list[dict]:
             row["ready"] = (folder / CONFIG_NAME).is_file()
             row["path"] = str(folder)
         else:
-            from tarsier.engine import published
-
-            row.update(published.catalog_row(name, preset))
+            row.update(hf_layouts.catalog_row(name, preset))
         if "params" in preset:
             row["params"] = _human(preset["params"])
         rows.append(row)

@@ -1,7 +1,8 @@
-"""Checkpoint folders and presets.
+"""Loading a model by name or folder: presets, checkpoint folders, published checkpoints.
 
-A checkpoint is a folder holding `config.json` (ModelConfig), `model.safetensors` and the tokenizer
-files (`tokenizer.json`, `tokenizer_config.json`). Safetensors only: nothing is ever unpickled.
+A checkpoint folder is the project's own (engine/model_files.py: config.json, model.safetensors and
+the tokenizer; safetensors only, nothing is ever unpickled) or a published one in a Hugging Face
+layout (engine/hf_layouts.py: LLaVA for Tarsier1; engine/qwen2_vl.py: Qwen2-VL for Tarsier2).
 A preset is a named JSON file in engine/presets/: a random model built from config (tests), a model
 trained by this project and kept in the user's cache (nano), or a published checkpoint.
 """
@@ -13,15 +14,12 @@ from importlib import resources
 from pathlib import Path
 
 from tarsier.common.files import home_dir
+from tarsier.engine import hf_layouts
 from tarsier.engine.config import ModelConfig
+from tarsier.engine.model_files import CONFIG_NAME, WEIGHTS_NAME, ModelNotFound, save
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-
-class ModelNotFound(ValueError):
-    """The model name or path does not lead to a usable checkpoint; the message says what to do."""
-
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "ModelNotFound", "cache_dir", "load", "load_folder", "preset_names",
+           "read_preset", "save", "trained_preset_dir"]
 
 def cache_dir() -> Path:
     """Where trained presets (nano) live: tarsier.common.files.home_dir()."""
@@ -64,29 +62,6 @@ def default_dtype(device):
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def save(model, path: str | Path) -> Path:
-    """Write config + weights + tokenizer; written to a temp folder and renamed, so a kill never
-    leaves a half checkpoint under the final name."""
-    from safetensors.torch import save_model
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.config.save(tmp / CONFIG_NAME)
-    save_model(model, str(tmp / WEIGHTS_NAME))
-    model.tokenizer.save_pretrained(str(tmp))
-    if path.exists():
-        import shutil
-
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return path
-
-
 def build_random(config: ModelConfig, tokenizer, seed: int = 0):
     import torch
     from tarsier.engine.model import VideoLLM
@@ -111,9 +86,7 @@ def load_folder(path: Path):
         raise ModelNotFound(f"{path}: no {CONFIG_NAME} (not a checkpoint folder)")
     raw = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
     if raw.get("architecture") != "VideoLLM":
-        from tarsier.engine import published
-
-        return published.load_folder(path, raw)
+        return load_published_folder(path, raw)
     config = ModelConfig.from_dict(raw)
     config.vision.pretrained = None  # the weights below already hold the tower
     model = VideoLLM(config, load_tokenizer(path))
@@ -142,9 +115,7 @@ def load_preset(name: str):
             )
         return load_folder(folder)
     if kind == "published":
-        from tarsier.engine import published
-
-        return published.load_preset(name, preset)
+        return load_published_preset(name, preset)
     raise ModelNotFound(f"preset {name!r} has unknown kind {kind!r}")
 
 
@@ -156,9 +127,7 @@ def load(name_or_path, device: str = "auto", dtype=None):
         model_id = str(name_or_path)
     elif "/" in str(name_or_path) or os.sep in str(name_or_path):
         if str(name_or_path).count("/") == 1 and not path.exists():
-            from tarsier.engine import published
-
-            model = published.load_hub(str(name_or_path))
+            model = load_published_hub(str(name_or_path))
             model_id = str(name_or_path)
         else:
             raise ModelNotFound(f"{name_or_path}: no such checkpoint folder")
@@ -166,10 +135,75 @@ def load(name_or_path, device: str = "auto", dtype=None):
         model = load_preset(str(name_or_path))
         model_id = str(name_or_path)
     dev = resolve_device(device)
-    from tarsier.engine import published
-
-    if not published.place(model, dev, dtype or default_dtype(dev)):  # several GPUs: split published models
+    if not place_published(model, dev, dtype or default_dtype(dev)):  # several GPUs: split published models
         model.to(device=dev, dtype=dtype or default_dtype(dev))
     model.eval()
     model.model_id = model_id
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Published checkpoints (engine/hf_layouts.py, engine/qwen2_vl.py): the layout decides the loader
+# ---------------------------------------------------------------------------------------------
+def load_published_folder(path, raw_config: dict | None = None):
+    """A published-layout checkpoint folder -> a model with the engine interface (not yet placed)."""
+    path = Path(path)
+    if raw_config is None:
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"{path}: no config.json (not a checkpoint folder)")
+        raw_config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    layout = hf_layouts.detect_layout(raw_config)
+    if layout == "llava":
+        model = hf_layouts.load_llava(path, raw_config)
+    else:
+        from tarsier.engine import qwen2_vl  # imports torch: not on the way of `tarsier models`
+
+        model = qwen2_vl.load_qwen2_vl(path, raw_config)
+    model.published_layout = layout
+    return model
+
+
+def load_published_preset(name: str, preset: dict):
+    model = load_published_folder(hf_layouts.resolve_repo(preset["repo"]))
+    model.config.name = name
+    return model
+
+
+def load_published_hub(repo_id: str):
+    return load_published_folder(hf_layouts.resolve_repo(repo_id))
+
+
+# ---------------------------------------------------------------------------------------------
+# Placement: one device (default) or, for CUDA with several GPUs, the LLM split across them
+# ---------------------------------------------------------------------------------------------
+def place_published(model, device, dtype) -> bool:
+    """Multi-GPU placement (like device_map="auto") for a published model too big for one GPU, on a plain
+    --device cuda with several GPUs (Tarsier-34B); returns False when the caller should just do
+    model.to(device, dtype). Not exercised by the test suite (no multi-GPU machine)."""
+    import torch
+
+    if getattr(model, "published_layout", None) is None or device.type != "cuda" or device.index is not None:
+        return False
+    if torch.cuda.device_count() < 2:
+        return False
+    need = sum(p.numel() for p in model.parameters()) * torch.empty((), dtype=dtype).element_size()
+    if need * 1.3 < torch.cuda.mem_get_info(0)[0]:
+        return False   # fits on one GPU (with room for activations and the KV cache): no split
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    model.to(dtype=dtype)
+    from tarsier.engine.qwen2_vl import QwenVideoModel
+
+    if isinstance(model, QwenVideoModel):
+        target, no_split = model.hf, ["Qwen2VLDecoderLayer", "Qwen2VLVisionBlock"]
+    else:
+        model.vision.to("cuda:0")
+        model.projector.to("cuda:0")
+        model.pixel_mean, model.pixel_std = model.pixel_mean.to("cuda:0"), model.pixel_std.to("cuda:0")
+        target, no_split = model.llm, list(getattr(model.llm, "_no_split_modules", None) or ["LlamaDecoderLayer"])
+    device_map = infer_auto_device_map(target, no_split_module_classes=no_split, dtype=dtype)
+    emb = next(k for k, _ in target.named_modules() if k.endswith("embed_tokens"))
+    if emb in device_map:
+        device_map[emb] = 0   # VideoLLM reads newline/frame rows of the embedding table on cuda:0
+    dispatch_model(target, device_map=device_map)
+    return True

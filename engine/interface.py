@@ -24,7 +24,7 @@ model (a torch.nn.Module)
     save(folder); loading is engine.checkpoint.load(name_or_folder)
 
 Implementations: `engine.model.VideoLLM` + `VideoLLMProcessor` (the project's own models and the
-Tarsier1/LLaVA layout) and `engine.published.QwenVideoModel` + `QwenProcessor` (Tarsier2, Qwen2-VL).
+Tarsier1/LLaVA layout) and `engine.qwen2_vl.QwenVideoModel` + `QwenProcessor` (Tarsier2, Qwen2-VL).
 No torch at import: the CLI and the decode workers import this module.
 """
 from __future__ import annotations

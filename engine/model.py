@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tarsier.engine import model_files
 from tarsier.engine.config import ModelConfig, VisionConfig
 from tarsier.engine.interface import FrameSpec, Generation, SquareGeometry
 from torch import nn
@@ -289,9 +290,7 @@ class VideoLLM(nn.Module):
         return [p for name, p in self.named_parameters() if not name.startswith("vision.") or not self.config.vision.frozen]
 
     def save(self, folder) -> None:
-        from tarsier.engine.checkpoint import save
-
-        save(self, folder)
+        model_files.save(self, folder)
 
     def set_vision_trainable(self, trainable: bool) -> None:
         self.vision.requires_grad_(trainable)

@@ -1,4 +1,5 @@
-"""Tiny random checkpoints written to disk in the published Tarsier formats (see engine/published.py).
+"""Tiny random checkpoints written to disk in the published Tarsier formats
+(see engine/hf_layouts.py and engine/qwen2_vl.py).
 
 `write_llava(folder)`: omni-research/Tarsier-7b's layout: a LLaVA config.json (TarsierForConditionalGeneration,
 clip_vision_model + llama, image_token_index 32000, image_newline_idx 32002, image_new_idx 32003), tensors

@@ -264,7 +264,7 @@ def test_tarsier1_layout_trains_with_the_loss_falling(world, tmp_path):
 def test_published_preset_trains_lora_and_resumes_from_the_hub_cache(world, qwen_dir, monkeypatch, tmp_path):
     """--init tarsier2-recap-7b: the weights come from the Hugging Face cache (faked here, offline), and a
     LoRA run reads its base from there again on resume instead of keeping a copy."""
-    from tarsier.engine import published
+    from tarsier.engine import hf_layouts
 
     def fake_snapshot(repo_id, local_files_only):
         assert local_files_only, "an offline run must never try the network"
@@ -272,7 +272,7 @@ def test_published_preset_trains_lora_and_resumes_from_the_hub_cache(world, qwen
             raise FileNotFoundError(repo_id)
         return qwen_dir
 
-    monkeypatch.setattr(published, "_snapshot", fake_snapshot)
+    monkeypatch.setattr(hf_layouts, "_snapshot", fake_snapshot)
     run = tmp_path / "lora"
     cli = ["train", "stage2", "-d", str(world / "stage1" / "qa.jsonl"), "-o", str(run), "--init", "tarsier2-recap-7b",
            "--steps", "2", "-b", "2", "--frames", "2", "--device", "cpu", "--lora", "--lora-r", "4",

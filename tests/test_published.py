@@ -167,7 +167,7 @@ def test_llava_visual_tokens_follow_upstream_layout(llava_model):
 
 
 def test_qwen2_vl_layout_loads_both_config_styles(qwen_model, qwen_plain_dir):
-    from tarsier.engine.published import QwenVideoModel
+    from tarsier.engine.qwen2_vl import QwenVideoModel
 
     for m in (qwen_model, tarsier.load(qwen_plain_dir, device="cpu")):
         assert isinstance(m, QwenVideoModel) and m.published_layout == "qwen2_vl"
@@ -221,7 +221,7 @@ def test_batch_gives_the_same_text_as_one_by_one(which, llava_model, qwen_model)
 
 # -- presets through the hub cache, and the one-line error when absent ---------------------------------------
 def test_presets_load_through_the_hub_cache(monkeypatch, llava_dir, qwen_dir):
-    from tarsier.engine import published
+    from tarsier.engine import hf_layouts
     from tarsier.engine.catalog import list_models
 
     repos = {"omni-research/Tarsier-7b": llava_dir, "omni-research/Tarsier2-Recap-7b": qwen_dir}
@@ -232,7 +232,7 @@ def test_presets_load_through_the_hub_cache(monkeypatch, llava_dir, qwen_dir):
             raise FileNotFoundError(repo_id)
         return repos[repo_id]
 
-    monkeypatch.setattr(published, "_snapshot", fake_snapshot)
+    monkeypatch.setattr(hf_layouts, "_snapshot", fake_snapshot)
     m = tarsier.load("tarsier-7b", device="cpu")
     assert m.model_id == "tarsier-7b" and m.published_layout == "llava"
     m = tarsier.load("omni-research/Tarsier2-Recap-7b", device="cpu")

@@ -2,7 +2,7 @@
 
 Two layouts train: the project's `VideoLLM` (its own models and Tarsier1's LLaVA layout, loaded into
 it) and Tarsier2's Qwen2-VL layout (transformers' Qwen2VLForConditionalGeneration behind
-`engine.published.QwenVideoModel`). For Tarsier2 this module supplies
+`engine.qwen2_vl.QwenVideoModel`). For Tarsier2 this module supplies
 
 - the starting model from a preset, hub id or folder (`load_init`),
 - what trains: the merger and the LLM, the vision blocks frozen unless --train-vision, or LoRA
@@ -38,7 +38,7 @@ def is_qwen(model) -> bool:
 
 def check_trainable(model, init: str) -> None:
     from tarsier.engine.model import VideoLLM
-    from tarsier.engine.published import QwenVideoModel
+    from tarsier.engine.qwen2_vl import QwenVideoModel
 
     if isinstance(model, (VideoLLM, QwenVideoModel)):
         return
@@ -50,16 +50,15 @@ def load_init(init: str):
     """A published preset (tarsier2-7b, tarsier-7b, ...) or a hub id (owner/name) -> the model, on the CPU, in
     the checkpoint's dtype; None when `init` is neither (a preset with a config: a fresh model is built)."""
     from tarsier.engine import checkpoint as ckpt
-    from tarsier.engine import published
 
     if "/" in init and not Path(init).expanduser().exists():
         if init.count("/") != 1:
             raise ckpt.ModelNotFound(f"--init {init}: no such checkpoint folder")
-        return published.load_hub(init)
+        return ckpt.load_published_hub(init)
     if init in ckpt.preset_names():
         preset = ckpt.read_preset(init)
         if preset.get("kind") == "published":
-            return published.load_preset(init, preset)
+            return ckpt.load_published_preset(init, preset)
     return None
 
 
