@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from tarsier.evaluation.exact import parse_events
 from tarsier.trainers.dpo import DPOArgs, train_dpo
-from tarsier.trainers.synth import generate
 from tarsier.trainers.train import TrainArgs, build_or_load
+from tarsier.world.build import generate
 
 
 def write_pairs(world: Path, out: Path) -> int:

@@ -21,7 +21,7 @@ from tarsier.engine.config import ModelConfig
 from tarsier.engine.tokenizer import build_bpe_tokenizer
 from tarsier.trainers.data import FeatureStore, _decode, clip_key, collate, default_decode_workers
 from tarsier.trainers.manifest import LengthGroupedBatches, load_mixture
-from tarsier.trainers.synth import generate
+from tarsier.world.build import generate
 
 
 class DecodeEveryStep:

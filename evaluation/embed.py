@@ -27,6 +27,8 @@ import re
 import threading
 from pathlib import Path
 
+from tarsier.evaluation.parsing import MAX_EVENTS
+
 MODEL_NAME = "all-MiniLM-L6-v2"
 # Calibrated on the 20 DREAM-1K sample rows (19 with reference events; see `calibrate`):
 #   threshold  own-events recall  other videos' events recall (342 pairs)
@@ -40,7 +42,6 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 # day presents." is a static fact); the worst other-video pairs reach 0.60 (802 vs 801's events: both
 # describe vehicles rushing through traffic; 2 vs 1's events: characters moving).
 DEFAULT_THRESHOLD = 0.45
-MAX_EVENTS = 10
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _SPLITTERS = re.compile(

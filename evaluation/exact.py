@@ -1,6 +1,6 @@
 """The `exact` judge: a deterministic event matcher for the synthetic world's grammar.
 
-It parses descriptions written in the synthetic grammar (trainers/synth.py), possibly by a weak
+It parses descriptions written in the synthetic grammar (tarsier.world.vocabulary), possibly by a weak
 model, into canonical event sentences ("The red circle moves to the left."), resolving pronouns
 ("it", "the shape") and elided subjects ("... and then grows") to the last named subject, and
 ignoring what AutoDQ ignores (backgrounds, scene cuts, camera motion, static facts). Junk text is
@@ -16,10 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-# Kept in sync with trainers/synth.py (tests check it).
-SHAPES = ["circle", "square", "triangle", "star", "hexagon"]
-COLOURS = ["red", "blue", "green", "yellow", "purple", "orange", "white"]
-MAX_EVENTS = 10
+from tarsier.evaluation.parsing import MAX_EVENTS
+from tarsier.world.vocabulary import COLOUR_NAMES as COLOURS
+from tarsier.world.vocabulary import SHAPES, canonical_sentence
 
 _C = "(" + "|".join(COLOURS) + ")"
 _S = "(" + "|".join(SHAPES) + ")s?"
@@ -65,17 +64,7 @@ class Event:
         return dict(self.args)
 
     def sentence(self) -> str:
-        a = self.arg
-        s = f"The {self.colour} {self.shape} "
-        if self.verb == "move":
-            d = a["direction"]
-            return s + (f"moves to the {d}." if d in ("left", "right") else f"moves {d}.")
-        if self.verb == "change_colour":
-            return s + f"changes colour from {a['from']} to {a['to']}."
-        if self.verb == "collide":
-            return s + f"collides with the {a['object_colour']} {a['object_shape']} and bounces back."
-        return s + {"grow": "grows.", "shrink": "shrinks.", "rotate": "rotates.", "appear": "appears.",
-                    "disappear": "disappears."}[self.verb]
+        return canonical_sentence(self.colour, self.shape, self.verb, self.arg)
 
 
 def _normalise(text: str) -> str:

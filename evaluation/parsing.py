@@ -12,6 +12,8 @@ import json
 import re
 
 LABELS = ("entailment", "neutral", "contradiction")
+# AutoDQ extracts at most this many events from a description (prompts/autodq/extract.txt says
+# "at most 10"); every judge - LLM, embed, exact - keeps the first MAX_EVENTS.
 MAX_EVENTS = 10
 
 _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.DOTALL)

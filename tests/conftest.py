@@ -56,7 +56,7 @@ def videos(video_dir) -> dict:
 @pytest.fixture(scope="session")
 def world(tmp_path_factory) -> Path:
     """A small `tarsier synth` world (8 videos, seed 5) that training and tower tests only read."""
-    from tarsier.trainers.synth import generate
+    from tarsier.world.build import generate
 
     out = tmp_path_factory.mktemp("world")
     generate(out, videos=8, seed=5, workers=1)

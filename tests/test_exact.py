@@ -6,20 +6,21 @@ import itertools
 import pytest
 from tarsier.evaluation import exact
 from tarsier.evaluation.exact import ExactJudge, canonical, parse_events, score
-from tarsier.trainers import synth
+from tarsier.world import vocabulary
+from tarsier.world.truth import make_truth
 
 N = 200
 
 
 @pytest.fixture(scope="module")
 def truths() -> list[dict]:
-    return [synth.make_truth(123, i, cuts_prob=0.4, pan_prob=0.4) for i in range(N)]
+    return [make_truth(123, i, cuts_prob=0.4, pan_prob=0.4) for i in range(N)]
 
 
 def test_vocabulary_in_sync():
-    assert exact.SHAPES == synth.SHAPES
-    assert exact.COLOURS == list(synth.COLOURS)
-    assert not set(synth.BACKGROUNDS) & set(synth.COLOURS)
+    assert exact.SHAPES == vocabulary.SHAPES
+    assert exact.COLOURS == list(vocabulary.COLOURS)
+    assert not set(vocabulary.BACKGROUNDS) & set(vocabulary.COLOURS)
 
 
 def test_fine_round_trip(truths):

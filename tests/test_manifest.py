@@ -215,9 +215,9 @@ def test_mixture_errors(folder):
 
 
 def test_synth_manifests_load(tmp_path):
-    from tarsier.trainers import synth
+    from tarsier.world.build import generate
 
-    synth.generate(tmp_path, 3, seed=9, workers=1)
+    generate(tmp_path, 3, seed=9, workers=1)
     m1 = load_mixture(tmp_path / "stage1" / "mixture.json")
     assert {e.task for e in m1.entries} == {"caption", "qa", "action", "mcq", "order"}
     m2 = load_mixture(tmp_path / "stage2" / "mixture.json")

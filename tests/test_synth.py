@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from tarsier.trainers import synth
+from tarsier.world.build import generate
+from tarsier.world.manifests import BRIEF_PROMPTS, FINE_PROMPTS
+from tarsier.world.truth import make_truth
+from tarsier.world.vocabulary import VERBS, canonical_sentence
 
 DREAM_MESSAGES = Path(__file__).resolve().parents[1].parent / "shared" / "dream1k" / \
     "DREAM-1k.messages-format.sample.jsonl"
@@ -23,7 +26,7 @@ def _digest(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("world")
-    synth.generate(out, 6, seed=11, workers=1, cuts_prob=0.5, pan_prob=0.5)
+    generate(out, 6, seed=11, workers=1, cuts_prob=0.5, pan_prob=0.5)
     return out
 
 
@@ -46,7 +49,7 @@ def test_files_written(world):
         for e in t["events"]:
             assert e["t_start"] < e["t_end"] <= t["duration"]
             assert set(e) >= {"colour", "shape", "verb", "args", "t_start", "t_end", "sentence"}
-            assert e["sentence"] == synth.canonical_sentence(e["colour"], e["shape"], e["verb"], e["args"])
+            assert e["sentence"] == canonical_sentence(e["colour"], e["shape"], e["verb"], e["args"])
         assert t["brief"] and t["fine"] and t["qa"]
     mix = json.loads((world / "stage1" / "mixture.json").read_text())
     assert {m["task"] for m in mix["manifests"]} == {"caption", "qa", "action", "mcq", "order"}
@@ -65,13 +68,13 @@ def test_videos_decode(world):
 
 def test_deterministic_and_worker_independent(world, tmp_path):
     other = tmp_path / "again"
-    synth.generate(other, 6, seed=11, workers=2, cuts_prob=0.5, pan_prob=0.5)
+    generate(other, 6, seed=11, workers=2, cuts_prob=0.5, pan_prob=0.5)
     assert _digest(world) == _digest(other)          # mp4 bytes included
 
 
 def test_other_seed_other_videos(tmp_path):
-    a = [synth.make_truth(1, i) for i in range(20)]
-    b = [synth.make_truth(2, i) for i in range(20)]
+    a = [make_truth(1, i) for i in range(20)]
+    b = [make_truth(2, i) for i in range(20)]
     assert not {t["video_file"] for t in a} & {t["video_file"] for t in b}
     assert [t["fine"] for t in a] != [t["fine"] for t in b]
 
@@ -101,8 +104,8 @@ def test_benchmark_matches_dream1k_shape(world):
 
 def test_stage2_prompts_cover_product_defaults():
     from tarsier import prompts
-    assert prompts.read("fine") in synth.FINE_PROMPTS
-    assert prompts.read("brief") in synth.BRIEF_PROMPTS
+    assert prompts.read("fine") in FINE_PROMPTS
+    assert prompts.read("brief") in BRIEF_PROMPTS
 
 
 def test_stage2_has_both_grains(world):
@@ -111,13 +114,13 @@ def test_stage2_has_both_grains(world):
     assert tasks.count("describe/brief") == tasks.count("describe/fine") == 6
     for r in rows:
         prompt = r["messages"][0]["content"][1]["text"]
-        assert prompt in (synth.BRIEF_PROMPTS if r["task"] == "describe/brief" else synth.FINE_PROMPTS)
+        assert prompt in (BRIEF_PROMPTS if r["task"] == "describe/brief" else FINE_PROMPTS)
 
 
 def test_many_plans_are_valid():
     seen_verbs = set()
     for i in range(300):
-        t = synth.make_truth(5, i, cuts_prob=0.4, pan_prob=0.4)
+        t = make_truth(5, i, cuts_prob=0.4, pan_prob=0.4)
         seen_verbs |= {e["verb"] for e in t["events"]}
         assert len(set(t["event_sentences"])) == t["n_events"]
         for q in t["mcq"]:
@@ -125,7 +128,7 @@ def test_many_plans_are_valid():
             assert f"{letter}. {text}" in q["question"] and text in t["event_sentences"]
         for o in t["order"]:
             assert o["answer"] in t["event_sentences"]
-    assert seen_verbs == set(synth.VERBS)
+    assert seen_verbs == set(VERBS)
 
 
 def test_cli_synth(tmp_path):

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from tarsier.cli.app import app
 from tarsier.engine import checkpoint as ckpt
-from tarsier.trainers.synth import frame_state, make_truth, render_frame
 from tarsier.trainers.tower import (
     IDENTITIES,
     TowerArgs,
@@ -21,6 +20,8 @@ from tarsier.trainers.tower import (
     render_scene_frames,
     shipped_tower,
 )
+from tarsier.world.render import frame_state, render_frame
+from tarsier.world.truth import make_truth
 from typer.testing import CliRunner
 
 pytestmark = pytest.mark.usefixtures("tarsier_home")
@@ -79,7 +80,7 @@ def test_each_identity_is_answered_by_the_cell_its_centre_is_in():
 def test_rendered_frame_is_what_the_video_shows(world):
     """Tower frames are rendered directly; the videos are encoded from the very same renderer."""
     import av
-    from tarsier.trainers.synth import replay_plan
+    from tarsier.world.plan import replay_plan
 
     truth = json.loads((world / "truth.jsonl").read_text().splitlines()[0])
     with av.open(str(world / truth["video_file"])) as c:
