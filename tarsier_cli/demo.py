@@ -32,7 +32,8 @@ def demo_command(
     import json
 
     from rich.table import Table
-    from tarsier.trainers.demo import DemoConfig, run_demo
+
+    from tarsier.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(train_videos=train_videos, bench_videos=bench_videos, train_tower=train_tower,
                      tower_steps=tower_steps,

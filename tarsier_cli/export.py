@@ -18,8 +18,8 @@ def export(
     tokenizer, chat template, processor files; 4.52+ tensor names) that
     Qwen2VLForConditionalGeneration.from_pretrained loads with no remote code. Same weights, same dtype."""
     from tarsier.engine.checkpoint import ModelNotFound
-    from tarsier.engine.export import ExportError
-    from tarsier.engine.export import export as run
+    from tarsier.trainers.export import ExportError
+    from tarsier.trainers.export import export as run
 
     try:
         folder = run(model, out, overwrite=overwrite)

@@ -220,9 +220,8 @@ def test_accelerate_two_cpu_processes(world, tmp_path):
 @pytest.mark.parametrize("train_tower", [False, True], ids=["shipped-tower", "train-tower"])
 def test_demo_whole_story_in_miniature(tmp_path, train_tower):
     """synth -> [tower] -> stage 1 -> stage 2 -> install nano -> describe the benchmark -> exact-judge scores."""
-    from tarsier.trainers.demo import DemoConfig, run_demo
-
     import tarsier
+    from tarsier.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(work=tmp_path / "demo", train_videos=8, bench_videos=2, train_tower=train_tower,
                      tower_steps=2, tower_scenes=4, stage1_steps=2, stage2_steps=2,
@@ -236,7 +235,7 @@ def test_demo_whole_story_in_miniature(tmp_path, train_tower):
     assert len(list((tmp_path / "demo").glob("tower-2-*"))) == int(train_tower)
     [run] = (tmp_path / "demo" / "runs").iterdir()
     assert (run / "stage2-full" / "final").is_dir()
-    from tarsier.trainers.demo import _fingerprint
+    from tarsier.demo import fingerprint as _fingerprint
     assert _fingerprint({"a": 1}, 2) == _fingerprint({"a": 1}, 2) != _fingerprint({"a": 1}, 3)
     nano = tarsier.load("nano", device="cpu")  # installed into TARSIER_HOME
     assert nano.config.name == "nano"

@@ -1,4 +1,4 @@
-"""The whole story offline: synth -> stage 1 -> stage 2 -> describe the benchmark -> score.
+"""The whole story offline: synth -> stage 1 -> stage 2 -> describe the benchmark -> score (`tarsier demo`).
 
 Trains the `nano` preset on the synthetic shapes world and installs it in the user's cache, where
 `--model nano` finds it. Every step is resumable: a rerun skips what is already done. As in the
@@ -71,7 +71,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
     # demo from an older nano (another tower, other settings) must not be resumed or reinstalled.
     nano = read_preset("nano")["config"]
     if cfg.train_tower:
-        tower_key = _fingerprint(nano["vision"], nano["projector"]["spatial_pool"], cfg.tower_steps,
+        tower_key = fingerprint(nano["vision"], nano["projector"]["spatial_pool"], cfg.tower_steps,
                                  cfg.tower_scenes)
         tower = work / f"tower-{cfg.tower_steps}-{tower_key}"
         log(f"tower: {cfg.tower_steps} steps on {cfg.tower_scenes} rendered scenes -> {tower}")
@@ -83,7 +83,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
             raise FileNotFoundError("this install has no pretrained nano tower; run with train_tower (--train-tower)")
         tower_key = hashlib.sha1((tower / "tower.safetensors").read_bytes()).hexdigest()[:8]
         log(f"tower: the pretrained one nano ships ({tower})")
-    runs = work / "runs" / _fingerprint(nano, tower_key, world.name, cfg.batch_size, cfg.stage1_steps,
+    runs = work / "runs" / fingerprint(nano, tower_key, world.name, cfg.batch_size, cfg.stage1_steps,
                                         cfg.stage2_steps, cfg.stage1_lr, cfg.stage2_lr, cfg.stage1_train_vision)
     common = dict(batch_size=cfg.batch_size, device=cfg.device, log_every=10, resume=True, warmup=30)
     tag = "s2only" if cfg.skip_stage1 else "full"
@@ -154,7 +154,8 @@ def score_on_benchmark(model, bench: Path, work: Path, tag: str, batch_size: int
     return scores
 
 
-def _fingerprint(*parts) -> str:
+def fingerprint(*parts) -> str:
+    """A short hash of everything that shaped a step, naming its folder."""
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -162,6 +163,7 @@ def heldout_loss(model, benchmark: Path, batch: int = 16) -> float:
     """Mean teacher-forced loss per answer token on the benchmark's reference descriptions: a
     continuous measure of how well the model knows the held-out videos, even where event F1 is low."""
     import torch
+
     from tarsier.trainers.data import FeatureStore
     from tarsier.trainers.manifest import load_manifest
 
@@ -181,6 +183,7 @@ def heldout_loss(model, benchmark: Path, batch: int = 16) -> float:
 def answer_nll(model, samples, features):
     """Teacher-forced loss of each sample's answer (its summed NLL) and its answer token count."""
     import torch
+
     from tarsier.engine.model import IGNORE_INDEX
     from tarsier.trainers.data import collate
 

@@ -4,7 +4,8 @@ and generation settings, 4.52+ tensor names. `Qwen2VLForConditionalGeneration.fr
 with no remote code, and so can serving engines that read standard Qwen2-VL.
 
 The weights are written in the dtype they were read in (bf16 for the published checkpoints), so the
-exported model computes exactly what the source does."""
+exported model computes exactly what the source does. It lives with training because it reads run
+folders and fine-tunes as training does (the inference library never imports training)."""
 from __future__ import annotations
 
 import shutil
