@@ -5,10 +5,13 @@ from __future__ import annotations
 import importlib
 
 import typer
+from tarsier.cli.helptext import Group
 
 app = typer.Typer(
     name="tarsier",
     help="Fine-grained, time-aligned video descriptions: describe, train, evaluate.",
+    cls=Group,
+    rich_markup_mode=None,   # plain --help: wraps at any width, never cuts an option name (tarsier_cli/helptext.py)
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

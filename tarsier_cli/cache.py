@@ -51,4 +51,4 @@ def cache(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("cache")(cache)
+    app.command("cache", short_help="List the training feature cache, or remove entries from it.")(cache)

@@ -68,4 +68,5 @@ def demo_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo", help=HELP)(demo_command)
+    app.command("demo", help=HELP, short_help="Run the whole story offline on the synthetic world: synth, train, "
+                                              "describe, score.")(demo_command)

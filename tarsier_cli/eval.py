@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from tarsier.cli.common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, err_console, usage_error
+from tarsier.cli.helptext import Group
 
 eval_app = typer.Typer(
+    cls=Group,
     help="Evaluate: AutoDQ on DREAM-1K, multiple-choice QA (accuracy), open-ended QA (LLM judge) and "
          "captioning (CIDEr-D, BLEU-4); describe/answer with a model first (`bench`) or score a file (`score`).",
     no_args_is_help=True,
@@ -115,7 +117,7 @@ RetryOpt = Annotated[int, typer.Option("--max-retries", help="Retries per judge 
 CacheOpt = Annotated[Path | None, typer.Option("--cache", help="SQLite cache of judge calls [default: ~/.cache/tarsier/judge_cache.sqlite].")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the judge cache.")]
 JBatchOpt = Annotated[int, typer.Option("--judge-batch-size", help="Batch size of an hf judge.", min=1)]
-JDeviceOpt = Annotated[str, typer.Option("--judge-device", help="Device of an hf judge: auto, cpu, cuda...")]
+JDeviceOpt = Annotated[str, typer.Option("--judge-device", help="Device of an hf judge: auto, cpu, cuda, cuda:N or mps.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Score only the first N reference rows.", min=1)]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No table, progress or notes on stderr.")]
 
@@ -270,7 +272,7 @@ def bench_command(
     frames: Annotated[int | None, typer.Option(help="Frames per video (default: the model's).", min=1)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Videos per model batch.", min=1)] = 4,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Answer length cap (default: the model's).", min=1)] = None,
-    device: Annotated[str, typer.Option(help="Device of the model: auto, cpu, cuda...")] = "auto",
+    device: Annotated[str, typer.Option(help="Device of the model: auto, cpu, cuda, cuda:N or mps.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Answer / describe again rows already in the output.")] = False,
     limit: LimitOpt = None,
     quiet: QuietOpt = False,
@@ -445,4 +447,5 @@ def compare_command(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(eval_app, name="eval")
+    app.add_typer(eval_app, name="eval", short_help="Evaluate: AutoDQ on DREAM-1K, multiple-choice and open-ended QA, "
+                                                   "captioning.")

@@ -42,15 +42,40 @@ def models_command(
         typer.echo(plain_table(rows))
         return
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
-    # What fits: every column and the descriptions from 140 columns, every column from 100, below that
-    # the ones that say which model it is and whether it runs here (80 columns hold them).
-    keep = {t for t, _ in COLUMNS} if console.width >= 100 else {"name", "hub id", "layout", "memory", "ready"}
-    wide = console.width >= 140
+    console.print(rich_table(rows, console.width))
+    if console.width < 140:
+        console.print("descriptions: tarsier models --json, or a terminal of 140 columns", style="dim")
+
+
+# What stays as the terminal narrows: the columns that say which model it is and whether it runs here first.
+PRIORITY = ["name", "ready", "hub id", "layout", "memory", "kind", "params"]
+
+
+def fitted_columns(rows: list[dict], width: int) -> list[int]:
+    """Indices (in table order) of the columns that fit whole in `width`, two spaces apart, taken in
+    PRIORITY order: a column is either shown in full or left out, never cut or squeezed to nothing."""
+    cells = [_cells(r) for r in rows]
+    titles = [title for title, _ in COLUMNS]
+    used, keep = -2, []
+    for title in PRIORITY:
+        i = titles.index(title)
+        need = max([len(title)] + [len(c[i]) for c in cells])
+        if used + 2 + need <= width:
+            used += 2 + need
+            keep.append(i)
+    return sorted(keep)
+
+
+def rich_table(rows: list[dict], width: int):
+    """The terminal table: every column from 100 columns, the descriptions too from 140, and below 100
+    the columns that fit (80 columns hold name, hub id, layout, memory and ready)."""
+    from rich.table import Table
+
+    shown = fitted_columns(rows, width)
+    wide = width >= 140 and len(shown) == len(COLUMNS)
     table = Table(box=None, padding=(0, 2, 0, 0), pad_edge=False, header_style="bold underline")
-    shown = [i for i, (title, _) in enumerate(COLUMNS) if title in keep]
     for i in shown:
         table.add_column(COLUMNS[i][0], no_wrap=True)
     if wide:
@@ -58,9 +83,7 @@ def models_command(
     for r in rows:
         cells = _cells(r)
         table.add_row(*[cells[i] for i in shown], *([r.get("description", "")] if wide else []))
-    console.print(table)
-    if not wide:
-        console.print("descriptions: tarsier models --json, or a terminal of 140 columns", style="dim")
+    return table
 
 
 def register(app: typer.Typer) -> None:

@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 from tarsier.cli.common import err_console, usage_error
+from tarsier.cli.helptext import Group
 
 train_app = typer.Typer(
+    cls=Group,
     help="Train video-language models (the project's own, Tarsier1 and Tarsier2 checkpoints): stage 1 (multi-task pre-training), stage 2 (multi-grained "
     "instruction tuning), stage 3 (Tarsier2's DPO on preference pairs the model builds itself: dpo-pairs, "
     "then dpo), and for nano a stage 0 that pretrains its vision tower. Runs data-parallel "
@@ -82,7 +84,7 @@ LoraR = Annotated[int, typer.Option(help="LoRA rank.", min=1)]
 LoraAlpha = Annotated[int | None, typer.Option(help="LoRA alpha (scale alpha/r) [default: 2 x rank].", min=1)]
 LoraTargets = Annotated[str | None, typer.Option(help="Comma-separated LLM linear layers LoRA adapts "
                                                       "[default: the attention and MLP projections, "
-                                                      "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj].")]
+                                                      "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj].")]
 TrainVision = Annotated[bool, typer.Option(help="Unfreeze the vision encoder (frozen by default, as in the papers; "
                                                 "Tarsier2: its blocks, the merger always trains).")]
 Init = Annotated[str, typer.Option(help="Where training starts: a published model (tarsier2-recap-7b, tarsier2-7b, "
@@ -311,4 +313,5 @@ def dpo(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(train_app, name="train")
+    app.add_typer(train_app, name="train", short_help="Train: stages 1 and 2 (the paper's recipe), 3 (Tarsier2's DPO), "
+                                                     "0 (nano's vision tower).")
