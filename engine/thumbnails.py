@@ -5,7 +5,7 @@ The describe pipeline already holds the sampled frames of every clip (one decode
 
     OUT_DIR/thumbs/<video rel path>/clip0000_f0.jpg ... clip0000_f7.jpg
 
-128 px on the long side (never upscaled), JPEG quality 80 (about 3-5 KB each). The report (engine.report) finds them
+128 px on the long side (never upscaled), JPEG quality 80 (about 3-5 KB each). The report (tarsier.reports) finds them
 by the same naming rule (`thumbnail_relpath`) and shows a placeholder where one is missing.
 Pillow is imported inside the function (it ships with matplotlib); the module itself is light.
 """

@@ -151,7 +151,7 @@ def describe_command(
             _quiet_stdout()
             raise typer.Exit(0) from None
     if report:
-        from tarsier.engine.report import write_describe_report
+        from tarsier.reports.describe_page import write_describe_report
 
         page = write_describe_report(output_dir)
         err_console.print(f"report: {page}", markup=False, soft_wrap=True)

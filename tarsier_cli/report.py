@@ -36,7 +36,7 @@ def report_command(
                                                      "(relative links then only work beside DIR).")] = None,
     open_page: Annotated[bool, typer.Option("--open", help="Open the page in the default browser.")] = False,
 ) -> None:
-    from tarsier.engine.report import KINDS, detect_kinds, write_report, write_reports
+    from tarsier.reports.pages import KINDS, detect_kinds, write_report, write_reports
 
     if not folder.is_dir():
         raise usage_error(f"{folder} is not a folder")

@@ -1,4 +1,4 @@
-"""Review reports (engine.report, engine.thumbnails, trainers.plots, `tarsier report`).
+"""Review reports (tarsier.reports: pages, templates, charts; engine.thumbnails; `tarsier report`).
 
 Runs are built by hand (no model needed). The browser tests open the pages in headless Chromium
 (Debian's `chromium`; skipped with a reason when it is not installed) through the pages' own
@@ -20,18 +20,12 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 import pytest
-from tarsier.engine.report import (
-    describe_summary,
-    detect_kind,
-    detect_kinds,
-    evaluation_report_html,
-    load_describe_run,
-    write_describe_report,
-    write_eval_charts,
-    write_training_report,
-)
 from tarsier.engine.thumbnails import save_clip_thumbnails, thumbnail_relpath
-from tarsier.trainers.plots import stage_offsets, write_curves
+from tarsier.reports.charts import stage_offsets, write_curves, write_eval_charts
+from tarsier.reports.describe_page import describe_summary, load_describe_run, write_describe_report
+from tarsier.reports.eval_page import evaluation_report_html
+from tarsier.reports.results import detect_kind, detect_kinds
+from tarsier.reports.train_page import write_training_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -544,7 +538,7 @@ def test_cli_report_usage_errors(tmp_path):
 
 
 def test_imports_stay_light():
-    code = ("import sys, tarsier.cli.report, tarsier.engine.report, tarsier.engine.thumbnails, tarsier.trainers.plots; "
+    code = ("import sys, tarsier.cli.report, tarsier.reports.pages, tarsier.reports.charts, tarsier.engine.thumbnails; "
             "heavy = [m for m in ('torch', 'matplotlib', 'PIL') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=ROOT,
                          timeout=60)
