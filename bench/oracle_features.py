@@ -47,7 +47,7 @@ def frame_times(truth: dict, frames: int, start=None, end=None) -> list[float]:
 
 def _one_hot_object(k: int, attrs: np.ndarray) -> np.ndarray:
     """colour one-hot (7), shape one-hot (5), then x, y, size, cos, sin."""
-    from tarsier.trainers.synth import SHAPES
+    from tarsier.world.vocabulary import SHAPES
 
     vec = np.zeros(17, np.float32)
     vec[k // len(SHAPES)] = 1.0
@@ -66,7 +66,7 @@ def _put(out: torch.Tensor, fi: int, quadrant: int, vec: np.ndarray, add: bool =
 
 
 def oracle_features(truth: dict, frames: int, layout: str, start=None, end=None) -> torch.Tensor:
-    from tarsier.trainers.synth import replay_plan
+    from tarsier.world.plan import replay_plan
     from tarsier.trainers.tower import SLOT, frame_targets
 
     plan = replay_plan(truth)
@@ -112,7 +112,7 @@ def oracle_features(truth: dict, frames: int, layout: str, start=None, end=None)
 def plans_only_world(folder: Path, plans: int, seed: int) -> None:
     """A world of `plans` planned videos with manifests but no pixels: the oracle needs only the
     plans, so it can train on far more distinct videos than could be rendered in the time."""
-    from tarsier.trainers.synth import generate
+    from tarsier.world.build import generate
 
     if (folder / "benchmark.jsonl").is_file():
         return

@@ -44,9 +44,9 @@ class DemoConfig:
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
              on_train_log: Callable[[dict], None] | None = None) -> dict:
-    from tarsier.trainers.synth import generate
     from tarsier.trainers.tower import TowerArgs, pretrain_tower, shipped_tower
     from tarsier.trainers.train import TrainArgs, train
+    from tarsier.world.build import generate
 
     work = Path(cfg.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ ViT: at 64 px the shapes are 10-13 px across, and in the same 1,000 steps a ViT 
 barely shapes (shape recall 0.29, whatever its depth, learning rate or patch size), where the ResNet
 reached 0.87 (BENCHMARKS.md).
 
-Labels come from `trainers.synth.frame_state`, the function the renderer draws from, and frames
+Labels come from `tarsier.world.render.frame_state`, the function the renderer draws from, and frames
 are decoded from the rendered videos with the describe pipeline's resize, so the tower learns
 from exactly what it will see at inference.
 
@@ -38,17 +38,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tarsier.trainers.synth import (
-    BACKGROUNDS,
-    COLOURS,
-    CUTS_PROB,
-    PAN_PROB,
-    SHAPES,
-    _plan,
-    frame_state,
-    render_frame,
-    replay_plan,
-)
+from tarsier.world.plan import CUTS_PROB, PAN_PROB, plan_video, replay_plan
+from tarsier.world.render import frame_state, render_frame
+from tarsier.world.vocabulary import BACKGROUNDS, COLOURS, SHAPES
 
 IDENTITIES = [(c, s) for c in COLOURS for s in SHAPES]
 SLOT = 6                     # presence, x, y, size, cos and sin of the angle modulo the shape's symmetry
@@ -63,12 +55,13 @@ def frame_targets(plan: dict, t: float) -> tuple[np.ndarray, int, np.ndarray]:
     state = frame_state(plan, t)
     cx, cy = state.camera
     slots = np.zeros((len(IDENTITIES), SLOT), np.float32)
-    for o, x, y, r, ang, col, alpha in state.objects:
+    for s in state.objects:
+        x, y, r, ang, col, alpha = s.x, s.y, s.r, s.angle, s.rgb, s.alpha
         if alpha <= 0.5:   # half faded in or out: the description calls it neither present nor absent
             continue
         colour = int(((_RGB - np.asarray(col, np.float32)) ** 2).sum(1).argmin())
-        k = colour * len(SHAPES) + SHAPES.index(o["shape"])
-        sym = SYMMETRY[o["shape"]]
+        k = colour * len(SHAPES) + SHAPES.index(s.shape)
+        sym = SYMMETRY[s.shape]
         # screen coordinates, scaled to about [-2, 2] so no target dominates the loss
         slots[k] = [1.0, (x - cx) * 4 - 2, (y - cy) * 4 - 2, r * 20 - 2,
                     math.cos(sym * ang) if sym else 0.0, math.sin(sym * ang) if sym else 0.0]
@@ -154,7 +147,7 @@ def _scene_job(args: tuple) -> tuple[np.ndarray, ...]:
     seed, first, count, per_scene, render_size, size = args
     out = _Labelled()
     for index in range(first, first + count):
-        plan = _plan(seed, index, CUTS_PROB, PAN_PROB)
+        plan = plan_video(seed, index, CUTS_PROB, PAN_PROB)
         rng = random.Random(f"{seed}:{index}:tower")
         for _ in range(per_scene):
             t = rng.uniform(0.0, plan["duration"])
