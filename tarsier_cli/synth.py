@@ -44,13 +44,10 @@ def synth(
         raise typer.Exit(2)
     if overwrite and (out / "truth.jsonl").exists():
         # remove the videos the previous world listed (only those), so no stale clip stays behind
-        import json
+        from tarsier.common.files import read_jsonl
 
-        for line in (out / "truth.jsonl").read_text(encoding="utf-8").splitlines():
-            try:
-                rel = json.loads(line).get("video_file")
-            except (json.JSONDecodeError, AttributeError):
-                continue
+        for record in read_jsonl(out / "truth.jsonl"):
+            rel = record.get("video_file")
             if isinstance(rel, str) and rel.startswith("videos/") and "/" not in rel[len("videos/"):]:
                 (out / rel).unlink(missing_ok=True)
     nworkers = workers or (os.cpu_count() or 1)

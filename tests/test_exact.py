@@ -110,3 +110,25 @@ def test_benchmark_scores_perfectly_against_itself(truths):
     (rec,) = judge.entail([(t["fine"], t["event_sentences"])])
     (prec,) = judge.entail([(t["fine"], pred_events)])
     assert set(rec) == {"entailment"} and set(prec) == {"entailment"}
+
+
+def test_the_judge_reads_the_worlds_vocabulary_and_grammar(truths):
+    assert exact.COLOURS is vocabulary.COLOUR_NAMES and exact.SHAPES is vocabulary.SHAPES
+    for t in truths[:20]:
+        for e in t["events"]:
+            ev = parse_events(e["sentence"])[0]
+            assert ev.sentence() == vocabulary.canonical_sentence(e["colour"], e["shape"], e["verb"], e["args"])
+
+
+def test_every_judge_keeps_the_same_number_of_events():
+    """MAX_EVENTS is defined once (evaluation/parsing.py, the number the AutoDQ extraction prompt
+    asks for) and imported by the exact and embed judges."""
+    import inspect
+
+    from tarsier.evaluation import embed, parsing
+
+    from tarsier import prompts
+
+    assert exact.MAX_EVENTS == embed.MAX_EVENTS == parsing.MAX_EVENTS
+    assert "MAX_EVENTS =" not in inspect.getsource(exact) and "MAX_EVENTS =" not in inspect.getsource(embed)
+    assert f"at most {parsing.MAX_EVENTS} events" in prompts.read("autodq/extract")
