@@ -44,6 +44,7 @@ class DemoConfig:
 
 def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
              on_train_log: Callable[[dict], None] | None = None) -> dict:
+    from tarsier.reports.charts import write_curves
     from tarsier.trainers.tower import TowerArgs, pretrain_tower, shipped_tower
     from tarsier.trainers.train import TrainArgs, train
     from tarsier.world.build import generate
@@ -97,7 +98,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
             stage="stage1", data=str(world / "stage1" / "mixture.json"), out=str(s1), init="nano",
             steps=cfg.stage1_steps, lr=cfg.stage1_lr, train_vision=cfg.stage1_train_vision,
             vision_init=str(tower), **common),
-            on_log=on_train_log, on_status=log))
+            on_log=on_train_log, on_status=log, on_checkpoint=write_curves))
         s2_init, s2_steps, s2_tower = str(s1), cfg.stage2_steps, None
     s2 = runs / f"stage2-{tag}"
     log(f"stage 2: {s2_steps} steps -> {s2}")
@@ -105,7 +106,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
         stage="stage2", data=str(world / "stage2" / "mixture.json"), out=str(s2), init=s2_init,
         steps=s2_steps, lr=cfg.stage2_lr, train_vision=cfg.skip_stage1 and cfg.stage1_train_vision,
         vision_init=s2_tower, **common),
-        on_log=on_train_log, on_status=log))
+        on_log=on_train_log, on_status=log, on_checkpoint=write_curves))
 
     model_path = final
     if cfg.install and not cfg.skip_stage1:

@@ -27,6 +27,7 @@ def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
     """kw: the command's remaining options, named as TrainArgs fields."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from tarsier.engine.checkpoint import ModelNotFound
+    from tarsier.reports.charts import write_curves
     from tarsier.trainers.manifest import ManifestError
     from tarsier.trainers.train import TrainArgs, train
 
@@ -57,7 +58,8 @@ def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
     try:
         with progress:
             final = train(args, on_log=on_log,
-                          on_status=lambda m: main and err_console.print(m, markup=False))
+                          on_status=lambda m: main and err_console.print(m, markup=False),
+                          on_checkpoint=write_curves)   # loss.png, lr.png in the run folder
     except ManifestError as exc:
         raise usage_error(str(exc)) from None
     except (ModelNotFound, ValueError) as exc:
@@ -281,6 +283,7 @@ def dpo(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from tarsier.common.types import VideoError
     from tarsier.engine.checkpoint import ModelNotFound
+    from tarsier.reports.charts import write_training_charts
     from tarsier.trainers.dpo import DPOArgs, train_dpo
     from tarsier.trainers.manifest import ManifestError
 
@@ -303,7 +306,8 @@ def dpo(
 
     try:
         with progress:
-            final = train_dpo(args, on_log=on_log, on_status=lambda m: err_console.print(m, markup=False))
+            final = train_dpo(args, on_log=on_log, on_status=lambda m: err_console.print(m, markup=False),
+                              on_checkpoint=write_training_charts)   # loss.png, lr.png, rewards.png
     except (ManifestError, ModelNotFound, ValueError) as exc:
         raise usage_error(str(exc)) from None
     except VideoError as exc:   # a video that was there when the pairs were checked cannot be decoded

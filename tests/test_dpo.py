@@ -344,7 +344,9 @@ def metrics(run: Path) -> list[dict]:
 
 def test_dpo_lowers_the_loss_and_raises_the_margin(hand_pairs, start, tmp_path):
     run = tmp_path / "run"
-    final = train_dpo(dargs(hand_pairs, run, start, steps=10))
+    from tarsier.reports.charts import write_training_charts
+
+    final = train_dpo(dargs(hand_pairs, run, start, steps=10), on_checkpoint=write_training_charts)  # as the CLI does
     rows = metrics(run)
     assert len(rows) == 10
     first, last = rows[0], rows[-1]
@@ -356,7 +358,7 @@ def test_dpo_lowers_the_loss_and_raises_the_margin(hand_pairs, start, tmp_path):
             "elapsed_s"} <= set(last) and last["stage"] == "dpo"
     for png in ("loss.png", "lr.png", "rewards.png"):
         assert (run / png).stat().st_size > 1000
-    from tarsier.engine.report import write_training_report
+    from tarsier.reports.train_page import write_training_report
 
     page = write_training_report(run).read_text()   # `tarsier report RUN`
     assert all(f'src="{png}"' in page for png in ("loss.png", "lr.png", "rewards.png"))

@@ -544,3 +544,82 @@ def test_imports_stay_light():
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------------------------
+# the package: templates, static files, charts drawn by the training commands
+
+def test_templates_autoescape_and_static_files_are_package_data():
+    from importlib.resources import files
+
+    from markupsafe import Markup
+    from tarsier.reports.render import environment, static
+
+    env = environment()
+    assert env.autoescape is True
+    # escaped as the f-string pages were (html.escape: &quot; and &#x27;); safe markup passes; None is empty
+    assert env.from_string("{{ x }}|{{ m }}|{{ n }}").render(x="<a href=\"u\">'&", m=Markup("<b>"), n=None) == \
+        "&lt;a href=&quot;u&quot;&gt;&#x27;&amp;|<b>|"
+    assert env.from_string("<p>\\\n      <b>{{ 1 }}</b>\n</p>").render() == "<p><b>1</b>\n</p>"  # line continuation
+    folder = files("tarsier.reports")
+    for name in ("report.css", "head.js", "tail.js", "describe.js", "eval.js"):
+        assert folder.joinpath("static", name).is_file() and str(static(name)).strip()
+    templates = {p.name for p in folder.joinpath("templates").iterdir()}
+    assert {"page.html.j2", "describe.html.j2", "train.html.j2", "eval.html.j2", "task.html.j2"} <= templates
+
+
+def test_pages_and_charts_get_normal_permissions(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        run = make_training_run(tmp_path / "run")
+        page = write_training_report(run)
+        for path in (page, run / "loss.png", run / "lr.png", write_describe_report(make_describe_run(tmp_path / "d"))):
+            assert path.stat().st_mode & 0o777 == 0o644, path
+    finally:
+        os.umask(umask)
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*.tmp*"))
+
+
+def _fake_training(monkeypatch, module: str, function: str, rows: list[dict]):
+    """Stand in for a training function: log `rows`, then take two checkpoints as the real one does."""
+    import importlib
+
+    calls = []
+
+    def fake(args, on_log=None, on_status=None, *, on_checkpoint=None):
+        run = Path(args.out)
+        run.mkdir(parents=True, exist_ok=True)
+        for n in (len(rows) // 2, len(rows)):
+            _write_jsonl(run / "metrics.jsonl", rows[:n])
+            if on_checkpoint:
+                on_checkpoint(run)
+                calls.append(sorted(p.name for p in run.glob("*.png")))
+        return run / "final"
+
+    monkeypatch.setattr(importlib.import_module(module), function, fake)
+    return calls
+
+
+def test_training_commands_draw_curves_at_every_checkpoint(tmp_path, monkeypatch):
+    """Training itself draws nothing (it may not import the reports): the CLI hands it a callable
+    that redraws the curves after every checkpoint, as the trainer did before."""
+    from tarsier.cli.app import app
+    from typer.testing import CliRunner
+
+    rows = [{"step": s, "loss": 2.0 / s, "lr": 1e-4, "samples_per_s": 5.0, "elapsed_s": s, "stage": "stage1"}
+            for s in range(1, 9)]
+    calls = _fake_training(monkeypatch, "tarsier.trainers.train", "train", rows)
+    data = tmp_path / "data.jsonl"
+    data.write_text("")
+    result = CliRunner().invoke(app, ["train", "stage1", "-d", str(data), "-o", str(tmp_path / "s1"),
+                                      "--init", "tiny-random", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert calls == [["loss.png", "lr.png"]] * 2
+    dpo_rows = [{**r, "stage": "dpo", "reward_margin": 0.1 * r["step"], "reward_chosen": 0.2, "reward_rejected": 0.1,
+                 "reward_accuracy": 0.5} for r in rows]
+    calls = _fake_training(monkeypatch, "tarsier.trainers.dpo", "train_dpo", dpo_rows)
+    result = CliRunner().invoke(app, ["train", "dpo", "-d", str(data), "-o", str(tmp_path / "dpo"),
+                                      "--init", "tiny-random", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert calls == [["loss.png", "lr.png", "rewards.png"]] * 2
+    assert all((tmp_path / "dpo" / name).read_bytes().startswith(PNG_MAGIC) for name in ("loss.png", "rewards.png"))

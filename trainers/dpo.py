@@ -240,14 +240,17 @@ def swap_labels(pairs, seed: int) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
-              on_status: Callable[[str], None] | None = None) -> Path:
-    """Run (or resume) DPO; returns the final model folder (or the last checkpoint when stopped early)."""
+              on_status: Callable[[str], None] | None = None, *,
+              on_checkpoint: Callable[[Path], None] | None = None) -> Path:
+    """Run (or resume) DPO; returns the final model folder (or the last checkpoint when stopped early).
+    on_checkpoint(run folder) runs on the main process after every checkpoint (the CLI draws the
+    curves there: loss.png, lr.png, rewards.png)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tarsier.trainers.manifest import Mixture, MixtureEntry
     from tarsier.trainers.pairs import load_pairs
     from tarsier.trainers.state import load_trainer_state, save_trainer_state
-    from tarsier.trainers.train import _checkpoint_step, _truncate_metrics, _write_curves, latest_checkpoint, lr_lambda
+    from tarsier.trainers.train import _checkpoint_step, _truncate_metrics, latest_checkpoint, lr_lambda
 
     status = on_status or (lambda msg: None)
     if args.beta <= 0:
@@ -348,8 +351,8 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
             if folder.exists():
                 shutil.rmtree(folder)
             tmp.rename(folder)
-            _write_curves(run)
-            _write_reward_curves(run)
+            if on_checkpoint:
+                on_checkpoint(run)
         accelerator.wait_for_everyone()
 
     def reference_logps(mine, clips):
@@ -433,11 +436,3 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
         tmp.rename(final)
     accelerator.wait_for_everyone()
     return run / "final"
-
-
-def _write_reward_curves(run: Path) -> None:
-    try:
-        from tarsier.trainers.plots import write_reward_curves
-    except ImportError:
-        return
-    write_reward_curves(run)

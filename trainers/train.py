@@ -201,9 +201,11 @@ def save_model_folder(model, folder: Path, lora: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------
 def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
-          on_status: Callable[[str], None] | None = None) -> Path:
+          on_status: Callable[[str], None] | None = None, *,
+          on_checkpoint: Callable[[Path], None] | None = None) -> Path:
     """Run (or resume) a training stage; returns the folder of the final model (or of the last
-    checkpoint when stopped early with stop_after)."""
+    checkpoint when stopped early with stop_after). on_checkpoint(run folder) runs on the main
+    process after every checkpoint (the CLI draws the curves there: loss.png, lr.png)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tarsier.trainers.data import FeatureStore, FrameSource, clip_key, collate
@@ -348,7 +350,8 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
 
                 shutil.rmtree(folder)
             tmp.rename(folder)
-            _write_curves(run)
+            if on_checkpoint:
+                on_checkpoint(run)
         accelerator.wait_for_everyone()
 
     model.train()
@@ -424,11 +427,3 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
     path.write_text("".join(line + "\n" for line in keep))
-
-
-def _write_curves(run: Path) -> None:
-    try:
-        from tarsier.trainers.plots import write_curves
-    except ImportError:  # plotting is optional at this layer
-        return
-    write_curves(run)
