@@ -187,6 +187,7 @@ def test_plan_records_serialise_the_dataclasses_in_a_fixed_order():
     plan = make_truth(11, 0)["_plan"]
     assert all(list(r) == list(e.record()) for r in plan["events"])
     assert all(list(r) == list(o.record()) for r in plan["objects"])
+    assert all(list(r) == ["index", "background", "pan", "t_start", "t_end"] for r in plan["shots"])
 
 
 def test_frame_state_lists_the_shapes_on_screen():

@@ -1,8 +1,10 @@
 """Planning one video: shots, objects and events with their times. Pure python, deterministic.
 
-Every video is planned from `random.Random(f"{seed}:{index}")`. The plan is a JSON-shaped record
-(`{"duration", "shots", "objects", "events"}`, lists of dicts) that the language, the renderer and
-the tower pretraining read; planning itself works on the dataclasses below.
+Every video is planned from `random.Random(f"{seed}:{index}")`. Planning works on the dataclasses
+below (Shot, PlacedObject, PlannedEvent; LiveObject while the events are drawn); the plan it returns
+is their JSON-shaped record, `{"duration", "shots", "objects", "events"}` with lists of dicts written
+by each dataclass's `record()` in a fixed key order, which the language, the renderer, truth.jsonl
+and the tower pretraining read.
 """
 from __future__ import annotations
 
@@ -72,7 +74,21 @@ class PlannedEvent:
 
 
 @dataclass
-class PlannedShot:
+class Shot:
+    """One shot: its background, the camera pan (a direction, or None) and its interval."""
+    index: int
+    background: str
+    pan: str | None
+    t_start: float = 0.0
+    t_end: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        return {"index": self.index, "background": self.background, "pan": self.pan,
+                "t_start": self.t_start, "t_end": self.t_end}
+
+
+@dataclass
+class ShotContents:
     """What planning one shot produced: its objects, its events and the identities it took."""
     objects: list[PlacedObject]
     events: list[PlannedEvent]
@@ -93,10 +109,10 @@ def plan_video(seed: int, index: int, cuts_prob: float = CUTS_PROB, pan_prob: fl
     used: set[tuple[str, str]] = set()
     objects: list[PlacedObject] = []
     events: list[PlannedEvent] = []
-    shots = []
+    shots: list[Shot] = []
     for s, k in enumerate(per_shot):
         pan = rng.choice(DIRECTIONS) if rng.random() < pan_prob else None
-        shots.append({"index": s, "background": bgs[s], "pan": pan})
+        shots.append(Shot(s, bgs[s], pan))
         for _attempt in range(50):
             sub_rng = random.Random(f"{seed}:{index}:{s}:{_attempt}:{rng.random()}")
             planned = plan_shot(sub_rng, s, k, pan is not None, used, len(objects))
@@ -121,16 +137,16 @@ def plan_video(seed: int, index: int, cuts_prob: float = CUTS_PROB, pan_prob: fl
     if n_shots == 2:
         k0 = per_shot[0]
         cut = round((events[k0 - 1].t_end + events[k0].t_start) / 2, 2)
-        shots[0]["t_start"], shots[0]["t_end"] = 0.0, cut
-        shots[1]["t_start"], shots[1]["t_end"] = cut, round(duration, 2)
+        shots[0].t_start, shots[0].t_end = 0.0, cut
+        shots[1].t_start, shots[1].t_end = cut, round(duration, 2)
     else:
-        shots[0]["t_start"], shots[0]["t_end"] = 0.0, round(duration, 2)
-    return {"duration": round(duration, 2), "shots": shots,
+        shots[0].t_start, shots[0].t_end = 0.0, round(duration, 2)
+    return {"duration": round(duration, 2), "shots": [s.record() for s in shots],
             "objects": [o.record() for o in objects], "events": [e.record() for e in events]}
 
 
 def plan_shot(rng: random.Random, shot: int, k: int, pan: bool, used_before: set[tuple[str, str]],
-              first_id: int) -> PlannedShot | None:
+              first_id: int) -> ShotContents | None:
     """Place a shot's objects and plan its `k` events, or None when this draw leads nowhere."""
     used = set(used_before)
     margin = 0.03 + (0.09 if pan else 0.0)
@@ -261,7 +277,7 @@ def plan_shot(rng: random.Random, shot: int, k: int, pan: bool, used_before: set
         sentences.add(sent)
         events.append(event)
         last_subject = subj.id
-    return PlannedShot(objs, events, used - used_before)
+    return ShotContents(objs, events, used - used_before)
 
 
 def replay_plan(truth: dict[str, Any]) -> dict[str, Any]:
