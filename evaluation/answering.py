@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tarsier.common.files import read_jsonl
 from tarsier.evaluation.benchdata import BenchRow
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -117,12 +118,7 @@ def answer_rows(rows: list[BenchRow], model, videos: Path, out: Path, *, batch_s
                 "max_new_tokens": max_new_tokens}
     done: dict[str, dict] = {}
     if path.is_file() and not overwrite:
-        records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
+        records = list(read_jsonl(path))   # a line torn by a kill is skipped: that row is redone
         if all(rec.get("settings") == settings for rec in records):
             done = {str(rec.get("idx")): rec for rec in records if "error" not in rec}
         else:
@@ -149,7 +145,7 @@ def answer_rows(rows: list[BenchRow], model, videos: Path, out: Path, *, batch_s
                    and todo[start + len(group)].task == group[0].task):
                 group.append(todo[start + len(group)])
             start += len(group)
-            base = {"model": model_id, "settings": settings}
+            run_fields = {"model": model_id, "settings": settings}   # in every record
             clips, live = [], []
             t0 = time.perf_counter()
             for r in group:
@@ -158,7 +154,7 @@ def answer_rows(rows: list[BenchRow], model, videos: Path, out: Path, *, batch_s
                     live.append(r)
                 except Exception as e:  # noqa: BLE001 - a bad video fails its row, not the run
                     run.failed += 1
-                    write({"idx": r.idx, "task": r.task, "dataset": r.dataset, "error": f"video: {e}", **base})
+                    write({"idx": r.idx, "task": r.task, "dataset": r.dataset, "error": f"video: {e}", **run_fields})
             run.decode_seconds += time.perf_counter() - t0
             if live:
                 t0 = time.perf_counter()
@@ -172,19 +168,19 @@ def answer_rows(rows: list[BenchRow], model, videos: Path, out: Path, *, batch_s
                         for r, s in zip(live, scores):
                             best = max(range(len(s)), key=s.__getitem__)
                             write({"idx": r.idx, "task": r.task, "dataset": r.dataset, "answer": LETTERS[best],
-                                   "prefix": r.prefix, "logprobs": dict(zip(LETTERS, s)), **base})
+                                   "prefix": r.prefix, "logprobs": dict(zip(LETTERS, s)), **run_fields})
                     else:
                         texts = generate_with_prefix(model, batch, [r.prompt for r in live], live[0].prefix,
                                                      max_new_tokens)
                         for r, text in zip(live, texts):
                             write({"idx": r.idx, "task": r.task, "dataset": r.dataset, "answer": text,
-                                   "prefix": r.prefix, **base})
+                                   "prefix": r.prefix, **run_fields})
                     run.answered += len(live)
                 except Exception as e:  # noqa: BLE001 - a failed batch fails its rows, not the run
                     run.failed += len(live)
                     for r in live:
                         write({"idx": r.idx, "task": r.task, "dataset": r.dataset,
-                               "error": f"model: {type(e).__name__}: {e}", **base})
+                               "error": f"model: {type(e).__name__}: {e}", **run_fields})
                 run.seconds += time.perf_counter() - t0
             finished += len(group)
             if progress:

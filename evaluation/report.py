@@ -7,11 +7,10 @@ by another judge is not overwritten silently.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
+from tarsier.common.files import atomic_write, read_jsonl
 from tarsier.evaluation.autodq import POLICY, SampleResult, aggregate
 
 REPORT_VERSION = 1
@@ -58,20 +57,8 @@ def build_report(samples: list[SampleResult], judge, *, counts: dict | None = No
     return report
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _pct(value) -> str:
+def pct(value) -> str:
+    """A fraction as a percentage with one decimal; "-" for None."""
     return "-" if value is None else f"{100 * value:.1f}"
 
 
@@ -86,18 +73,18 @@ def markdown(report: dict) -> str:
             lines += [f"> {judge['note']}", ""]
     o = report["overall"]
     lines += [(f"**Overall** (unweighted mean of {o['categories']} category means): "
-              f"F1 {_pct(o['f1'])} / P {_pct(o['precision'])} / R {_pct(o['recall'])}"), ""]
+              f"F1 {pct(o['f1'])} / P {pct(o['precision'])} / R {pct(o['recall'])}"), ""]
     lines += ["| category | F1 | P | R | n | scored | failed | missing |", "|---|---|---|---|---|---|---|---|"]
     for name, c in report["categories"].items():
-        lines.append(f"| {name} | {_pct(c['f1'])} | {_pct(c['precision'])} | {_pct(c['recall'])} | {c['n']} "
+        lines.append(f"| {name} | {pct(c['f1'])} | {pct(c['precision'])} | {pct(c['recall'])} | {c['n']} "
                      f"| {c['scored']} | {c['failed']} | {c['missing']} |")
-    lines.append(f"| **overall** | **{_pct(o['f1'])}** | **{_pct(o['precision'])}** | **{_pct(o['recall'])}** "
+    lines.append(f"| **overall** | **{pct(o['f1'])}** | **{pct(o['precision'])}** | **{pct(o['recall'])}** "
                  f"| {o['n']} | {o['scored']} | {o['failed']} | {o['missing']} |")
     lines.append("")
     for dim, groups in report["buckets"].items():
         lines += [f"### by {dim}", "", "| bucket | F1 | P | R | n | failed |", "|---|---|---|---|---|---|"]
         for label, c in groups.items():
-            lines.append(f"| {label} | {_pct(c['f1'])} | {_pct(c['precision'])} | {_pct(c['recall'])} | {c['n']} "
+            lines.append(f"| {label} | {pct(c['f1'])} | {pct(c['precision'])} | {pct(c['recall'])} | {c['n']} "
                          f"| {c['failed']} |")
         lines.append("")
     lines += ["### counts", ""] + [f"- {k}: {v}" for k, v in report["counts"].items()] + [""]
@@ -122,10 +109,10 @@ def write_outputs(out_dir: str | Path, report: dict, samples: list[SampleResult]
     name = report["judge"]["name"]
     paths = {"report.json": out / "report.json", "report.md": out / "report.md",
              "samples.jsonl": out / "samples.jsonl"}
-    _atomic_write(paths["samples.jsonl"],
-                  "".join(json.dumps(s.to_record(name), ensure_ascii=False) + "\n" for s in samples))
-    _atomic_write(paths["report.json"], json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    _atomic_write(paths["report.md"], markdown(report))
+    atomic_write(paths["samples.jsonl"],
+                 "".join(json.dumps(s.to_record(name), ensure_ascii=False) + "\n" for s in samples))
+    atomic_write(paths["report.json"], json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(paths["report.md"], markdown(report))
     return paths
 
 
@@ -138,10 +125,10 @@ def rich_table(report: dict):
     for col in ("category", "F1", "P", "R", "n", "failed", "missing"):
         table.add_column(col, justify="left" if col == "category" else "right")
     for cat, c in report["categories"].items():
-        table.add_row(cat, _pct(c["f1"]), _pct(c["precision"]), _pct(c["recall"]), str(c["n"]), str(c["failed"]),
+        table.add_row(cat, pct(c["f1"]), pct(c["precision"]), pct(c["recall"]), str(c["n"]), str(c["failed"]),
                       str(c["missing"]))
     o = report["overall"]
-    table.add_row("overall", _pct(o["f1"]), _pct(o["precision"]), _pct(o["recall"]), str(o["n"]), str(o["failed"]),
+    table.add_row("overall", pct(o["f1"]), pct(o["precision"]), pct(o["recall"]), str(o["n"]), str(o["failed"]),
                   str(o["missing"]), style="bold")
     return table
 
@@ -186,11 +173,9 @@ def merge_samples(files: list[str | Path]) -> list[dict]:
     """Concatenate samples.jsonl files of one judge (e.g. shards); refuses mixed judges."""
     records, judges = [], set()
     for f in files:
-        for line in Path(f).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                judges.add(rec.get("judge"))
-                records.append(rec)
+        for rec in read_jsonl(f, strict=True):
+            judges.add(rec.get("judge"))
+            records.append(rec)
     if len(judges) > 1:
         raise JudgeMismatchError(f"samples come from different judges ({', '.join(sorted(map(str, judges)))})")
     return records

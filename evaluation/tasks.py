@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tarsier.common.files import atomic_write
 from tarsier.evaluation.benchdata import BenchRow
 from tarsier.evaluation.predictions import Prediction, load_predictions
-from tarsier.evaluation.report import _atomic_write, _pct, existing_judge
+from tarsier.evaluation.report import existing_judge, pct
 
 REPORT_VERSION = 1
 METRIC = {"mcq": "multiple-choice accuracy", "qa": "open-ended QA (LLM judge)", "caption": "captioning (CIDEr-D)"}
@@ -125,26 +126,26 @@ def _num(v, digits: int = 3) -> str:
 
 TABLES = {
     "mcq": (["sub-task", "accuracy", "n", "correct", "wrong", "invalid", "missing"],
-            lambda c: [_pct(c["accuracy"]), c["n"], c["correct"], c["wrong"], c["invalid"], c["missing"]]),
+            lambda c: [pct(c["accuracy"]), c["n"], c["correct"], c["wrong"], c["invalid"], c["missing"]]),
     "qa": (["sub-task", "accuracy", "score (0-5)", "n", "judged", "failed", "missing"],
-           lambda c: [_pct(c["accuracy"]), _num(c["score"], 2), c["n"], c["scored"], c["failed"], c["missing"]]),
+           lambda c: [pct(c["accuracy"]), _num(c["score"], 2), c["n"], c["scored"], c["failed"], c["missing"]]),
     "caption": (["sub-task", "CIDEr", "BLEU-4", "n", "scored", "missing"],
-                lambda c: [_num(c["cider"]), _pct(c["bleu4"]), c["n"], c["scored"], c["missing"]]),
+                lambda c: [_num(c["cider"]), pct(c["bleu4"]), c["n"], c["scored"], c["missing"]]),
 }
 
 
 def headline(report: dict) -> str:
     o, task = report["overall"], report["task"]
     if task == "mcq":
-        return (f"accuracy {_pct(o['accuracy_subtasks'])} (mean of {o['categories']} sub-task accuracies), "
-                f"{_pct(o['accuracy_questions'])} (mean over {o['answered']} answered questions); "
+        return (f"accuracy {pct(o['accuracy_subtasks'])} (mean of {o['categories']} sub-task accuracies), "
+                f"{pct(o['accuracy_questions'])} (mean over {o['answered']} answered questions); "
                 f"{o['invalid']} invalid, {o['missing']} missing")
     if task == "qa":
-        return (f"accuracy {_pct(o['accuracy'])}, score {_num(o['score'], 2)} / 5 over {o['scored']} judged "
-                f"questions (mean of sub-task accuracies {_pct(o['accuracy_subtasks'])}); {o['failed']} failed, "
+        return (f"accuracy {pct(o['accuracy'])}, score {_num(o['score'], 2)} / 5 over {o['scored']} judged "
+                f"questions (mean of sub-task accuracies {pct(o['accuracy_subtasks'])}); {o['failed']} failed, "
                 f"{o['missing']} missing")
     return (f"CIDEr {_num(o['cider'])} ({_num(o['cider'] * 100 if o['cider'] is not None else None, 1)} as papers "
-            f"print it), BLEU-4 {_pct(o['bleu4'])} over {o['scored']} videos; {o['missing']} missing")
+            f"print it), BLEU-4 {pct(o['bleu4'])} over {o['scored']} videos; {o['missing']} missing")
 
 
 def markdown(report: dict) -> str:
@@ -186,10 +187,10 @@ def write_outputs(out_dir: str | Path, report: dict, results) -> dict[str, Path]
     out.mkdir(parents=True, exist_ok=True)
     name = report["judge"]["name"]
     paths = {"report.json": out / "report.json", "report.md": out / "report.md", "samples.jsonl": out / "samples.jsonl"}
-    _atomic_write(paths["samples.jsonl"],
-                  "".join(json.dumps(r.to_record(name), ensure_ascii=False) + "\n" for r in results))
-    _atomic_write(paths["report.json"], json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    _atomic_write(paths["report.md"], markdown(report))
+    atomic_write(paths["samples.jsonl"],
+                 "".join(json.dumps(r.to_record(name), ensure_ascii=False) + "\n" for r in results))
+    atomic_write(paths["report.json"], json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(paths["report.md"], markdown(report))
     return paths
 
 

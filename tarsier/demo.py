@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tarsier.common.files import read_jsonl
 from tarsier.engine.checkpoint import cache_dir, read_preset, trained_preset_dir
 
 
@@ -197,7 +198,6 @@ def answer_nll(model, samples, features):
 
 
 def _one_sentence_share(path: Path) -> float:
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    rows = [r for r in rows if "description" in r]
+    rows = [r for r in read_jsonl(path, strict=True) if "description" in r]
     one = sum(1 for r in rows if r["description"].rstrip(".").count(".") == 0)
     return round(one / max(1, len(rows)), 3)

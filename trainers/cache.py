@@ -8,12 +8,13 @@ cache.json existed are listed with their newest file's time and an unknown model
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tarsier.common.files import atomic_write
 
 META = "cache.json"
 
@@ -32,9 +33,7 @@ def record_use(folder: Path, model: str, frames: int, dataset: str | None) -> No
     if dataset and dataset not in meta["datasets"]:
         meta["datasets"].append(dataset)
     meta["last_used"] = time.time()
-    tmp = folder / f"{META}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / META)
+    atomic_write(folder / META, json.dumps(meta, indent=1) + "\n")
 
 
 def _read_meta(folder: Path) -> dict | None:

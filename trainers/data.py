@@ -13,7 +13,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from tarsier.common.files import save_safetensors
 from tarsier.engine.checkpoint import cache_dir
 from tarsier.trainers.frames import decode_job as _decode
 
@@ -132,10 +133,7 @@ class FeatureStore:
             f = f.contiguous()
             self.memory[key] = f
             path = self.path_for(key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            save_file({"features": f}, str(tmp))
-            os.replace(tmp, path)
+            save_safetensors(path, {"features": f})
             self.computed += 1
         if progress:
             progress(len(pending))

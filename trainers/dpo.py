@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tarsier.common.files import atomic_write, normal_permissions, read_jsonl, save_safetensors
 
 REF_LOGPS = "ref_logps.jsonl"
 TRAINABLE = "trainable.safetensors"
@@ -189,13 +190,11 @@ def save_policy(model, folder: Path, lora: bool) -> None:
         model.save(folder)
         declare_weights(folder)
         return
-    from safetensors.torch import save_file
-
     with lora_merged(model):
         model.save(folder)
     declare_weights(folder)
     adapters = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(adapters, str(Path(folder) / TRAINABLE))
+    save_safetensors(Path(folder) / TRAINABLE, adapters)
 
 
 def precompute_reference(model, pairs, frames: ClipFrames, batch: int, status) -> list[tuple[float, float]]:
@@ -211,15 +210,12 @@ def precompute_reference(model, pairs, frames: ClipFrames, batch: int, status) -
 
 
 def write_reference(path: Path, pairs, values) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for p, (c, r) in zip(pairs, values):
-            f.write(json.dumps({"source": p.source, "chosen": c, "rejected": r}) + "\n")
-    tmp.replace(path)
+    atomic_write(path, "".join(json.dumps({"source": p.source, "chosen": c, "rejected": r}) + "\n"
+                               for p, (c, r) in zip(pairs, values)))
 
 
 def read_reference(path: Path, pairs) -> list[tuple[float, float]]:
-    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = list(read_jsonl(path, strict=True))
     if [r["source"] for r in rows] != [p.source for p in pairs]:
         raise ValueError(f"{path} was computed for other pairs than {pairs[0].source.rsplit(':', 1)[0]}")
     return [(float(r["chosen"]), float(r["rejected"])) for r in rows]
@@ -348,6 +344,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
             save_trainer_state(tmp, optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
                                scheduler=scheduler, step=step, data_state=sampler.state_dict(),
                                extra={"stage": STAGE})
+            normal_permissions(tmp)
             if folder.exists():
                 shutil.rmtree(folder)
             tmp.rename(folder)
@@ -431,6 +428,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
         if tmp.exists():
             shutil.rmtree(tmp)
         save_policy(raw, tmp, args.lora)
+        normal_permissions(tmp)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

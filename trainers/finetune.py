@@ -225,7 +225,7 @@ def declare_weights(folder: Path) -> None:
 def save_qwen(model, folder: Path, lora: bool) -> None:
     """A standard transformers Qwen2-VL folder; a LoRA run also writes adapter/ (peft's format, for
     PeftModel.from_pretrained over the base) and trainable.safetensors (adapters + merger, for resume)."""
-    from safetensors.torch import save_file
+    from tarsier.common.files import normal_permissions, save_safetensors
 
     folder = Path(folder)
     if not lora:
@@ -236,8 +236,9 @@ def save_qwen(model, folder: Path, lora: bool) -> None:
         model.save(folder)
     declare_weights(folder)
     model.peft.save_pretrained(str(folder / ADAPTER_DIR))
+    normal_permissions(folder / ADAPTER_DIR)   # peft writes its safetensors 0600
     trainable = {n: p.detach().cpu().contiguous() for n, p in model.hf.named_parameters() if p.requires_grad}
-    save_file(trainable, str(folder / TRAINABLE_NAME), metadata={"format": "pt"})
+    save_safetensors(folder / TRAINABLE_NAME, trainable, metadata={"format": "pt"})
 
 
 def load_trainable(model, folder: Path) -> None:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tarsier.common.files import atomic_write, read_jsonl
 from tarsier.trainers.manifest import ManifestError, _parse_messages
 
 CORRUPTIONS = ("reverse", "shuffle", "drop", "swap")
@@ -363,19 +364,6 @@ def ledger_path(pairs: Path) -> Path:
     return pairs.with_name(stem + LEDGER_SUFFIX)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue   # a line torn by a kill: that clip is redone
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
-
-
 def _drop_torn_tail(path: Path) -> None:
     """Cut a last line a kill left half-written, so the next appended row starts on its own line."""
     if not path.is_file() or path.stat().st_size == 0:
@@ -429,7 +417,7 @@ def build_pairs(args: PairArgs, *, model=None, judge=None,
                 p.unlink()
     for p in (out, ledger):
         _drop_torn_tail(p)
-    previous = _read_jsonl(ledger)
+    previous = list(read_jsonl(ledger))   # a line torn by a kill is skipped: that clip is redone
     other = [r.get("settings") for r in previous if r.get("settings") != settings]
     if other:
         raise ValueError(f"{out} was built with other settings ({json.dumps(other[0])}); "
@@ -437,12 +425,9 @@ def build_pairs(args: PairArgs, *, model=None, judge=None,
     # a clip is done once its ledger line is written, after all its pairs; pairs of a clip cut short by
     # a kill are removed and the clip is redone
     done = {r.get("clip") for r in previous if "error" not in r}
-    rows = _read_jsonl(out)
+    rows = list(read_jsonl(out))
     if any(r.get("clip") not in done for r in rows):
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows if r.get("clip") in done),
-                       encoding="utf-8")
-        tmp.replace(out)
+        atomic_write(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows if r.get("clip") in done))
     run = PairRun(pairs=out, ledger=ledger)
     todo = [s for s in samples if clip_id(s) not in done]
     run.reused = len(samples) - len(todo)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from tarsier.common.files import save_safetensors
 
 STATE_JSON = "trainer_state.json"
 OPTIM_NAME = "optimizer.safetensors"
@@ -65,9 +66,9 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
 
 def save_trainer_state(folder: Path, *, optimizer, scheduler, step: int, data_state: dict, extra: dict) -> None:
     opt_tensors, opt_meta = optimizer_to_flat(optimizer)
-    save_file(opt_tensors, str(folder / OPTIM_NAME))
+    save_safetensors(folder / OPTIM_NAME, opt_tensors)
     rng_tensors, rng_meta = rng_state()
-    save_file(rng_tensors, str(folder / RNG_NAME))
+    save_safetensors(folder / RNG_NAME, rng_tensors)
     state = {
         "step": step,
         "optimizer": opt_meta,

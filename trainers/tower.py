@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tarsier.common.files import atomic_write, read_jsonl, save_safetensors
 from tarsier.world.plan import CUTS_PROB, PAN_PROB, plan_video, replay_plan
 from tarsier.world.render import frame_state, render_frame
 from tarsier.world.vocabulary import BACKGROUNDS, COLOURS, SHAPES
@@ -132,7 +133,7 @@ def load_world_frames(world: Path, size: int, videos: int | None = None, every: 
     truth_file = world / "truth.jsonl"
     if not truth_file.is_file():
         raise ValueError(f"{world} is not a `tarsier synth` folder (no truth.jsonl)")
-    truths = [json.loads(line) for line in truth_file.read_text().splitlines() if line.strip()]
+    truths = list(read_jsonl(truth_file, strict=True))
     truths = truths[:videos] if videos else truths
     return _gather(_video_job, [(t, str(world), size, every) for t in truths], workers)
 
@@ -230,7 +231,6 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
     """Train the tower + linear head; save the tower; return the held-out metrics."""
     import torch
     import torch.nn.functional as F
-    from safetensors.torch import save_file
     from tarsier.engine import checkpoint as ckpt
     from tarsier.engine.config import ModelConfig
     from tarsier.engine.model import build_vision_tower, resolve_vision_config
@@ -313,11 +313,10 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
         metrics.update(evaluate_tower(tower, head, pooled, held))
         log("tower held-out: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(out / "tower.safetensors"))
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(out / "head.safetensors"))
-    tmp = done.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"vision": asdict(vcfg), "metrics": metrics, "args": asdict(args)}, indent=2) + "\n")
-    os.replace(tmp, done)  # written last: its presence means the tower is complete
+    save_safetensors(out / "tower.safetensors", {k: v.contiguous() for k, v in tower.state_dict().items()})
+    save_safetensors(out / "head.safetensors", {k: v.contiguous() for k, v in head.state_dict().items()})
+    # written last: its presence means the tower is complete
+    atomic_write(done, json.dumps({"vision": asdict(vcfg), "metrics": metrics, "args": asdict(args)}, indent=2) + "\n")
     return metrics
 
 

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tarsier.common.files import atomic_write, normal_permissions, save_safetensors
 from tarsier.engine import checkpoint as ckpt
 from tarsier.engine.config import ModelConfig
 
@@ -181,7 +182,7 @@ def merged_state_dict(model) -> dict[str, torch.Tensor]:
 
 def save_model_folder(model, folder: Path, lora: bool) -> None:
     """config.json + model.safetensors + tokenizer (+ adapter/ and trainable weights for LoRA runs)."""
-    from safetensors.torch import save_file, save_model
+    from safetensors.torch import save_model
     from tarsier.trainers.finetune import is_qwen, save_qwen
 
     if is_qwen(model):   # a standard transformers Qwen2-VL folder
@@ -192,11 +193,13 @@ def save_model_folder(model, folder: Path, lora: bool) -> None:
     model.tokenizer.save_pretrained(str(folder))
     if not lora:
         save_model(model, str(folder / ckpt.WEIGHTS_NAME))
+        normal_permissions(folder / ckpt.WEIGHTS_NAME)   # safetensors creates it 0600
         return
-    save_file(merged_state_dict(model), str(folder / ckpt.WEIGHTS_NAME), metadata={"format": "pt"})
-    model.llm.save_pretrained(str(folder / "adapter"))  # peft writes safetensors
+    save_safetensors(folder / ckpt.WEIGHTS_NAME, merged_state_dict(model), metadata={"format": "pt"})
+    model.llm.save_pretrained(str(folder / "adapter"))  # peft writes safetensors, 0600
+    normal_permissions(folder / "adapter")
     trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(trainable, str(folder / "trainable.safetensors"))
+    save_safetensors(folder / "trainable.safetensors", trainable)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +348,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
             save_trainer_state(tmp, optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
                                scheduler=scheduler,
                                step=step, data_state=sampler.state_dict(), extra={"stage": args.stage})
+            normal_permissions(tmp)
             if folder.exists():
                 import shutil
 
@@ -413,6 +417,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         final = run / "final"
         tmp = run / "final.tmp"
         save_model_folder(raw, tmp, args.lora)
+        normal_permissions(tmp)
         if final.exists():
             import shutil
 
@@ -426,4 +431,4 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+    atomic_write(path, "".join(line + "\n" for line in keep))
