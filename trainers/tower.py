@@ -227,8 +227,10 @@ def _pooler(tower, vcfg, pool: int):
     return pooled
 
 
-def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
-    """Train the tower + linear head; save the tower; return the held-out metrics."""
+def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print, config_overrides: dict | None = None) -> dict:
+    """Train the tower + linear head; save the tower; return the held-out metrics. `config_overrides`
+    ({"vision": {...}, "projector": {...}}) is merged over the preset's config, one section at a time
+    (experiments/nano/tower_arch.py compares architectures this way)."""
     import torch
     import torch.nn.functional as F
     from tarsier.engine import checkpoint as ckpt
@@ -243,6 +245,8 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print) -> dict:
     preset = ckpt.read_preset(args.init)
     if "config" not in preset:
         raise ckpt.ModelNotFound(f"preset {args.init!r} has no config to build a tower from")
+    for section, values in (config_overrides or {}).items():
+        preset["config"][section].update(values)
     config = ModelConfig.from_dict(preset["config"])
     vcfg = resolve_vision_config(config.vision)   # tower.json records the geometry the model will check
     if vcfg.source != "open_clip" or vcfg.name is not None:

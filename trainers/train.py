@@ -57,7 +57,7 @@ class TrainArgs:
     train_vision: bool = False
     vision_init: str | None = None  # a `tarsier train tower` folder for a fresh model's tower ("none": random;
                                     # default: the tower the preset ships, if any)
-    projector: dict | None = None   # a fresh model's projector settings over the preset's (bench/recipe.py)
+    projector: dict | None = None   # a fresh model's projector settings over the preset's (experiments/nano/recipe.py)
     grad_checkpointing: bool = False
     feature_cache: str = "auto"     # auto (user cache) | off | a folder
     frames: int | None = None       # frames per sample (default: the model's)
@@ -69,25 +69,28 @@ class TrainArgs:
 
 
 # ---------------------------------------------------------------------------------------------
-def build_or_load(args: TrainArgs, texts: list[str]):
+def build_or_load(args: TrainArgs, texts: list[str], config_overrides: dict | None = None):
     """The starting model: a run folder or checkpoint, or a fresh model built from a preset config
-    (with a byte-level BPE trained on the training texts)."""
+    (with a byte-level BPE trained on the training texts). `config_overrides` ({"vision": {...},
+    "projector": {...}}) is merged over a fresh model's preset config, one section at a time."""
     from tarsier.trainers.finetune import load_init
 
     init = Path(args.init).expanduser()
     if init.is_dir():
-        if args.vision_init or args.projector:
+        if args.vision_init or args.projector or config_overrides:
             raise ValueError("--vision-init and projector settings are for a fresh model; a checkpoint brings its own")
         folder = resolve_run_checkpoint(init)
         return ckpt.load_folder(folder), str(folder)
     published = load_init(args.init)   # tarsier2-7b, tarsier-7b, owner/name: the published weights
     if published is not None:
-        if args.vision_init or args.projector:
+        if args.vision_init or args.projector or config_overrides:
             raise ValueError("--vision-init and projector settings are for a fresh model; a checkpoint brings its own")
         return published, args.init
     preset = ckpt.read_preset(args.init)
     if "config" not in preset:
         raise ckpt.ModelNotFound(f"preset {args.init!r} has no config to build a fresh model from")
+    for section, values in (config_overrides or {}).items():
+        preset["config"][section].update(values)
     from tarsier.engine.tokenizer import build_bpe_tokenizer
 
     tok = build_bpe_tokenizer(texts, vocab_size=preset.get("tokenizer", {}).get("vocab_size", 512))
@@ -204,11 +207,15 @@ def save_model_folder(model, folder: Path, lora: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------
 def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
-          on_status: Callable[[str], None] | None = None, *,
-          on_checkpoint: Callable[[Path], None] | None = None) -> Path:
+          on_status: Callable[[str], None] | None = None, *, config_overrides: dict | None = None,
+          feature_source=None, on_checkpoint: Callable[[Path], None] | None = None) -> Path:
     """Run (or resume) a training stage; returns the folder of the final model (or of the last
     checkpoint when stopped early with stop_after). on_checkpoint(run folder) runs on the main
-    process after every checkpoint (the CLI draws the curves there: loss.png, lr.png)."""
+    process after every checkpoint (the CLI draws the curves there: loss.png, lr.png).
+
+    For experiments (experiments/nano/): `config_overrides` changes a fresh model's preset config
+    (see build_or_load); `feature_source`, an object whose get(samples) returns (B, N, P, Dv)
+    features, stands in for the frozen tower's (e.g. the exact scene state of the synthetic world)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tarsier.trainers.data import FeatureStore, FrameSource, clip_key, collate
@@ -254,7 +261,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         source = saved.get("init_source", args.init)
         status(f"resuming from {resume_from}")
     else:
-        model, source = build_or_load(args, [t for s in samples for t in (s.prompt, s.answer)])
+        model, source = build_or_load(args, [t for s in samples for t in (s.prompt, s.answer)], config_overrides)
     check_trainable(model, args.init)
     qwen = is_qwen(model)
     lora_base = None
@@ -300,7 +307,11 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     # Frozen tower -> features once per clip; main process computes, the others read the cache.
     # Tarsier2 decodes on the fly: its features (thousands of tokens per clip) cost more to store than to compute.
     use_cache = not qwen and not args.train_vision and args.feature_cache != "off"
-    if qwen:
+    if feature_source is not None:
+        if qwen or args.train_vision:
+            raise ValueError("a feature source stands in for a frozen tower: not for Tarsier2 or --train-vision")
+        source_data, use_cache = feature_source, True
+    elif qwen:
         source_data = ClipSource(model.processor, frames)
     elif use_cache:
         folder = None if args.feature_cache == "auto" else Path(args.feature_cache)

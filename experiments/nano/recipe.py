@@ -1,14 +1,14 @@
 """Train one nano recipe on a synthetic world and score it on a held-out synthetic benchmark.
 
-The demo's budget is fixed at about 10 minutes; this bench is for the budgets and data regimes
+The demo's budget is fixed at about 10 minutes; this experiment is for the budgets and data regimes
 beyond it (BENCHMARKS.md, "Longer budgets"): how many stage-1 and stage-2 steps, which stage-1
 task weights, and whether stage 2 sees every video or only the first M (the paper's regime, where
 fine descriptions are scarce and stage 1's data is plentiful). Run one recipe per call, each into
 its own folder, and compare the RESULT lines:
 
     tarsier synth W --videos 8000 --seed 1 && tarsier synth B --videos 100 --seed 9001
-    python bench/recipe.py --world W --bench B --out R1 --stage2-steps 3200 --stage2-videos 2000
-    python bench/recipe.py --world W --bench B --out R2 --stage1-steps 1600 --stage2-steps 1600 \
+    python experiments/nano/recipe.py --world W --bench B --out R1 --stage2-steps 3200 --stage2-videos 2000
+    python experiments/nano/recipe.py --world W --bench B --out R2 --stage1-steps 1600 --stage2-steps 1600 \
         --stage2-videos 2000 --stage1-weights caption=4,qa=1,action=0.5,mcq=0.5,order=0.5
 
 Every run starts from a fresh `nano` with the tower it ships (`--projector` changes its projector
@@ -89,8 +89,9 @@ def main() -> None:
     args = p.parse_args()
 
     from tarsier.engine.checkpoint import load
-    from tarsier.trainers.demo import score_on_benchmark
     from tarsier.trainers.train import TrainArgs, train
+
+    from tarsier.demo import score_on_benchmark
 
     common = dict(batch_size=args.batch_size, lr=args.lr, log_every=50, resume=True, warmup=30, seed=args.seed)
     seconds = {}

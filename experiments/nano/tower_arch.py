@@ -1,10 +1,11 @@
 """Stage-0 towers side by side: which small open_clip tower learns to tell the world's shapes apart?
 
-Trains nano's stage-0 tower (`trainers.tower.pretrain_tower`, same rendered frames, same loss, same
-steps) once per architecture and prints the held-out read-out of each: identity presence, colour
-and shape presence (precision / recall), position+size error and seconds of training.
+Trains nano's stage-0 tower (`tarsier.trainers.tower.pretrain_tower`, same rendered frames, same loss,
+same steps) once per architecture, given to it as a config override of nano's preset, and prints the
+held-out read-out of each: identity presence, colour and shape presence (precision / recall),
+position+size error and seconds of training.
 
-    python bench/tower_arch.py --heldout BENCH [--steps 1000] [--arch vit-p8 resnet-w32 ...]
+    python experiments/nano/tower_arch.py --heldout BENCH [--steps 1000] [--arch vit-p8 resnet-w32 ...]
 
 BENCH: a `tarsier synth` folder of another seed (its decoded frames are the held-out set).
 """
@@ -12,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # vision geometry (+ spatial_pool giving the same 2x2 cells) of each candidate, on 64-px frames
 ARCHS = {
@@ -38,27 +36,17 @@ def main() -> None:
     ap.add_argument("--arch", nargs="+", choices=sorted(ARCHS), default=["vit-p8", "resnet-w32"])
     a = ap.parse_args()
 
-    from tarsier.engine import checkpoint as ckpt
     from tarsier.trainers.tower import TowerArgs, pretrain_tower
 
-    original = ckpt.read_preset
     rows = {}
     for arch in a.arch:
         vision, pool = ARCHS[arch]
-
-        def preset_for(name: str, vision=vision, pool=pool) -> dict:
-            preset = original(name)
-            preset["config"]["vision"].update(vision)
-            preset["config"]["projector"]["spatial_pool"] = pool
-            return preset
-
-        ckpt.read_preset = preset_for
         with tempfile.TemporaryDirectory() as out:
             metrics = pretrain_tower(TowerArgs(out=out, steps=a.steps, scenes=a.scenes, heldout=str(a.heldout)),
-                                     log=lambda m: None)
+                                     log=lambda m: None,
+                                     config_overrides={"vision": vision, "projector": {"spatial_pool": pool}})
         rows[arch] = {k: metrics[k] for k in KEYS}
         print(json.dumps({"arch": arch, **rows[arch]}), flush=True)
-    ckpt.read_preset = original
     print(f"\n{a.steps} steps each | presence P / R | colour P / R | shape P / R | pos+size MAE | train s")
     for arch, m in rows.items():
         print(f"{arch:15s} | {m['presence_precision']:.2f} / {m['presence_recall']:.2f} | "

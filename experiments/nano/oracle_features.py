@@ -2,14 +2,14 @@
 
 Trains stage 2 (fine + brief descriptions) exactly as `tarsier demo` does, but every clip's tower
 features are replaced by the exact scene state at the sampled frame times, read from the world's
-plan (`trainers.tower.frame_targets`: for each of the 35 colour-shape identities, presence,
+plan (`tarsier.trainers.tower.frame_targets`: for each of the 35 colour-shape identities, presence,
 position, size, orientation; plus background and camera offset). It is an upper bound for a
 frozen per-frame tower of each layout, so it tells apart "the tower sees too little" from "the LLM
 learns too slowly". Then describes the benchmark with the same features and scores it with the
 exact judge. The projector settings (time slots, temporal difference) are nano's preset's.
 
-    python bench/oracle_features.py --world W --bench B --steps 1000 [--layout slots|cells|quads|objs]
-    python bench/oracle_features.py --plans 20000 --world W ...   # W: a world of plans, no video rendered
+    python experiments/nano/oracle_features.py --world W --bench B --steps 1000 [--layout slots|cells|quads|objs]
+    python experiments/nano/oracle_features.py --plans 20000 --world W ...   # W: plans only, no video rendered
 
 Layouts (tokens per frame):
   slots  1   the whole state vector (what the old 1-token nano tower was trained to provide)
@@ -18,20 +18,18 @@ Layouts (tokens per frame):
              (what nano's stage-0 tower is trained to provide in its 4 cells)
   objs   4   one token per object on screen (up to 4, by identity): colour and shape one-hot,
              attributes, change to the next frame, "gone next frame" and "new" flags
-Works by swapping the feature store's fill step for the oracle; nothing else in training changes.
+The oracle reaches training as its feature source (`train(..., feature_source=...)`) and the
+projector's input width as a config override (`config_overrides=`); nothing else in training changes.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 WIDTH = 256   # the state vector (35 x 6 + 5 + 2 = 217 numbers) must fit the projector's input
 
@@ -66,8 +64,8 @@ def _put(out: torch.Tensor, fi: int, quadrant: int, vec: np.ndarray, add: bool =
 
 
 def oracle_features(truth: dict, frames: int, layout: str, start=None, end=None) -> torch.Tensor:
-    from tarsier.world.plan import replay_plan
     from tarsier.trainers.tower import SLOT, frame_targets
+    from tarsier.world.plan import replay_plan
 
     plan = replay_plan(truth)
     out = torch.zeros(frames, 16, WIDTH)
@@ -139,10 +137,9 @@ def main() -> None:
         plans_only_world(a.world, a.plans, seed=1)
         plans_only_world(a.bench, 100, seed=9001)
 
-    import tarsier.trainers.train as train_mod
     from tarsier.engine import checkpoint as ckpt
     from tarsier.evaluation import make_judge, score_file
-    from tarsier.trainers.data import FeatureStore, clip_key
+    from tarsier.trainers.data import clip_key
     from tarsier.trainers.train import TrainArgs, train
 
     truths = {}
@@ -151,31 +148,32 @@ def main() -> None:
             t = json.loads(line)
             truths[t["video_id"]] = t
 
-    def ensure(self, samples, batch=16, progress=None):
-        for s in samples:
-            key = clip_key(s)
-            if key not in self.memory:
-                self.memory[key] = oracle_features(truths[Path(s.video).stem], self.frames, a.layout, s.start, s.end)
+    class OracleFeatures:
+        """train()'s feature source: each clip's exact scene state at its sampled frames, kept in memory."""
 
-    FeatureStore.ensure = ensure
-    original = ckpt.read_preset
+        def __init__(self, frames: int):
+            self.frames, self.memory = frames, {}
 
-    def nano_for_oracle(name: str) -> dict:
-        preset = original(name)
-        preset["config"]["vision"].update(width=WIDTH, image_size=64, patch_size=16, resnet_blocks=None, layers=1)
-        preset["config"]["projector"]["spatial_pool"] = {"slots": 4, "cells": 1, "quads": 2, "objs": 2}[a.layout]
-        if a.time_slots is not None:
-            preset["config"]["projector"]["time_slots"] = a.time_slots
-        return preset
+        def get(self, samples) -> torch.Tensor:
+            for s in samples:
+                key = clip_key(s)
+                if key not in self.memory:
+                    self.memory[key] = oracle_features(truths[Path(s.video).stem], self.frames, a.layout,
+                                                       s.start, s.end)
+            return torch.stack([self.memory[clip_key(s)] for s in samples])
 
-    train_mod.ckpt.read_preset = nano_for_oracle
+    # the tower is never run: its width only sizes the projector's input for the state vector
+    overrides = {"vision": {"width": WIDTH, "image_size": 64, "patch_size": 16, "resnet_blocks": None, "layers": 1},
+                 "projector": {"spatial_pool": {"slots": 4, "cells": 1, "quads": 2, "objs": 2}[a.layout]}}
+    if a.time_slots is not None:
+        overrides["projector"]["time_slots"] = a.time_slots
     run = a.out / f"{a.layout}-{a.steps}-f{a.frames}-lr{a.lr:g}-t{a.time_slots}"
     t0 = time.perf_counter()
     final = train(TrainArgs(stage="stage2", data=str(a.world / "stage2" / "mixture.json"), out=str(run),
                             init="nano", steps=a.steps, lr=a.lr, batch_size=16, warmup=30, log_every=50,
-                            frames=a.frames,
-                            resume=True, device="cpu"),
-                  on_log=lambda r: print(f"step {r['step']} loss {r['loss']:.4f} {r['samples_per_s']:.0f} samples/s"))
+                            frames=a.frames, vision_init="none", resume=True, device="cpu"),
+                  on_log=lambda r: print(f"step {r['step']} loss {r['loss']:.4f} {r['samples_per_s']:.0f} samples/s"),
+                  config_overrides=overrides, feature_source=OracleFeatures(a.frames))
     train_s = time.perf_counter() - t0
     model = ckpt.load(final, device="cpu")
     model.eval()
@@ -200,7 +198,8 @@ def main() -> None:
         pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
         result = score_file(pred, a.bench / "benchmark.jsonl", make_judge("exact"), run / f"eval-{grain}",
                             replace_other_judge=True)
-        scores[grain] = {k: round(result.report["overall"][k], 3) for k in ("precision", "recall", "f1")}
+        overall = result.report["overall"]   # None where no event was described
+        scores[grain] = {k: None if overall[k] is None else round(overall[k], 3) for k in ("precision", "recall", "f1")}
     print(json.dumps({"layout": a.layout, "time_slots": a.time_slots, "steps": a.steps, "frames": a.frames, "lr": a.lr, "train_s": round(train_s, 1), **scores}))
 
 

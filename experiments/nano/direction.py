@@ -1,14 +1,14 @@
 """Can nano learn which way a shape moves? One question, four answers, two projector layouts.
 
 Fine descriptions of the synthetic world name a direction for every move, and nano without a
-motion separator wrote them at chance ("up" for most). This bench isolates that skill: each
+motion separator wrote them at chance ("up" for most). This experiment isolates that skill: each
 training sample asks "Which way does the red circle move?" about a move of a shape that moves
 once in its clip, and the answer is Left., Right., Up. or Down. Each projector layout trains a
 fresh nano (the tower it ships) for the same steps on the same samples; accuracy is scored on
 held-out clips by which of the four answers the model finds most likely. Chance is about 0.25.
 
     tarsier synth W --videos 8000 --seed 1
-    python bench/direction.py --world W --out R --steps 600
+    python experiments/nano/direction.py --world W --out R --steps 600
 
 It also prints how well a linear probe reads the direction from the frozen tower's pooled cell
 features at the move's own frames: the information the LLM is given, without the LLM.
@@ -51,7 +51,8 @@ def accuracy(model, samples) -> float:
 
     import torch
     from tarsier.trainers.data import FeatureStore
-    from tarsier.trainers.demo import answer_nll
+
+    from tarsier.demo import answer_nll
 
     store = FeatureStore(model, model.config.frames, workers=1)
     answers = list(ANSWERS.values())
