@@ -32,6 +32,7 @@ def demo_command(
     import json
 
     from rich.table import Table
+    from tarsier.evaluation.report import pct
 
     from tarsier.demo import DemoConfig, run_demo
 
@@ -51,19 +52,18 @@ def demo_command(
     if ablation:
         cfg.skip_stage1 = True
         results.append(("stage 2 only", run_demo(cfg, log=log, on_train_log=on_log)))
-    table = Table(title="nano on the held-out synthetic benchmark (exact event judge)")
+    table = Table(title="nano on the held-out synthetic benchmark (exact event judge, %)")
     for col in ("recipe", "grain", "precision", "recall", "F1"):
         table.add_column(col)
     for name, summary in results:
         for grain in ("fine", "brief"):
             s = summary["scores"][grain]
-            table.add_row(name, grain, *(f"{s[k]:.3f}" if s[k] is not None else "-"
-                                         for k in ("precision", "recall", "f1")))
+            table.add_row(name, grain, *(pct(s[k]) for k in ("precision", "recall", "f1")))   # as `tarsier eval`
     err_console.print(table)
     for name, summary in results:
         err_console.print(f"{name}: held-out loss per answer token {summary['scores']['heldout_loss']:.3f}; "
                           f"brief answers that are one sentence: {summary['scores']['brief']['one_sentence']:.0%}",
-                          markup=False)
+                          markup=False, soft_wrap=True)
     typer.echo(json.dumps({name: s["scores"] for name, s in results}, indent=2))
 
 
