@@ -114,7 +114,8 @@ UrlOpt = Annotated[str | None, typer.Option("--judge-url", help="Base URL of the
 ConcOpt = Annotated[int, typer.Option("--concurrency", help="Parallel requests to an openai judge.", min=1)]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds per judge request.", min=0.1)]
 RetryOpt = Annotated[int, typer.Option("--max-retries", help="Retries per judge request (429/5xx/timeouts).", min=0)]
-CacheOpt = Annotated[Path | None, typer.Option("--cache", help="SQLite cache of judge calls [default: ~/.cache/tarsier/judge_cache.sqlite].")]
+CacheOpt = Annotated[Path | None, typer.Option("--cache", help="SQLite cache of judge calls [default: judge_cache.sqlite in "
+                                                            "$TARSIER_HOME, else ~/.cache/tarsier].")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the judge cache.")]
 JBatchOpt = Annotated[int, typer.Option("--judge-batch-size", help="Batch size of an hf judge.", min=1)]
 JDeviceOpt = Annotated[str, typer.Option("--judge-device", help="Device of an hf judge: auto, cpu, cuda, cuda:N or mps.")]
