@@ -13,7 +13,7 @@ def cache(
     older_than: Annotated[str | None, typer.Option(help="Remove the entries no run has used for this long "
                                                         "(30d, 12h, 2w).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Remove every entry.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Only say what would be removed.")] = False,
+    dry_run: Annotated[bool, typer.Option(show_default=False, help="Only say what would be removed.")] = False,
     folder: Annotated[Path | None, typer.Option("--dir", help="Cache folder [default: the tarsier cache's "
                                                               "features/, as `train --feature-cache auto`].")] = None,
 ) -> None:

@@ -274,7 +274,7 @@ def bench_command(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Videos per model batch.", min=1)] = 4,
     max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Answer length cap (default: the model's).", min=1)] = None,
     device: Annotated[str, typer.Option(help="Device of the model: auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    overwrite: Annotated[bool, typer.Option(help="Answer / describe again rows already in the output.")] = False,
+    overwrite: Annotated[bool, typer.Option(show_default=False, help="Answer / describe again rows already in the output.")] = False,
     limit: LimitOpt = None,
     quiet: QuietOpt = False,
 ) -> None:

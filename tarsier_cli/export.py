@@ -12,7 +12,7 @@ def export(
     model: Annotated[str, typer.Argument(help="Tarsier2 checkpoint: a preset (tarsier2-recap-7b, tarsier2-7b), a hub "
                                               "id, a checkpoint folder in any published naming, or a run folder.")],
     out: Annotated[Path, typer.Argument(help="Folder to write.")],
-    overwrite: Annotated[bool, typer.Option(help="Replace OUT when it is not empty.")] = False,
+    overwrite: Annotated[bool, typer.Option(show_default=False, help="Replace OUT when it is not empty.")] = False,
 ) -> None:
     """Write a Tarsier2 checkpoint as a standard transformers Qwen2-VL folder (config, safetensors + index,
     tokenizer, chat template, processor files; 4.52+ tensor names) that

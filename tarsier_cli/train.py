@@ -79,7 +79,7 @@ Clip = Annotated[float, typer.Option(help="Gradient-norm clipping; 0 = off.")]
 Seed = Annotated[int, typer.Option(help="Seed for init, data order and dropout.")]
 SaveEvery = Annotated[int, typer.Option(help="Checkpoint every N steps (0 = only at the end).", min=0)]
 LogEvery = Annotated[int, typer.Option(help="Log metrics every N steps.", min=1)]
-Lora = Annotated[bool, typer.Option(help="Train LoRA adapters (peft) on the LLM instead of the full LLM; the "
+Lora = Annotated[bool, typer.Option(show_default=False, help="Train LoRA adapters (peft) on the LLM instead of the full LLM; the "
                                         "projector/merger still trains in full. Saves the merged model, adapter/ "
                                         "and trainable.safetensors.")]
 LoraR = Annotated[int, typer.Option(help="LoRA rank.", min=1)]
@@ -87,20 +87,20 @@ LoraAlpha = Annotated[int | None, typer.Option(help="LoRA alpha (scale alpha/r) 
 LoraTargets = Annotated[str | None, typer.Option(help="Comma-separated LLM linear layers LoRA adapts "
                                                       "[default: the attention and MLP projections, "
                                                       "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj].")]
-TrainVision = Annotated[bool, typer.Option(help="Unfreeze the vision encoder (frozen by default, as in the papers; "
+TrainVision = Annotated[bool, typer.Option(show_default=False, help="Unfreeze the vision encoder (frozen by default, as in the papers; "
                                                 "Tarsier2: its blocks, the merger always trains).")]
 Init = Annotated[str, typer.Option(help="Where training starts: a published model (tarsier2-recap-7b, tarsier2-7b, "
                                         "tarsier-7b, or a hub id owner/name), a checkpoint or run folder of either "
                                         "published layout or the project's own, or a preset to build a fresh "
                                         "model from (nano, tiny-random).")]
 VisionInit = Annotated[Path | None, typer.Option(help="A `tarsier train tower` folder: the tower of a fresh model (--init PRESET). Default: the one the preset ships (nano's); `none`: a random tower.")]
-GradCkpt = Annotated[bool, typer.Option(help="Gradient checkpointing in the LLM (less memory, slower).")]
+GradCkpt = Annotated[bool, typer.Option(show_default=False, help="Gradient checkpointing in the LLM (less memory, slower).")]
 FeatCache = Annotated[str, typer.Option(help="Tower feature cache: auto (user cache), off, or a folder.")]
 Frames = Annotated[int | None, typer.Option(help="Frames per sample (default: the model's).", min=1)]
 Workers = Annotated[int, typer.Option(help="Decode worker processes (0 = half the CPU cores, at most 4; 1 = decode in-process).", min=0)]
 GroupByLength = Annotated[int, typer.Option(help="Sort this many batches' worth of samples by length before "
                                                  "batching, to cut padding (1 = off).", min=1)]
-Resume = Annotated[bool, typer.Option(help="Continue the run in --out from its latest checkpoint.")]
+Resume = Annotated[bool, typer.Option(show_default=False, help="Continue the run in --out from its latest checkpoint.")]
 Device = Annotated[str, typer.Option(help="auto or cpu (under accelerate launch, the launcher decides).")]
 StopAfter = Annotated[int | None, typer.Option(hidden=True, help="End after N steps of this invocation.")]
 
@@ -220,7 +220,7 @@ def dpo_pairs(
     frames: Frames = None, seed: Seed = 0, device: Device = "auto",
     judge_url: Annotated[str | None, typer.Option(help="Base URL of an openai judge (default: OPENAI_BASE_URL).")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="SQLite cache of judge calls (default: judge_cache.sqlite in the tarsier cache folder).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Start the pairs file afresh (default: skip the clips done).")] = False,
+    overwrite: Annotated[bool, typer.Option(show_default=False, help="Start the pairs file afresh (default: skip the clips done).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Preference pairs for DPO: the model describes each clean clip (chosen) and corrupted copies
@@ -269,11 +269,11 @@ def dpo(
     steps: Steps = 200, batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Pairs per optimizer step (all processes).", min=1)] = 8,
     grad_accum: Accum = 1, lr: Lr = 5e-5, warmup: Warmup = 10, weight_decay: Wd = 0.0, clip_grad: Clip = 1.0,
     beta: Annotated[float, typer.Option(help="DPO's beta: how far the policy may move from the reference (sigmoid loss).", min=1e-6)] = 0.1,
-    precompute_ref: Annotated[bool, typer.Option(help="Compute the reference log-probs once before training and "
+    precompute_ref: Annotated[bool, typer.Option(show_default=False, help="Compute the reference log-probs once before training and "
                                                       "store them in the run folder (one model in memory, not two).")] = False,
     lora: Lora = False, lora_r: LoraR = 16, frames: Frames = None, seed: Seed = 0, save_every: SaveEvery = 0,
     log_every: LogEvery = 10, resume: Resume = False, device: Device = "auto", stop_after: StopAfter = None,
-    swap_labels: Annotated[bool, typer.Option(help="Control run: chosen and rejected swapped in a seeded random "
+    swap_labels: Annotated[bool, typer.Option(show_default=False, help="Control run: chosen and rejected swapped in a seeded random "
                                                    "half of the pairs (listed in run.json), to check that a gain "
                                                    "comes from the preference signal.")] = False,
 ) -> None:
