@@ -26,7 +26,7 @@ def cache(
     if older_than is None and not all_:
         rows = entries(root)
         if not rows:
-            err_console.print("the feature cache is empty", markup=False)
+            err_console.print("the feature cache is empty", markup=False, soft_wrap=True)
             return
         now = time.time()
         for e in rows:
@@ -47,7 +47,7 @@ def cache(
     verb = "would remove" if dry_run else "removed"
     for e in gone:
         typer.echo(f"{verb} {e.folder.name}  {human_size(e.size)}  {e.model}")
-    err_console.print(f"{verb} {len(gone)} entries, {human_size(sum(e.size for e in gone))}", markup=False)
+    err_console.print(f"{verb} {len(gone)} entries, {human_size(sum(e.size for e in gone))}", markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

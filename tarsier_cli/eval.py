@@ -95,7 +95,7 @@ def _score(pred: Path, ref: Path, judge, out: Path, *, limit, quiet: bool) -> in
         err_console.print(f"warning: {counts['failed']} sample(s) failed: the judge's output could not be "
                           "parsed after retries (excluded from the means; see samples.jsonl)", soft_wrap=True)
     if not quiet:
-        err_console.print(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'samples.jsonl'}")
+        err_console.print(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'samples.jsonl'}", soft_wrap=True)
     return EXIT_SOME_FAILED if counts["failed"] else EXIT_OK
 
 
@@ -249,7 +249,7 @@ def _score_task(pred: Path, rows, task: str, judge, out: Path, *, ref: Path, qui
         err_console.print(f"warning: {o['missing']} reference row(s) have no usable prediction (excluded from the "
                           "scores; listed in report.json under missing_predictions)", soft_wrap=True)
     if not quiet:
-        err_console.print(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'samples.jsonl'}")
+        err_console.print(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'samples.jsonl'}", soft_wrap=True)
     return EXIT_SOME_FAILED if result.problems else EXIT_OK
 
 
@@ -331,7 +331,7 @@ def bench_command(
         raise usage_error(f"describe failed: {e}") from None
     code = _score(jsonl, ref, j, output_dir, limit=limit, quiet=quiet)
     if code == EXIT_OK and failed_videos:
-        err_console.print(f"warning: {failed_videos} video(s) failed to describe (scored as missing)")
+        err_console.print(f"warning: {failed_videos} video(s) failed to describe (scored as missing)", soft_wrap=True)
         code = EXIT_SOME_FAILED
     raise typer.Exit(code)
 
@@ -374,7 +374,7 @@ def _answer(rows, *, model: str, videos: Path, out: Path, device: str, frames, b
         per = timing.get("seconds_per_100_questions")
         err_console.print(f"answered {run.answered} row(s) ({run.reused} reused from an earlier run, {run.failed} "
                           f"failed) in {run.seconds:.1f} s model + {run.decode_seconds:.1f} s decode"
-                          + (f": {per} s per 100 questions" if per is not None else ""), markup=False)
+                          + (f": {per} s per 100 questions" if per is not None else ""), markup=False, soft_wrap=True)
     return (EXIT_SOME_FAILED if run.failed else EXIT_OK), timing
 
 

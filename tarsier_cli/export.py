@@ -25,7 +25,7 @@ def export(
         folder = run(model, out, overwrite=overwrite)
     except (ExportError, ModelNotFound) as exc:
         raise usage_error(str(exc)) from None
-    err_console.print(f"exported to {folder}", markup=False)
+    err_console.print(f"exported to {folder}", markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

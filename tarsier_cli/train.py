@@ -53,7 +53,7 @@ def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
         progress.update(task, completed=row["step"], loss=row["loss"], lr=row["lr"], sps=row["samples_per_s"])
         if not err_console.is_terminal:
             err_console.print(f"{stage} step {row['step']}/{args.steps} loss {row['loss']:.4f} "
-                              f"lr {row['lr']:.2e} {row['samples_per_s']:.1f} samples/s", markup=False)
+                              f"lr {row['lr']:.2e} {row['samples_per_s']:.1f} samples/s", markup=False, soft_wrap=True)
 
     try:
         with progress:
@@ -65,7 +65,7 @@ def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
     except (ModelNotFound, ValueError) as exc:
         raise usage_error(str(exc)) from None
     if main:
-        err_console.print(f"model saved to {final}", markup=False)
+        err_console.print(f"model saved to {final}", markup=False, soft_wrap=True)
 
 
 # Options shared by both stages, declared once.
@@ -162,7 +162,7 @@ def cache_features(
     t = time.perf_counter()
     store.ensure(mixture.samples)
     err_console.print(f"{store.computed} clips encoded, {store.loaded} already cached, "
-                      f"in {time.perf_counter() - t:.1f}s -> {store.folder}", markup=False)
+                      f"in {time.perf_counter() - t:.1f}s -> {store.folder}", markup=False, soft_wrap=True)
 
 
 @train_app.command("tower", help=(
@@ -188,7 +188,7 @@ def tower(
         metrics = pretrain_tower(args, log=lambda m: err_console.print(m, markup=False))
     except (ModelNotFound, ValueError) as exc:
         raise usage_error(str(exc)) from None
-    err_console.print(f"tower saved to {out}", markup=False)
+    err_console.print(f"tower saved to {out}", markup=False, soft_wrap=True)
     typer.echo(json.dumps(metrics))
 
 
@@ -244,7 +244,7 @@ def dpo_pairs(
             err_console.print(f"error: {record['source']}: {record['error']}", markup=False, soft_wrap=True)
         elif not quiet:
             err_console.print(f"{record['source']}: {record['kept']} pair(s) kept, {len(record['dropped'])} dropped",
-                              markup=False)
+                              markup=False, soft_wrap=True)
 
     try:
         result = build_pairs(args, on_clip=on_clip)
@@ -257,7 +257,7 @@ def dpo_pairs(
         raise usage_error(f"judge {judge!r} is not available: {exc}") from None
     err_console.print(f"{result.clips} clip(s) done ({result.reused} already done before): {result.kept} pair(s) "
                       f"kept, {result.dropped} candidate(s) dropped, {result.failed} clip(s) failed -> {result.pairs}",
-                      markup=False)
+                      markup=False, soft_wrap=True)
     raise typer.Exit(EXIT_SOME_FAILED if result.failed else EXIT_OK)
 
 
@@ -302,7 +302,7 @@ def dpo(
                         acc=row["reward_accuracy"])
         if not err_console.is_terminal:
             err_console.print(f"dpo step {row['step']}/{steps} loss {row['loss']:.4f} margin {row['reward_margin']:.4f} "
-                              f"accuracy {row['reward_accuracy']:.3f} lr {row['lr']:.2e}", markup=False)
+                              f"accuracy {row['reward_accuracy']:.3f} lr {row['lr']:.2e}", markup=False, soft_wrap=True)
 
     try:
         with progress:
@@ -313,7 +313,7 @@ def dpo(
     except VideoError as exc:   # a video that was there when the pairs were checked cannot be decoded
         err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(1) from None
-    err_console.print(f"model saved to {final}", markup=False)
+    err_console.print(f"model saved to {final}", markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
