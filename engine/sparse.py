@@ -25,7 +25,7 @@ from fractions import Fraction
 
 import numpy as np
 from tarsier.common.types import Clip
-from tarsier.engine.video import VideoReader, _one_line
+from tarsier.engine.video import VideoReader, one_line_error
 
 _EPS = 1e-6
 
@@ -169,4 +169,4 @@ class SparseReader(VideoReader):
         except Exception as e:  # noqa: BLE001 - never a traceback for one bad video
             from tarsier.common.types import VideoError
 
-            raise VideoError("decode", f"{type(e).__name__}: {_one_line(e)}") from None
+            raise VideoError("decode", f"{type(e).__name__}: {one_line_error(e)}") from None

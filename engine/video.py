@@ -111,7 +111,8 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _one_line(e: BaseException) -> str:
+def one_line_error(e: BaseException) -> str:
+    """An exception's message on one line (its strerror for an OSError), for a VideoError."""
     msg = getattr(e, "strerror", None) or str(e) or type(e).__name__
     return " ".join(str(msg).split())
 
@@ -127,7 +128,7 @@ def _open_error(path: Path, e: BaseException) -> VideoError:
         return VideoError("open", "is a folder, not a video file")
     if isinstance(e, av.error.InvalidDataError):
         return VideoError("open", "not a readable video (invalid data found when processing input)")
-    return VideoError("open", f"cannot open: {_one_line(e)}")
+    return VideoError("open", f"cannot open: {one_line_error(e)}")
 
 
 class VideoReader:
@@ -200,7 +201,7 @@ class VideoReader:
             raise
         except Exception as e:  # noqa: BLE001 - a broken stream is a per-video error
             self.close()
-            raise VideoError("probe", f"cannot read stream: {_one_line(e)}") from None
+            raise VideoError("probe", f"cannot read stream: {one_line_error(e)}") from None
 
     # -- plumbing -------------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -244,8 +245,8 @@ class VideoReader:
                     yield frame
         except (av.error.FFmpegError, OSError, ValueError) as e:
             if n == 0:
-                raise VideoError("decode", f"cannot decode video: {_one_line(e)}") from None
-            self.warnings.append(f"decoding stopped after {n} frames: {_one_line(e)}")
+                raise VideoError("decode", f"cannot decode video: {one_line_error(e)}") from None
+            self.warnings.append(f"decoding stopped after {n} frames: {one_line_error(e)}")
 
     @property
     def frame_spec(self):
@@ -407,7 +408,7 @@ class VideoReader:
                     for cut in detector.post_process(last_tc) or []:
                         planner.add_cut(float(cut.seconds))
                 except Exception as e:  # noqa: BLE001 - a detector bug must not lose the video
-                    self.warnings.append(f"scene detector post-processing failed: {_one_line(e)}")
+                    self.warnings.append(f"scene detector post-processing failed: {one_line_error(e)}")
             end = prev_t + (last_dur or frame_iv)
             # The last frame's duration is a guess (a VFR stream with dropped frames stores twice the
             # frame interval there); where the container says the video ends between the last frame
@@ -425,7 +426,7 @@ class VideoReader:
         except GeneratorExit:
             raise
         except Exception as e:  # noqa: BLE001 - never a traceback for one bad video
-            raise VideoError("decode", f"{type(e).__name__}: {_one_line(e)}") from None
+            raise VideoError("decode", f"{type(e).__name__}: {one_line_error(e)}") from None
         finally:
             self.stats.update(max_buffer=buf.max_len, candidates=buf.kept, decimations=buf.decimations,
                               cuts=list(planner.cuts_seen), cuts_dropped=planner.cuts_dropped)

@@ -14,7 +14,7 @@ def make_judge(spec: str, **opts):
 
 
 def score_file(*args, **kwargs):
-    from tarsier.evaluation.run import score_file as _score
+    from tarsier.evaluation.score_descriptions import score_file as _score
 
     return _score(*args, **kwargs)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from tarsier.evaluation.dream1k import CATEGORIES, Reference
+from tarsier.common.dream import CATEGORIES, Reference
 from tarsier.evaluation.predictions import Prediction
 
 ENTAILED = "entailment"
@@ -235,3 +235,60 @@ def aggregate(samples: list[SampleResult]) -> dict:
         labels = [lab for _, lab in edges] + [last, "unknown"]
         buckets[dim] = {lab: _stats(groups[lab]) for lab in labels if lab in groups}
     return {"overall": overall, "categories": categories, "buckets": buckets}
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidates of one clip, for DPO preference pairs (tarsier train dpo-pairs)
+# ---------------------------------------------------------------------------------------------
+def score_candidates(judge, reference: str, texts: list[str]) -> list[dict | None]:
+    """AutoDQ of every candidate against the reference: {"precision", "recall", "f1"}, or None when the
+    judge could not score it (unparsed output, or a reference without events). A candidate without
+    events has precision 0."""
+    events = judge.extract_events([reference])[0]
+    if not events:
+        return [None] * len(texts)
+    refs = [Reference(idx=str(i), category="pairs", dataset="pairs", description=reference, events=list(events),
+                      video_file=None) for i in range(len(texts))]
+    matched = {str(i): Prediction(key=str(i), description=t, idx=str(i)) for i, t in enumerate(texts)}
+    out: list[dict | None] = []
+    for s in evaluate(refs, matched, judge):
+        if s.status != "ok" or s.recall is None:
+            out.append(None)
+            continue
+        p = s.precision if s.precision is not None else 0.0
+        out.append({"precision": round(p, 6), "recall": round(s.recall, 6), "f1": round(f1(p, s.recall) or 0.0, 6)})
+    return out
+
+
+class CandidateScorer:
+    """The scorer trainers.pairs.build_pairs takes (training never imports evaluation: the CLI wires
+    this in): scorer(reference, texts) is score_candidates with a judge, given, or built from a
+    `--judge` spec on first use (so a rerun with every clip done never builds one). `name` is the
+    judge's, recorded in the pairs; close() closes a judge built here."""
+
+    def __init__(self, judge=None, *, spec: str | None = None, options: dict | None = None):
+        if judge is None and spec is None:
+            raise ValueError("a judge or a judge spec is needed")
+        self._judge, self._spec, self._options = judge, spec, dict(options or {})
+        self._built = False
+
+    @property
+    def judge(self):
+        if self._judge is None:
+            from tarsier.evaluation.judges import make_judge
+
+            self._judge = make_judge(self._spec, **self._options)
+            self._built = True
+        return self._judge
+
+    @property
+    def name(self) -> str:
+        return getattr(self.judge, "name", self._spec)
+
+    def __call__(self, reference: str, texts: list[str]) -> list[dict | None]:
+        return score_candidates(self.judge, reference, texts)
+
+    def close(self) -> None:
+        close = getattr(self._judge, "close", None)
+        if self._built and callable(close):
+            close()

@@ -21,15 +21,15 @@ The task comes from `--task` or, row by row, from `task`: "mcq", "qa", "caption"
 upstream names: "video/QA" (mcq when the prompt lists lettered options and the reference is one
 letter, qa otherwise), "video/caption" and "video/description" (dream for DREAM-1K datasets, else
 caption). Every bad row is reported as `file:line: reason` before any model runs (BenchFileError).
+The rows are read with common/messages.py (read_lines, read_turns), the one reader of the format.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tarsier.evaluation.dream1k import PLACEHOLDER, video_stem
+from tarsier.common.messages import is_placeholder, read_lines, read_turns, video_stem
 
 TASKS = ("mcq", "qa", "caption", "dream")
 UPSTREAM_TASKS = {"video/qa": "qa?", "qa": "qa", "mcq": "mcq", "multiple-choice": "mcq", "video/mcq": "mcq",
@@ -89,39 +89,6 @@ def parse_options(prompt: str) -> list[tuple[str, str]]:
     return found
 
 
-def _turns(row: dict) -> tuple[str | None, str, list, str | None]:
-    """(prompt, prefix, references, video_file) of a messages row."""
-    prompt_parts: list[str] = []
-    prefix_parts: list[str] = []
-    references: list = []
-    video = None
-    for message in row.get("messages") or []:
-        if not isinstance(message, dict):
-            continue
-        content = message.get("content")
-        items = content if isinstance(content, list) else [{"type": "text", "text": content}]
-        for item in items:
-            if not isinstance(item, dict):
-                continue
-            if item.get("type") == "video" or item.get("video"):
-                v = item.get("video")
-                if isinstance(v, dict):
-                    video = v.get("video_file") or v.get("path") or video
-                elif isinstance(v, str):
-                    video = v
-                continue
-            if message.get("role") == "user" and isinstance(item.get("text"), str):
-                prompt_parts.append(item["text"])
-            elif message.get("role") == "assistant":
-                ref = item.get("reference")
-                if ref is not None and ref != "":
-                    references.extend(ref if isinstance(ref, list) else [ref])
-                elif not references and isinstance(item.get("text"), str):
-                    prefix_parts.append(item["text"])
-    prompt = "\n".join(prompt_parts) if prompt_parts else None
-    return prompt, "".join(prefix_parts), references, video
-
-
 def _task_of(row: dict, forced: str | None, options, references) -> tuple[str | None, str | None]:
     """(task, problem)."""
     if forced:
@@ -146,7 +113,8 @@ def parse_row(row: dict, *, task: str | None = None, line: int = 0) -> tuple[Ben
     """A BenchRow, or None and the reasons it is bad."""
     if not isinstance(row, dict) or "messages" not in row:
         return None, ["not a messages-format row (no `messages`)"]
-    prompt, prefix, refs, video = _turns(row)
+    turns = read_turns(row)
+    prompt, prefix, refs, video = turns.prompt, turns.prefix, turns.references, turns.video
     problems = []
     if prompt is None:
         problems.append("no user text (the question or instruction)")
@@ -161,7 +129,7 @@ def parse_row(row: dict, *, task: str | None = None, line: int = 0) -> tuple[Ben
         problems.append("no reference")
     vid = row.get("vid")
     vid = str(vid) if vid is not None and str(vid).strip() else None
-    if isinstance(video, str) and (not video.strip() or video.strip() == PLACEHOLDER):
+    if is_placeholder(video):
         video = None
     out = BenchRow(idx=str(idx), task=kind or "", dataset=str(row.get("dataset") or ""), prompt=prompt or "",
                    prefix=prefix, options=options, video_file=video if isinstance(video, str) else None,
@@ -187,29 +155,6 @@ def parse_row(row: dict, *, task: str | None = None, line: int = 0) -> tuple[Ben
         if kind != "dream" and not problems:
             problems.append("no video (neither video_file nor vid)")
     return (None, problems) if problems else (out, [])
-
-
-def read_lines(path: Path) -> list[tuple[int, dict | None, str | None]]:
-    """(line number, row or None, JSON error) of a JSONL file, or of a JSON list (line = position)."""
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            return [(1, None, f"not valid JSON ({e})")]
-        return [(n, r if isinstance(r, dict) else None, None if isinstance(r, dict) else "not an object")
-                for n, r in enumerate(data, 1)]
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            out.append((n, None, f"not valid JSON ({e.msg})"))
-            continue
-        out.append((n, row if isinstance(row, dict) else None, None if isinstance(row, dict) else "not an object"))
-    return out
 
 
 def load_bench(path: str | Path, *, task: str | None = None, videos: str | Path | None = None,

@@ -212,7 +212,7 @@ class EmbedJudge:
 def calibrate(rows, thresholds=None) -> dict:
     """Own-vs-other recall of reference events against reference descriptions, per threshold.
 
-    `rows`: reference samples (evaluation.dream1k.Reference) with events. Returns
+    `rows`: reference samples (tarsier.common.dream.Reference) with events. Returns
     {"best": t, "table": [{"threshold", "own_recall", "cross_recall", "own_min", "cross_max"}], ...}."""
     rows = [r for r in rows if r.events]
     if thresholds is None:
@@ -248,7 +248,7 @@ def calibrate(rows, thresholds=None) -> dict:
 if __name__ == "__main__":  # python -m evaluation.embed REF.jsonl : print the calibration table
     import sys
 
-    from tarsier.evaluation.dream1k import load_references
+    from tarsier.common.dream import load_references
 
     result = calibrate(load_references(sys.argv[1]))
     print(f"{result['rows']} rows, {result['pairs']} cross pairs; best threshold {result['best']}")

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tarsier.evaluation.dream1k import Reference, read_records, video_stem
+from tarsier.common.dream import Reference
+from tarsier.common.messages import read_records, video_stem
 
 PRED_KEYS = ("prediction", "pred", "predict", "response", "pred_caption", "caption", "output", "answer",
              "generated", "text")

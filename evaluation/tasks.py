@@ -1,5 +1,5 @@
 """Scoring a prediction file on a benchmark of any task (mcq, qa, caption; dream is AutoDQ in
-evaluation.run), and the reports: report.json, report.md, samples.jsonl (one per question:
+evaluation.score_descriptions), and the reports: report.json, report.md, samples.jsonl (one per question:
 question, options, reference, answer, verdict) in the layout AutoDQ reports use, so `tarsier
 report` and `eval compare` read them too.
 

@@ -41,7 +41,7 @@ def _score(pred: Path, ref: Path, judge, out: Path, *, limit, quiet: bool) -> in
     """Score `pred` against `ref`, print the table, return the exit code."""
     from tarsier.evaluation.judges import JudgeAuthError, JudgeError
     from tarsier.evaluation.report import JudgeMismatchError, rich_table
-    from tarsier.evaluation.run import score_file
+    from tarsier.evaluation.score_descriptions import score_file
     from tarsier.evaluation.tasks import MatchError
 
     progress_cb = None
@@ -176,8 +176,8 @@ TaskOpt = Annotated[str | None, typer.Option(
 def _task_of_file(ref: Path, task: str | None) -> str:
     """The task of a benchmark file: --task, else `dream` for DREAM-1K files (flat rows, or DREAM/
     datasets), else the rows' own task (one for the whole file)."""
+    from tarsier.common.messages import read_records
     from tarsier.evaluation.benchdata import TASKS, BenchFileError, load_bench
-    from tarsier.evaluation.dream1k import read_records
 
     if task is not None:
         if task not in TASKS:
@@ -309,7 +309,7 @@ def bench_command(
         result = _score_task(output_dir / "predictions.jsonl", rows, kind, j, output_dir, ref=ref, quiet=quiet,
                              timing=timing)
         raise typer.Exit(max(code, result) if result != EXIT_USAGE else result)
-    from tarsier.evaluation.dream1k import load_references
+    from tarsier.common.dream import load_references
 
     try:
         refs = load_references(ref)

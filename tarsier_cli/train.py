@@ -228,6 +228,7 @@ def dpo_pairs(
     the clips done. Exit code: 0 ok, 1 some clips failed (one line each), 2 usage error."""
     from tarsier.cli.common import EXIT_OK, EXIT_SOME_FAILED, split_list
     from tarsier.engine.checkpoint import ModelNotFound
+    from tarsier.evaluation.autodq import CandidateScorer
     from tarsier.evaluation.judges import JudgeError, JudgeSpecError
     from tarsier.trainers.manifest import ManifestError
     from tarsier.trainers.pairs import CORRUPTIONS, PairArgs, build_pairs
@@ -246,8 +247,9 @@ def dpo_pairs(
             err_console.print(f"{record['source']}: {record['kept']} pair(s) kept, {len(record['dropped'])} dropped",
                               markup=False, soft_wrap=True)
 
+    scorer = CandidateScorer(spec=args.judge, options=args.judge_options)   # the judge is built on first use
     try:
-        result = build_pairs(args, on_clip=on_clip)
+        result = build_pairs(args, scorer=scorer, on_clip=on_clip)
     except JudgeError as exc:   # the judge cannot work at all (refused credentials, endpoint down)
         err_console.print(f"error: judge {judge!r}: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_SOME_FAILED) from None
@@ -255,6 +257,8 @@ def dpo_pairs(
         raise usage_error(str(exc)) from None
     except ImportError as exc:
         raise usage_error(f"judge {judge!r} is not available: {exc}") from None
+    finally:
+        scorer.close()
     err_console.print(f"{result.clips} clip(s) done ({result.reused} already done before): {result.kept} pair(s) "
                       f"kept, {result.dropped} candidate(s) dropped, {result.failed} clip(s) failed -> {result.pairs}",
                       markup=False, soft_wrap=True)

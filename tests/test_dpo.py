@@ -140,6 +140,7 @@ def _ledger(path: Path) -> list[dict]:
 
 
 def test_pairs_apply_the_recorded_corruptions_and_drop_what_the_judge_cannot_rank(world, tmp_path):
+    from tarsier.evaluation.autodq import CandidateScorer
     from tarsier.evaluation.exact import ExactJudge
 
     model = ckpt.load("tiny-random", device="cpu")
@@ -147,7 +148,7 @@ def test_pairs_apply_the_recorded_corruptions_and_drop_what_the_judge_cannot_ran
     out = tmp_path / "pairs.jsonl"
     args = PairArgs(model="tiny-random", data=str(world / "stage2" / "describe.jsonl"), out=str(out), task=FINE,
                     limit=2, device="cpu")
-    run = build_pairs(args, model=model, judge=ExactJudge())
+    run = build_pairs(args, model=model, scorer=CandidateScorer(ExactJudge()))
     assert (run.clips, run.failed, run.kept) == (2, 0, 0)
     ledger = _ledger(tmp_path / "pairs.clips.jsonl")
     assert len(ledger) == 2 and len(spy.clips) == 2 * 5
@@ -181,11 +182,11 @@ def test_pairs_apply_the_recorded_corruptions_and_drop_what_the_judge_cannot_ran
         assert np.array_equal(swap[:a], clean[:a]) and np.array_equal(swap[b:], clean[b:])
     assert out.read_text() == ""
     # resumable: a rerun skips both clips (even though they gave no pair) and asks the model nothing
-    again = build_pairs(args, model=model, judge=ExactJudge())
+    again = build_pairs(args, model=model, scorer=CandidateScorer(ExactJudge()))
     assert (again.clips, again.reused) == (0, 2) and len(spy.clips) == 10
     # other settings never mix into the same file
     with pytest.raises(ValueError, match="other settings"):
-        build_pairs(PairArgs(**{**args.__dict__, "min_margin": 0.3}), model=model, judge=ExactJudge())
+        build_pairs(PairArgs(**{**args.__dict__, "min_margin": 0.3}), model=model, scorer=CandidateScorer(ExactJudge()))
 
 
 def _first_fine(world: Path, n: int) -> list[dict]:
@@ -200,6 +201,7 @@ def _reference_of(row: dict) -> str:
 def test_pairs_kept_when_the_judge_ranks_chosen_above_rejected(world, tmp_path):
     """A model that describes the clean clip exactly and a corrupted one with its events in reverse
     order and half of them missing; the exact judge ranks them, the scores recorded are the judge's."""
+    from tarsier.evaluation.autodq import CandidateScorer
     from tarsier.evaluation.exact import ExactJudge, parse_events, score
 
     rows = _first_fine(world, 3)
@@ -229,7 +231,7 @@ def test_pairs_kept_when_the_judge_ranks_chosen_above_rejected(world, tmp_path):
     out = tmp_path / "pairs.jsonl"
     args = PairArgs(model="test", data=str(manifest), out=str(out), corruptions=("reverse", "drop"),
                     min_margin=0.0, device="cpu")
-    run = build_pairs(args, model=model, judge=ExactJudge())
+    run = build_pairs(args, model=model, scorer=CandidateScorer(ExactJudge()))
     pairs = load_pairs(out)           # what it writes is a valid pairs file (video paths relative to it)
     raw = [json.loads(x) for x in out.read_text().splitlines()]
     assert run.kept == len(pairs) == len(raw) > 0
@@ -255,12 +257,12 @@ def test_pairs_kept_when_the_judge_ranks_chosen_above_rejected(world, tmp_path):
     (tmp_path / "pairs.clips.jsonl").write_text("".join(ledger[:-1]))
     text = out.read_text()
     out.write_text(text[: len(text) - 20])
-    again = build_pairs(args, model=model, judge=ExactJudge())
+    again = build_pairs(args, model=model, scorer=CandidateScorer(ExactJudge()))
     assert (again.clips, again.reused) == (1, 2)
     assert out.read_text() == text and [r["clip"] for r in _ledger(tmp_path / "pairs.clips.jsonl")][-1] == last
     # a margin no pair reaches keeps nothing, and says why
     strict = build_pairs(PairArgs(**{**args.__dict__, "out": str(tmp_path / "strict.jsonl"), "min_margin": 1.5}),
-                         model=model, judge=ExactJudge())
+                         model=model, scorer=CandidateScorer(ExactJudge()))
     assert strict.kept == 0 and strict.dropped >= run.kept
     reasons = {d["reason"] for rec in _ledger(tmp_path / "strict.clips.jsonl") for d in rec["dropped"]}
     assert any(x.startswith("margin ") and x.endswith("below 1.500") for x in reasons)
@@ -479,6 +481,7 @@ def test_dpo_on_a_tiny_qwen2_vl_checkpoint(hand_pairs, tmp_path, lora):
 def test_pairs_on_a_tiny_qwen2_vl_checkpoint(world, tmp_path):
     """Candidates from the Tarsier2 layout, greedy and sampled (sampling extends its token-type ids)."""
     import published_fixtures as pf
+    from tarsier.evaluation.autodq import CandidateScorer
     from tarsier.evaluation.exact import ExactJudge
 
     folder = pf.write_qwen2_vl(tmp_path / "tarsier2", style="llava")
@@ -486,11 +489,11 @@ def test_pairs_on_a_tiny_qwen2_vl_checkpoint(world, tmp_path):
     spy = Spy(model)
     base = dict(model=str(folder), data=str(world / "stage2" / "describe.jsonl"), task=FINE, limit=1, frames=2,
                 max_new_tokens=4, corruptions=("reverse",), device="cpu")
-    greedy = build_pairs(PairArgs(out=str(tmp_path / "greedy.jsonl"), **base), model=model, judge=ExactJudge())
+    greedy = build_pairs(PairArgs(out=str(tmp_path / "greedy.jsonl"), **base), model=model, scorer=CandidateScorer(ExactJudge()))
     assert (greedy.clips, greedy.failed) == (1, 0) and len(spy.clips) == 2
     assert np.array_equal(spy.clips[1], spy.clips[0][::-1]) and spy.clips[0].shape[0] == 2
     sampled = build_pairs(PairArgs(out=str(tmp_path / "sampled.jsonl"), temperature=1.0, samples=2, **base),
-                          model=model, judge=ExactJudge())
+                          model=model, scorer=CandidateScorer(ExactJudge()))
     (record,) = _ledger(tmp_path / "sampled.clips.jsonl")
     assert (sampled.clips, sampled.failed) == (1, 0) and "error" not in record
     assert record["dropped"] and all(d["corruption"]["kind"] == "reverse" for d in record["dropped"])

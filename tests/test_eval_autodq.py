@@ -5,12 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
+from tarsier.common.dream import CATEGORIES, Reference, load_references, normalise_category
 from tarsier.evaluation.autodq import aggregate, evaluate
-from tarsier.evaluation.dream1k import CATEGORIES, Reference, load_references, normalise_category
 from tarsier.evaluation.judges import ChatJudge, JudgeSpecError, make_judge
 from tarsier.evaluation.predictions import Prediction, load_predictions, match
 from tarsier.evaluation.report import JudgeMismatchError, compare_reports, merge_samples
-from tarsier.evaluation.run import score_file
+from tarsier.evaluation.score_descriptions import score_file
 
 DREAM = Path("/work/shared/dream1k")
 FLAT = DREAM / "DREAM-1k.sample.jsonl"

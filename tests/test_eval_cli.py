@@ -127,7 +127,7 @@ def test_eval_modules_do_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys, tarsier.cli.eval, tarsier.evaluation, tarsier.evaluation.judges, tarsier.evaluation.run, tarsier.evaluation.embed; "
+    code = ("import sys, tarsier.cli.eval, tarsier.evaluation, tarsier.evaluation.judges, tarsier.evaluation.score_descriptions, tarsier.evaluation.embed; "
             "bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]; "
             "print(*bad, file=sys.stderr); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tarsier.evaluation.judges import make_judge
 from tarsier.evaluation.parsing import LABELS
-from tarsier.evaluation.run import score_file
+from tarsier.evaluation.score_descriptions import score_file
 
 FLAT = Path("/work/shared/dream1k/DREAM-1k.sample.jsonl")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from tarsier.evaluation.judges import JudgeAuthError, make_judge
-from tarsier.evaluation.run import score_file
+from tarsier.evaluation.score_descriptions import score_file
 from typer.testing import CliRunner
 
 DREAM = Path(__file__).resolve().parents[2] / "shared" / "dream1k"

@@ -246,7 +246,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
     from tarsier.trainers.manifest import Mixture, MixtureEntry
     from tarsier.trainers.pairs import load_pairs
     from tarsier.trainers.state import load_trainer_state, save_trainer_state
-    from tarsier.trainers.train import _checkpoint_step, _truncate_metrics, latest_checkpoint, lr_lambda
+    from tarsier.trainers.train import checkpoint_step, latest_checkpoint, lr_lambda, truncate_metrics
 
     status = on_status or (lambda msg: None)
     if args.beta <= 0:
@@ -265,7 +265,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
     pairs = load_pairs(args.data)   # every row validated before anything trains
     swapped = swap_labels(pairs, args.seed) if args.swap_labels else []
     resume_from = latest_checkpoint(run) if args.resume else None
-    finished = resume_from is None or _checkpoint_step(resume_from) >= args.steps
+    finished = resume_from is None or checkpoint_step(resume_from) >= args.steps
     if args.resume and (run / "final").exists() and finished:
         status(f"{run} already finished")
         return run / "final"
@@ -330,7 +330,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
             (run / "run.json").write_text(json.dumps(info, indent=2) + "\n")
             (run / "metrics.jsonl").write_text("")
         else:
-            _truncate_metrics(run / "metrics.jsonl", step)
+            truncate_metrics(run / "metrics.jsonl", step)
 
     def save_checkpoint(folder: Path) -> None:
         accelerator.wait_for_everyone()

@@ -11,6 +11,7 @@ A manifest row is either the Tarsier2 / DREAM-1K "messages" format
      "task": "caption"}
 
 or the flat DREAM-1K format {"video_file": ..., "text": {"prompt": "<video>\\n...", "response": ...}}.
+Rows are read by common/messages.py (parse_sample), the one reader of both formats.
 Relative video paths resolve against the manifest's folder. Every row is validated before any is
 used; all problems (up to 20 listed) are raised at once as a ManifestError naming file:line.
 
@@ -22,16 +23,15 @@ restored exactly with state_dict() / load_state_dict().
 from __future__ import annotations
 
 import bisect
-import itertools
 import json
-import math
 import os
 import random
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tarsier.common.messages import is_number, parse_sample
 
 MAX_LISTED = 20
 
@@ -61,113 +61,6 @@ class Sample:
     source: str                    # "file:line"
 
 
-_VIDEO_TOKEN = re.compile(r"<video>\s*|<image>\s*")
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _parse_video_spec(spec: Any) -> tuple[str | None, float | None, float | None, list[float] | None, str | None]:
-    """(video_file, start, end, frames, error)."""
-    if isinstance(spec, str):
-        spec = {"video_file": spec}
-    if not isinstance(spec, dict):
-        return None, None, None, None, "video item has no 'video' object"
-    vf = spec.get("video_file", spec.get("path"))
-    if not isinstance(vf, str) or not vf.strip():
-        return None, None, None, None, "video item has no video_file"
-    start, end, frames = spec.get("start"), spec.get("end"), spec.get("frames")
-    if start is not None and (not _num(start) or start < 0):
-        return None, None, None, None, f"bad start {start!r} (need a number >= 0)"
-    if end is not None and (not _num(end) or end <= 0):
-        return None, None, None, None, f"bad end {end!r} (need a number > 0)"
-    if start is not None and end is not None and start >= end:
-        return None, None, None, None, f"start {start} >= end {end}"
-    if frames is not None:
-        if not isinstance(frames, list) or not frames or not all(_num(t) and t >= 0 for t in frames):
-            return None, None, None, None, "frames must be a non-empty list of times >= 0"
-        if any(b < a for a, b in itertools.pairwise(frames)):
-            return None, None, None, None, "frames must be in increasing order"
-        lo = start if start is not None else 0.0
-        if frames[0] < lo or (end is not None and frames[-1] > end):
-            return None, None, None, None, "frames lie outside [start, end]"
-        frames = [float(t) for t in frames]
-    return (vf, float(start) if start is not None else None, float(end) if end is not None else None,
-            frames, None)
-
-
-def _item_text(item: dict) -> str:
-    for key in ("text", "reference"):
-        v = item.get(key)
-        if isinstance(v, str) and v.strip():
-            return v.strip()
-    return ""
-
-
-def _parse_messages(row: dict) -> tuple[dict | None, str | None]:
-    msgs = row.get("messages")
-    if not isinstance(msgs, list):
-        return None, "'messages' is not a list"
-    user = next((m for m in msgs if isinstance(m, dict) and m.get("role") == "user"), None)
-    if user is None:
-        return None, "missing user turn"
-    ui = msgs.index(user)
-    asst = next((m for m in msgs[ui + 1:] if isinstance(m, dict) and m.get("role") == "assistant"), None)
-    if asst is None:
-        return None, "missing assistant turn"
-    content = user.get("content")
-    if isinstance(content, str):
-        content = [{"type": "text", "text": content}]
-    if not isinstance(content, list):
-        return None, "user turn has no content list"
-    videos = [c for c in content if isinstance(c, dict) and c.get("type") == "video"]
-    if not videos:
-        return None, "no video item in the user turn"
-    if len(videos) > 1:
-        return None, "more than one video item in the user turn"
-    vf, start, end, frames, err = _parse_video_spec(videos[0].get("video"))
-    if err:
-        return None, err
-    prompt = "\n".join(_item_text(c) for c in content
-                       if isinstance(c, dict) and c.get("type") == "text" and _item_text(c))
-    prompt = _VIDEO_TOKEN.sub("", prompt).strip()
-    if not prompt:
-        return None, "empty prompt (no text item in the user turn)"
-    acontent = asst.get("content")
-    if isinstance(acontent, str):
-        answer = acontent.strip()
-    elif isinstance(acontent, list):
-        answer = "\n".join(_item_text(c) for c in acontent if isinstance(c, dict) and _item_text(c))
-    else:
-        answer = ""
-    if not answer:
-        return None, "empty answer in the assistant turn"
-    return {"video_file": vf, "start": start, "end": end, "frames": frames, "prompt": prompt,
-            "answer": answer}, None
-
-
-def _parse_flat(row: dict) -> tuple[dict | None, str | None]:
-    text = row.get("text")
-    if not isinstance(text, dict):
-        return None, "no 'messages' and no 'text' object"
-    vf = row.get("video_file")
-    if not isinstance(vf, str) or not vf.strip():
-        return None, "no video_file"
-    spec = {"video_file": vf, **{k: row[k] for k in ("start", "end", "frames") if k in row}}
-    vf, start, end, frames, err = _parse_video_spec(spec)
-    if err:
-        return None, err
-    prompt = _VIDEO_TOKEN.sub("", str(text.get("prompt") or "")).strip()
-    if not prompt:
-        return None, "empty prompt"
-    answer = text.get("response")
-    if not isinstance(answer, str) or not answer.strip():
-        return None, "empty answer"
-    return {"video_file": vf, "start": start, "end": end, "frames": frames, "prompt": prompt,
-            "answer": answer.strip()}, None
-
-
 def _row_task(row: dict) -> str | None:
     t = row.get("task")
     return t if isinstance(t, str) and t else None
@@ -178,7 +71,7 @@ def load_manifest(path: str | Path, task: str | None = None, check_files: bool =
     path = Path(path)
     if not path.is_file():
         raise ManifestError([f"{path}: file not found"])
-    base = path.resolve().parent
+    folder = path.resolve().parent
     problems: list[str] = []
     samples: list[Sample] = []
     exists: dict[Path, bool] = {}
@@ -195,12 +88,12 @@ def load_manifest(path: str | Path, task: str | None = None, check_files: bool =
             if not isinstance(row, dict):
                 problems.append(f"{where}: row is not a JSON object")
                 continue
-            parsed, err = _parse_messages(row) if "messages" in row else _parse_flat(row)
+            parsed, err = parse_sample(row)
             if err:
                 problems.append(f"{where}: {err}")
                 continue
             vp = Path(parsed["video_file"]).expanduser()
-            vp = Path(os.path.normpath(vp if vp.is_absolute() else base / vp))
+            vp = Path(os.path.normpath(vp if vp.is_absolute() else folder / vp))
             if check_files:
                 if vp not in exists:
                     exists[vp] = vp.is_file()
@@ -401,7 +294,7 @@ def load_mixture(path: str | Path, check_files: bool = True) -> Mixture:
             problems.append(f"{where}: needs a 'path'")
             continue
         w = item.get("weight", 1.0)
-        if not _num(w) or w <= 0:
+        if not is_number(w) or w <= 0:
             problems.append(f"{where}: weight must be a number > 0, got {w!r}")
             continue
         mp = Path(item["path"])

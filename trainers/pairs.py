@@ -2,8 +2,9 @@
 
 For every clip of a training manifest the model describes the clean clip (the "chosen" candidate)
 and corrupted copies of it (the "rejected" candidates): frames reversed, shuffled, a span dropped,
-or a segment swapped in from another clip. A judge of `tarsier eval` scores every candidate with
-AutoDQ against the clip's reference (the manifest row's answer); a pair is kept only when the
+or a segment swapped in from another clip. A scorer the caller passes (the CLI's: a judge of
+`tarsier eval` with AutoDQ) scores every candidate against the clip's reference (the manifest row's
+answer); a pair is kept only when the
 chosen candidate's F1 beats the rejected one's by at least `min_margin`. The rest are recorded as
 dropped, with the reason, in the clip ledger.
 
@@ -45,9 +46,11 @@ from typing import Any
 
 import numpy as np
 from tarsier.common.files import atomic_write, read_jsonl
-from tarsier.trainers.manifest import ManifestError, _parse_messages
+from tarsier.common.messages import assistant_turn, parse_messages_sample, user_turn, video_spec
+from tarsier.trainers.manifest import ManifestError
 
 CORRUPTIONS = ("reverse", "shuffle", "drop", "swap")
+Scorer = Callable[[str, list[str]], list[dict | None]]   # (reference, candidate texts) -> a score per text
 LEDGER_SUFFIX = ".clips.jsonl"
 
 
@@ -70,14 +73,14 @@ class Pair:
 
 def _turn_text(value: Any, user: dict, name: str) -> tuple[str | None, str | None]:
     """The assistant text of `chosen` / `rejected`: a list of messages, one message or a plain string,
-    read by the manifest's own messages parser."""
+    read by the training manifests' own messages parser (common/messages.py)."""
     if isinstance(value, str):
         value = [{"role": "assistant", "content": value}]
     elif isinstance(value, dict):
         value = [value]
     if not isinstance(value, list) or not any(isinstance(m, dict) and m.get("role") == "assistant" for m in value):
         return None, f"'{name}' has no assistant turn"
-    parsed, err = _parse_messages({"messages": [user, *value]})
+    parsed, err = parse_messages_sample({"messages": [user, *value]})
     if err:
         return None, f"'{name}': {err}"
     return parsed["answer"], None
@@ -93,7 +96,7 @@ def parse_pair_row(row: Any) -> tuple[dict | None, str | None]:
     user = next((m for m in msgs if isinstance(m, dict) and m.get("role") == "user"), None)
     if user is None:
         return None, "missing user turn"
-    parsed, err = _parse_messages({"messages": [user, {"role": "assistant", "content": "-"}]})
+    parsed, err = parse_messages_sample({"messages": [user, {"role": "assistant", "content": "-"}]})
     if err:
         return None, err
     for name in ("chosen", "rejected"):
@@ -120,7 +123,7 @@ def load_pairs(path: str | Path, check_files: bool = True) -> list[Pair]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError([f"{path}: file not found"])
-    base = path.resolve().parent
+    folder = path.resolve().parent
     problems: list[str] = []
     pairs: list[Pair] = []
     exists: dict[Path, bool] = {}
@@ -139,7 +142,7 @@ def load_pairs(path: str | Path, check_files: bool = True) -> list[Pair]:
                 problems.append(f"{where}: {err}")
                 continue
             vp = Path(parsed["video_file"]).expanduser()
-            vp = Path(os.path.normpath(vp if vp.is_absolute() else base / vp))
+            vp = Path(os.path.normpath(vp if vp.is_absolute() else folder / vp))
             if check_files:
                 if vp not in exists:
                     exists[vp] = vp.is_file()
@@ -157,24 +160,16 @@ def load_pairs(path: str | Path, check_files: bool = True) -> list[Pair]:
 
 
 def video_item(video: Path, start, end, frame_times, relative_to: Path) -> dict:
-    spec: dict[str, Any] = {"video_file": os.path.relpath(video, relative_to)}
-    if start is not None:
-        spec["start"] = start
-    if end is not None:
-        spec["end"] = end
-    if frame_times:
-        spec["frames"] = list(frame_times)
-    return spec
+    return video_spec(os.path.relpath(video, relative_to), start, end, frame_times)
 
 
 def pair_row(sample, chosen: str, rejected: str, corruption: dict, scores: dict, clip: str,
              relative_to: Path) -> dict:
     video = video_item(sample.video, sample.start, sample.end, sample.frame_times, relative_to)
     return {
-        "messages": [{"role": "user", "content": [{"type": "video", "video": video},
-                                                   {"type": "text", "text": sample.prompt}]}],
-        "chosen": [{"role": "assistant", "content": [{"type": "text", "text": chosen}]}],
-        "rejected": [{"role": "assistant", "content": [{"type": "text", "text": rejected}]}],
+        "messages": [user_turn(video, sample.prompt)],
+        "chosen": [assistant_turn(chosen)],
+        "rejected": [assistant_turn(rejected)],
         "corruption": corruption, "scores": scores, "reference": sample.answer, "clip": clip,
         "source": sample.source,
     }
@@ -285,33 +280,6 @@ def sample_descriptions(model, clips, instructions: list[str], *, max_new_tokens
 
 
 # ---------------------------------------------------------------------------------------------
-# Judging
-# ---------------------------------------------------------------------------------------------
-def judge_candidates(judge, reference: str, texts: list[str]) -> list[dict | None]:
-    """AutoDQ of every candidate against the reference: {"precision", "recall", "f1"}, or None when the
-    judge could not score it (unparsed output, or a reference without events). A candidate without
-    events has precision 0."""
-    from tarsier.evaluation.autodq import evaluate, f1
-    from tarsier.evaluation.dream1k import Reference
-    from tarsier.evaluation.predictions import Prediction
-
-    events = judge.extract_events([reference])[0]
-    if not events:
-        return [None] * len(texts)
-    refs = [Reference(idx=str(i), category="pairs", dataset="pairs", description=reference, events=list(events),
-                      video_file=None) for i in range(len(texts))]
-    matched = {str(i): Prediction(key=str(i), description=t, idx=str(i)) for i, t in enumerate(texts)}
-    out: list[dict | None] = []
-    for s in evaluate(refs, matched, judge):
-        if s.status != "ok" or s.recall is None:
-            out.append(None)
-            continue
-        p = s.precision if s.precision is not None else 0.0
-        out.append({"precision": round(p, 6), "recall": round(s.recall, 6), "f1": round(f1(p, s.recall) or 0.0, 6)})
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # The builder
 # ---------------------------------------------------------------------------------------------
 @dataclass
@@ -381,10 +349,14 @@ def _load_model(name: str, device: str):
     return ckpt.load(resolve_run_checkpoint(path) if path.is_dir() else name, device=device)
 
 
-def build_pairs(args: PairArgs, *, model=None, judge=None,
+def build_pairs(args: PairArgs, *, scorer: Scorer | None = None, model=None,
                 on_clip: Callable[[dict], None] | None = None) -> PairRun:
-    """Describe, corrupt, judge and keep pairs for every clip not done yet; returns the counts.
-    Raises ManifestError (bad manifest), ValueError (bad settings, or a pairs file of other settings)."""
+    """Describe, corrupt, score and keep pairs for every clip not done yet; returns the counts.
+    `scorer(reference, texts)` gives each candidate's {"precision", "recall", "f1"} against the clip's
+    reference, or None where it cannot score one; its `name` is recorded in the pairs (the CLI passes
+    tarsier.evaluation.autodq.CandidateScorer: AutoDQ with the --judge). It is needed only when
+    there are clips to do. Raises ManifestError (bad manifest), ValueError (bad settings, or a pairs
+    file of other settings)."""
     import torch
     from tarsier.common.types import VideoError
     from tarsier.trainers.manifest import load_mixture
@@ -434,13 +406,11 @@ def build_pairs(args: PairArgs, *, model=None, judge=None,
     if not todo:
         return run
 
+    if scorer is None:
+        raise ValueError("building pairs needs a scorer (tarsier.evaluation.autodq.CandidateScorer)")
     if model is None:
         model = _load_model(args.model, args.device)
-    own_judge = judge is None
-    if own_judge:
-        from tarsier.evaluation.judges import make_judge
-
-        judge = make_judge(args.judge, **args.judge_options)
+    judge_name = getattr(scorer, "name", args.judge)   # a judge made on first use is made here, not per clip
     processor = model.processor
     n_frames = int(args.frames or processor.frames)
     max_new = int(args.max_new_tokens or getattr(model.config, "max_new_tokens", 256))
@@ -492,7 +462,7 @@ def build_pairs(args: PairArgs, *, model=None, judge=None,
                     variants.append((spec, corrupted))
                 clips = [frames for _, frames in variants for _ in range(args.samples)]
                 texts = describe(clips, sample.prompt)
-                scores = judge_candidates(judge, sample.answer, texts)
+                scores = scorer(sample.answer, texts)
                 k = args.samples
                 clean_scored = [(s["f1"], i) for i, s in enumerate(scores[:k]) if s is not None]
                 kept = 0
@@ -522,7 +492,7 @@ def build_pairs(args: PairArgs, *, model=None, judge=None,
                                                 "rejected": score})
                                 continue
                             row = pair_row(sample, chosen, text, spec, {
-                                "judge": getattr(judge, "name", args.judge), "metric": "f1", "margin": margin,
+                                "judge": judge_name, "metric": "f1", "margin": margin,
                                 "chosen": chosen_score, "rejected": score}, cid, relative_to)
                             pf.write(json.dumps(row, ensure_ascii=False) + "\n")
                             kept += 1
@@ -538,7 +508,4 @@ def build_pairs(args: PairArgs, *, model=None, judge=None,
             run.clips += 1
             if on_clip:
                 on_clip(record)
-    close = getattr(judge, "close", None)
-    if own_judge and callable(close):
-        close()
     return run

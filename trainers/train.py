@@ -132,7 +132,7 @@ def latest_checkpoint(run: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
-def _checkpoint_step(folder: Path) -> int:
+def checkpoint_step(folder: Path) -> int:
     from tarsier.trainers.state import STATE_JSON
 
     return int(json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))["step"])
@@ -248,7 +248,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     mixture = load_mixture(args.data)  # every row validated before anything trains
     samples = mixture.samples
     resume_from = latest_checkpoint(run) if args.resume else None
-    finished = resume_from is None or _checkpoint_step(resume_from) >= args.steps
+    finished = resume_from is None or checkpoint_step(resume_from) >= args.steps
     if args.resume and (run / "final").exists() and finished:
         # nothing left to train: do not rebuild the model only to write the same files again
         status(f"{run} already finished")
@@ -349,7 +349,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
             (run / "run.json").write_text(json.dumps(info, indent=2) + "\n")
             (run / "metrics.jsonl").write_text("")
         else:  # drop metrics logged after the checkpoint we resume from: they will be redone
-            _truncate_metrics(run / "metrics.jsonl", step)
+            truncate_metrics(run / "metrics.jsonl", step)
 
     def save_checkpoint(folder: Path) -> None:
         accelerator.wait_for_everyone()
@@ -438,7 +438,8 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     return run / "final"
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the metrics logged after `step` (a resumed run logs them again)."""
     if not path.exists():
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]

@@ -1,18 +1,19 @@
-"""Loading DREAM-1K references (both upstream formats) and normalising their categories.
+"""DREAM-1K reference rows (both upstream formats) read as References, their categories normalised.
 
 Flat format:     {"idx", "dataset": "DREAM/movie_animation", "text": {"prompt", "response"},
                   "video_file", "extra_info": {"duration", "n_subjects", "n_shots", "events", "n_events"}}
 Messages format: {"messages": [user: [video {video_file}, text prompt], assistant: [text, reference]],
                   "dataset": "DREAM/vertical_video", "task", "idx", "extra_info": {...}}
-Both may be JSONL or a JSON list. The five categories are normalised (see CATEGORY_ALIASES); an
+Both may be JSONL or a JSON list (read through common/messages.py, the one reader of the formats). The five categories are normalised (see CATEGORY_ALIASES); an
 unknown category is kept under its own name, never dropped.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tarsier.common.messages import content_items, is_placeholder, is_video_item, item_video, read_records, video_stem
 
 CATEGORIES = ("live-action", "animation", "youtube/vlog", "vertical/shorts", "stock")
 
@@ -26,13 +27,6 @@ CATEGORY_ALIASES = {
     "short_video": "vertical/shorts", "vertical_shorts": "vertical/shorts",
     "stock": "stock", "videvo": "stock", "stock_footage": "stock", "stock_video": "stock",
 }
-
-PLACEHOLDER = "<placeholder>"
-
-
-class ReferenceError_(ValueError):
-    """The reference file cannot be read."""
-
 
 def normalise_category(dataset: str | None) -> str:
     if not dataset:
@@ -62,60 +56,16 @@ class Reference:
         return video_stem(self.video_file) if self.video_file else None
 
 
-def video_stem(path: str) -> str:
-    name = str(path).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    return name.rsplit(".", 1)[0] if "." in name else name
-
-
-def read_records(path: str | Path) -> list[dict]:
-    """Rows of a JSONL file or a JSON list (or {"data": [...]})."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        data = json.loads(text)
-        return [r for r in data if isinstance(r, dict)]
-    if stripped.startswith("{"):
-        try:
-            data = json.loads(text)
-        except ValueError:
-            data = None
-        if isinstance(data, dict):
-            for key in ("data", "records", "predictions", "results"):
-                if isinstance(data.get(key), list):
-                    return [r for r in data[key] if isinstance(r, dict)]
-            return [data]
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e})") from None
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
 def _messages_parts(row: dict) -> tuple[str | None, str | None, str | None]:
-    """(reference text, prompt, video file) from a messages-format row."""
+    """(reference text, prompt, video file) from a messages-format row: the last non-empty
+    `reference` (or `text`) of the assistant turn, the last user text."""
     reference = prompt = video = None
     for message in row.get("messages") or []:
-        content = message.get("content")
-        items = content if isinstance(content, list) else [{"type": "text", "text": content}]
-        for item in items:
-            if not isinstance(item, dict):
-                continue
-            if item.get("type") == "video" or item.get("video"):
-                v = item.get("video")
-                if isinstance(v, dict):
-                    video = v.get("video_file") or v.get("path") or video
-                elif isinstance(v, str):
-                    video = v
+        if not isinstance(message, dict):
+            continue
+        for item in content_items(message):
+            if is_video_item(item):
+                video = item_video(item, video)
             elif message.get("role") == "assistant":
                 reference = item.get("reference") or item.get("text") or reference
             elif message.get("role") == "user" and item.get("text"):
@@ -139,7 +89,7 @@ def parse_reference(row: dict) -> Reference:
     events = extra.pop("events", None)
     if events is not None:
         events = [str(e).strip() for e in events if str(e).strip()]
-    if isinstance(video, str) and (not video.strip() or video.strip() == PLACEHOLDER):
+    if is_placeholder(video):
         video = None
     idx = row.get("idx", row.get("id", row.get("vid")))
     dataset = str(row.get("dataset") or row.get("category") or "")

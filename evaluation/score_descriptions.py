@@ -1,11 +1,12 @@
-"""One call that does a whole AutoDQ evaluation: load, join, judge, aggregate, write."""
+"""`tarsier eval autodq` as one call: score a file of descriptions against DREAM-1K references with
+AutoDQ (load, join, judge, aggregate, write the report)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from tarsier.common.dream import load_references
 from tarsier.evaluation.autodq import SampleResult, evaluate
-from tarsier.evaluation.dream1k import load_references
 from tarsier.evaluation.predictions import load_predictions, match
 from tarsier.evaluation.report import JudgeMismatchError, build_report, existing_judge, write_outputs
 
