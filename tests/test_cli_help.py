@@ -19,8 +19,7 @@ def _command_paths(command, path=()):
         yield from _command_paths(sub, (*path, name))
 
 
-# `describe` is reworked by another change of this issue; it is checked like the others once it passes
-PATHS = [p for p in _command_paths(typer.main.get_command(app)) if p[:1] != ["describe"]]
+PATHS = list(_command_paths(typer.main.get_command(app)))
 
 
 def _help(path: list[str]) -> str:
