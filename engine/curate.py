@@ -123,8 +123,8 @@ class Curation:
     """What describe does for curation, kept out of its loop: filtered clips become skip records
     (no model call), clip files are cut when a video's decode ends (in a thread, while the model
     describes the video's last clips; its records are written once its files are), and every record
-    gets the source video's size and rate (and its clip file). `error(rel, message)` reports a clip
-    that could not be cut."""
+    names its clip file. `error(rel, message)` reports a clip that could not be cut. `st` is the
+    video's engine.tracker.VideoState."""
 
     def __init__(self, curate: CurateOptions | None, base: dict, stems: set[str], error):
         self.o = curate or CurateOptions()
@@ -189,14 +189,12 @@ class Curation:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tarsier-cut")
-        # the video's records wait for it (decorate), its clips meanwhile go through the model
+        # the video's records wait for it (add_clip_file), its clips meanwhile go through the model
         st.cuts = self._pool.submit(cut_clips, st.video.path, spans, dest, **kwargs)
 
-    def decorate(self, st, rec: dict) -> None:
-        """Add the source video's size and rate, and the clip file, to a record about to be written."""
-        for k in ("width", "height", "fps"):
-            if k in st.meta:
-                rec.setdefault(k, st.meta[k])
+    def add_clip_file(self, st, rec: dict) -> None:
+        """Name the clip file (and where it really starts and ends) in a record about to be written;
+        a clip that could not be cut gets the error instead."""
         if hasattr(st.cuts, "result"):   # still cutting: wait for this video's files
             st.cuts = st.cuts.result()
         cut = st.cuts.get(rec["clip"]) if st.cuts else None

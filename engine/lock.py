@@ -72,22 +72,11 @@ def _read(fd: int) -> str:
     return text or "pid unknown"
 
 
-def holding_output_lock(fn):
-    """Decorator: the call holds the lock of its `output_dir` argument (if any) from start to end,
-    whatever way it ends."""
-    import functools
-    import inspect
-
-    sig = inspect.signature(fn)
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        bound = sig.bind(*args, **kwargs)
-        bound.apply_defaults()
-        folder = bound.arguments.get("output_dir")
-        if folder is None:
-            return fn(*args, **kwargs)
-        with OutputLock(folder):
-            return fn(*args, **kwargs)
-
-    return wrapper
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike | None):
+    """Hold the lock of the output folder (if there is one) while inside, whatever way it is left."""
+    if folder is None:
+        yield
+        return
+    with OutputLock(folder):
+        yield

@@ -17,6 +17,14 @@ import hashlib
 import json
 from pathlib import Path
 
+from tarsier.common.files import atomic_write, read_jsonl
+from tarsier.engine.curate import Curation
+from tarsier.engine.discover import DEFAULT_EXTENSIONS, discover
+from tarsier.engine.options import DescribeOptions
+from tarsier.engine.prepare import stem_collisions
+from tarsier.engine.tracker import DescribeSummary, left_to_do
+from tarsier.engine.writers import JSONL_NAME, rebuild_manifests
+
 PLAN_NAME = ".tarsier-plan.json"
 _KEEP = 32   # requests remembered per output folder
 
@@ -68,10 +76,16 @@ def _code_identity() -> list:
     return _stats(Path(__file__).resolve().parent)
 
 
-def request_key(model, **arguments) -> str | None:
-    ident = model_identity(model)
+def request_key(options: DescribeOptions) -> str | None:
+    """What decides the records' key: the model's identity, the describe options that reach the key,
+    the engine's code. None for an already loaded model (nothing to tell it by) or with overwrite."""
+    what, cut = options.what, options.cut
+    ident = None if options.output.overwrite else model_identity(what.model)
     if ident is None:
         return None
+    arguments = {"grain": what.grain, "prompt": what.prompt, "frames": what.frames, "scenes": cut.scenes,
+                 "threshold": cut.threshold, "min_scene_len": cut.min_scene_len, "min_clip": cut.min_clip,
+                 "max_clip": cut.max_clip, "max_new_tokens": what.max_new_tokens}
     blob = json.dumps([ident, arguments, _code_identity()], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()
 
@@ -89,8 +103,6 @@ def remember(out: Path | None, key: str | None, base: dict) -> None:
     """Best effort: a plan that cannot be written only costs the next rerun its shortcut."""
     if out is None or key is None:
         return
-    from tarsier.engine.writers import atomic_write_text
-
     path = Path(out) / PLAN_NAME
     try:
         plans = json.loads(path.read_text(encoding="utf-8"))
@@ -102,47 +114,49 @@ def remember(out: Path | None, key: str | None, base: dict) -> None:
     plans[key] = base
     plans = dict(list(plans.items())[-_KEEP:])
     try:
-        atomic_write_text(path, json.dumps(plans, sort_keys=False))
+        atomic_write(path, json.dumps(plans, sort_keys=False))
     except OSError:
         pass
 
 
-def finished_early(key: str | None, inputs: list[str], output_dir, *, formats, curate, extensions, recursive,
-                   shard_size: int, notify):
+def finished_records(paths, base: dict) -> dict[str, dict[int, dict]]:
+    """Clip records of earlier runs (JSONL logs) with the same model/grain/prompt/settings:
+    video -> clip index -> record."""
+    done: dict[str, dict[int, dict]] = {}
+    for path in paths:
+        for rec in read_jsonl(path):
+            if "error" in rec or "clip" not in rec:
+                continue
+            if any(rec.get(k) != v for k, v in base.items()):
+                continue
+            done.setdefault(rec["video"], {})[rec["clip"]] = rec
+    return done
+
+
+def finished_early(key: str | None, inputs: list[str], options: DescribeOptions, notify):
     """The run's DescribeSummary when a remembered request has nothing left to do, else None."""
-    if key is None or output_dir is None:
+    out_options = options.output
+    if key is None or out_options.output_dir is None:
         return None
-    out = Path(output_dir)
+    out = Path(out_options.output_dir)
     base = recall(out, key)
     if base is None:
         return None
-    from tarsier.engine.curate import Curation
-    from tarsier.engine.describe import JSONL_NAME, DescribeSummary, _stem_collisions, finished_records
-    from tarsier.engine.discover import DEFAULT_EXTENSIONS, discover
-
     jsonl = out / JSONL_NAME
-    videos, problems = discover(list(inputs), extensions=extensions or DEFAULT_EXTENSIONS, recursive=recursive)
+    videos, problems = discover(list(inputs), extensions=options.inputs.extensions or DEFAULT_EXTENSIONS,
+                                recursive=options.inputs.recursive)
     if problems or not videos:
         return None   # a problem is recorded by the normal path, every run
-    stems = _stem_collisions(v.rel for v in videos)
-    curation = Curation(curate, base, stems, lambda *a: None)
-    done = curation.usable(finished_records([jsonl], base))
-    clips = 0
-    for v in videos:
-        recs = done.get(v.rel, {})
-        prior = next(iter(recs.values()), None)
-        if prior is None or len(recs) != prior.get("n_clips") or not curation.complete(recs):
-            return None
-        clips += len(recs)
-    notify("start", videos=len(videos), todo=0, skipped=len(videos))
-    summary = DescribeSummary(videos=len(videos), videos_skipped=len(videos), clips_skipped=clips, jsonl=jsonl)
-    from tarsier.engine.writers import MANIFEST_WRITERS, described_clips, write_manifests
-
-    if set(formats) & set(MANIFEST_WRITERS):
-        summary.manifests = write_manifests(
-            formats, out, described_clips([jsonl], base), clips_dir=curation.o.clips_path,
-            sources={v.rel: v.path for v in videos}, stems=stems, shard_size=shard_size)
+    stems = stem_collisions(v.rel for v in videos)
+    curation = Curation(out_options.curate, base, stems, lambda *a: None)
+    todo, skipped, clips = left_to_do(videos, curation.usable(finished_records([jsonl], base)), curation.complete)
+    if todo:
+        return None
+    notify("start", videos=len(videos), todo=0, skipped=skipped)
+    summary = DescribeSummary(videos=len(videos), videos_skipped=skipped, clips_skipped=clips, jsonl=jsonl)
+    summary.manifests = rebuild_manifests(out_options.formats, out, jsonl, base, videos=videos, stems=stems,
+                                          clips_dir=curation.o.clips_path, shard_size=out_options.shard_size)
     return summary
 
 
-__all__ = ["expand_stdin", "finished_early", "remember", "request_key"]
+__all__ = ["expand_stdin", "finished_early", "finished_records", "remember", "request_key"]

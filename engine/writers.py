@@ -1,4 +1,5 @@
-"""Output writers, one small class per format over plain result records (dicts, DESIGN.md §5).
+"""Output writers, one small class per format over plain result records (dicts), registered in one
+place (`WRITERS`: format name -> class; the CLI reads its `-f` choices and their help from it).
 
 JSONL gets one line per clip, appended and flushed as it is produced, so a kill loses at most the
 clips in flight. SRT and VTT are per video and written atomically (temp file + rename) once all
@@ -9,21 +10,25 @@ written at the end of a run from every described clip of the JSONL (so a rerun r
 the whole log, earlier runs included), each atomically. They list clips, not videos: with
 `--clips DIR` each row names the clip file; without it a row names the source video, and formats
 whose consumer reads whole files (txt, ltx, webdataset) keep only the videos that are one clip.
+
+Every file but the JSONL log is written through tarsier.common.files' atomic writes. The CLI reads
+the registry when it starts, so what only a writer needs (csv, tarfile, pyarrow) is imported by it.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
-import hashlib
 import io
 import json
 import os
-import tarfile
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-FORMATS = ("jsonl", "srt", "vtt", "txt", "csv", "ltx", "parquet", "webdataset")
-MANIFEST_FORMATS = ("txt", "csv", "ltx", "parquet", "webdataset")
+from tarsier.common.files import atomic_file, atomic_write, read_jsonl
+
+if TYPE_CHECKING:
+    import tarfile
+
+JSONL_NAME = "descriptions.jsonl"   # OUT/descriptions.jsonl: every record, and the resume log
 
 
 class OutputError(Exception):
@@ -45,37 +50,11 @@ def format_timestamp(seconds: float, decimal: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{ms:03d}"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_file(path) as f:
-        f.write(data)
-
-
-@contextlib.contextmanager
-def atomic_file(path: Path):
-    """Write `path` through a temporary file renamed into place when complete; on any error (a full
-    disk included) the temporary file is removed and the error goes on up."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(e, OSError):
-            e.filename = str(path)   # the file the user asked for, not our temporary name
-        raise
-
-
 class JsonlWriter:
     """Appends records to a file (or writes them to a stream such as stdout)."""
+
+    format = "jsonl"
+    help = ""
 
     def __init__(self, path: Path | None = None, stream: IO[str] | None = None):
         self.path = path
@@ -125,7 +104,7 @@ class SubtitleWriter:
     def write_video(self, video_rel: str, clips: list[dict], unique_name: bool = False) -> Path:
         path = self.path_for(video_rel, unique_name)
         try:
-            atomic_write_text(path, self.render(sorted(clips, key=lambda r: r["clip"])))
+            atomic_write(path, self.render(sorted(clips, key=lambda r: r["clip"])))
         except OSError as e:
             raise output_error(path, e) from None
         return path
@@ -135,7 +114,8 @@ class SubtitleWriter:
 
 
 class SrtWriter(SubtitleWriter):
-    extension = "srt"
+    format = extension = "srt"
+    help = ""
 
     def render(self, clips: list[dict]) -> str:
         cues = []
@@ -146,7 +126,8 @@ class SrtWriter(SubtitleWriter):
 
 
 class VttWriter(SubtitleWriter):
-    extension = "vtt"
+    format = extension = "vtt"
+    help = ""
 
     def render(self, clips: list[dict]) -> str:
         cues = ["WEBVTT\n"]
@@ -160,9 +141,6 @@ def cue_text(text: str) -> str:
     # A blank line ends a cue in both formats, and "-->" would start a new timing line in VTT.
     lines = [line.strip() for line in text.replace("-->", "->").splitlines() if line.strip()]
     return "\n".join(lines) or "(no description)"
-
-
-SUBTITLE_WRITERS = {"srt": SrtWriter, "vtt": VttWriter}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +196,7 @@ class TxtWriter(ManifestWriter):
     """diffusion-pipe / musubi-tuner: the caption in `<media>.txt` beside each clip file (with
     --clips), else OUT/<video>.txt mirroring the input tree for videos that are one clip."""
 
+    format, help = "txt", "caption beside each clip file"
     whole_files = True
 
     def path_for(self, rec: dict, media: Path) -> Path:
@@ -237,17 +216,20 @@ class TxtWriter(ManifestWriter):
                     continue   # a rerun rewrites only what changed
             except (OSError, UnicodeDecodeError):
                 pass
-            atomic_write_text(path, text)
+            atomic_write(path, text)
         return len(rows)
 
 
 class CsvWriter(ManifestWriter):
     """Open-Sora's CSV (path, text, num_frames, fps, height, width) plus start, end, grain, model."""
 
+    format, help = "csv", "Open-Sora"
     name = "dataset.csv"
     columns = ("path", "text", "num_frames", "fps", "height", "width", "start", "end", "grain", "model")
 
     def write(self, records: list[dict]) -> int:
+        import csv
+
         rows = self.rows(records)
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -258,13 +240,14 @@ class CsvWriter(ManifestWriter):
             frames = rec.get("clip_frames") or max(1, round((end - start) * fps))
             w.writerow([str(media), rec["description"], frames, round(fps, 3), rec.get("height", ""),
                         rec.get("width", ""), start, end, rec["grain"], rec["model"]])
-        atomic_write_text(self.output_dir / self.name, buf.getvalue())
+        atomic_write(self.output_dir / self.name, buf.getvalue())
         return len(rows)
 
 
 class LtxWriter(ManifestWriter):
     """LTX-Video-Trainer's JSON list of {"caption", "media_path"}, paths relative to the manifest."""
 
+    format, help = "ltx", "LTX-Video-Trainer JSON"
     name = "dataset.json"
     whole_files = True
 
@@ -273,13 +256,14 @@ class LtxWriter(ManifestWriter):
         base = os.path.abspath(self.output_dir)
         items = [{"caption": rec["description"], "media_path": Path(os.path.relpath(media, base)).as_posix()}
                  for rec, media in rows]
-        atomic_write_text(self.output_dir / self.name, json.dumps(items, ensure_ascii=False, indent=1) + "\n")
+        atomic_write(self.output_dir / self.name, json.dumps(items, ensure_ascii=False, indent=1) + "\n")
         return len(rows)
 
 
 class ParquetWriter(ManifestWriter):
     """Every record field, one row per clip, plus `path` (the media file); read with pyarrow/pandas."""
 
+    format, help = "parquet", ""
     name = "dataset.parquet"
 
     def write(self, records: list[dict]) -> int:
@@ -307,6 +291,7 @@ class WebDatasetWriter(ManifestWriter):
     under a temporary name and renamed (a kill never leaves a torn shard; its leftover temporary file
     is removed by the next run), and a shard whose content is unchanged is not rewritten."""
 
+    format, help = "webdataset", "tar shards, needs --clips"
     folder = "webdataset"
     whole_files = True
 
@@ -317,6 +302,9 @@ class WebDatasetWriter(ManifestWriter):
         return None
 
     def write(self, records: list[dict]) -> int:
+        import hashlib
+        import tarfile
+
         rows = self.rows(records)
         folder = self.output_dir / self.folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -349,13 +337,15 @@ class WebDatasetWriter(ManifestWriter):
         for old in folder.glob("shard-*.tar"):
             if old.name not in new_index:
                 old.unlink()
-        atomic_write_text(index_path, json.dumps(new_index, sort_keys=True))
+        atomic_write(index_path, json.dumps(new_index, sort_keys=True))
         return len(rows)
 
 
 def webdataset_keys(records: list[dict]) -> dict[int, str]:
     """One key per record (id(record) -> key): the video path and clip number with every character a
     webdataset reader could split on ('.', '/') made '_', e.g. a/x.mp4 clip 3 -> a_x_mp4_0003."""
+    import hashlib
+
     out: dict[int, str] = {}
     used: set[str] = set()
     for rec in records:
@@ -376,13 +366,27 @@ def _plain_member(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    import tarfile
+
     info = _plain_member(tarfile.TarInfo(name))
     info.size = len(data)
     tar.addfile(info, io.BytesIO(data))
 
 
-MANIFEST_WRITERS = {"txt": TxtWriter, "csv": CsvWriter, "ltx": LtxWriter, "parquet": ParquetWriter,
-                    "webdataset": WebDatasetWriter}
+# ---------------------------------------------------------------------------------------------
+# The registry: every output format, in the order `--help` lists them
+# ---------------------------------------------------------------------------------------------
+WRITERS: dict[str, type] = {cls.format: cls for cls in (
+    JsonlWriter, SrtWriter, VttWriter, TxtWriter, CsvWriter, LtxWriter, ParquetWriter, WebDatasetWriter)}
+SUBTITLE_WRITERS = {name: cls for name, cls in WRITERS.items() if issubclass(cls, SubtitleWriter)}
+MANIFEST_WRITERS = {name: cls for name, cls in WRITERS.items() if issubclass(cls, ManifestWriter)}
+ALL_FORMATS = ("jsonl", *SUBTITLE_WRITERS)   # what `-f all` means
+DEFAULT_FORMATS = ("jsonl",)
+
+
+def formats_help() -> str:
+    """The formats for a `--help` text: 'jsonl, srt, vtt, txt (caption beside each clip file), ...'."""
+    return ", ".join(f"{name} ({cls.help})" if cls.help else name for name, cls in WRITERS.items())
 
 
 def described_clips(paths, base: dict) -> list[dict]:
@@ -390,13 +394,24 @@ def described_clips(paths, base: dict) -> list[dict]:
     clip once (a later record of the same clip, from --overwrite, replaces the earlier one)."""
     by_key: dict[tuple, dict] = {}
     for path in paths:
-        for rec in read_records(Path(path)):
+        for rec in read_jsonl(path):
             if "error" in rec or "clip" not in rec or "description" not in rec or rec.get("skipped"):
                 continue
             if any(rec.get(k) != v for k, v in base.items()):
                 continue
             by_key[(rec["video"], rec["clip"])] = rec
     return list(by_key.values())
+
+
+def rebuild_manifests(formats, output_dir: Path, jsonl: Path, base: dict, *, videos, clips_dir: Path | None,
+                      stems: set[str], shard_size: int) -> dict[str, tuple[int, int]]:
+    """The manifest formats of `formats`, from every described clip of the JSONL log with this key
+    (earlier runs included); `videos`: the run's engine VideoInputs (rows without a clip file name
+    their source)."""
+    if not set(formats) & set(MANIFEST_WRITERS):
+        return {}
+    return write_manifests(formats, output_dir, described_clips([jsonl], base), clips_dir=clips_dir,
+                           sources={v.rel: v.path for v in videos}, stems=stems, shard_size=shard_size)
 
 
 def write_manifests(formats, output_dir: Path, records: list[dict], **kw) -> dict[str, tuple[int, int]]:
@@ -424,17 +439,3 @@ def repair_torn_tail(path: Path) -> None:
         cut = data.rfind(b"\n") + 1
         f.truncate(cut)
 
-
-def read_records(path: Path):
-    """Records of a JSONL file, skipping a torn or corrupt line instead of failing the whole rerun."""
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                continue

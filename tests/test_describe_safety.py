@@ -12,8 +12,9 @@ from collections import Counter
 from pathlib import Path
 
 from tarsier.cli.app import app
+from tarsier.common import files as common_files
+from tarsier.common.files import read_jsonl as read_records
 from tarsier.engine import writers as engine_writers
-from tarsier.engine.writers import read_records
 from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ def test_second_writer_is_refused_and_the_lock_goes_with_a_kill(tmp_path, videos
 
 
 class _FullDisk:
-    """engine.writers' `open`, on a disk with `left` bytes free: the write that crosses it writes what
+    """`open` of engine.writers (the JSONL log) and of tarsier.common.files (atomic writes), on a disk with `left` bytes free: the write that crosses it writes what
     fits and raises ENOSPC, as write(2) does."""
 
     def __init__(self, left: int):
@@ -99,7 +100,9 @@ def test_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path, videos, m
         shutil.copy(videos["cuts"].path, src / f"v{i}.mp4")
     out = tmp_path / "out"
     args = ["describe", str(src), "-o", str(out), "-f", "jsonl,srt,csv", "--workers", "0", *FAST]
-    monkeypatch.setattr(engine_writers, "open", _FullDisk(6000), raising=False)
+    disk = _FullDisk(6000)
+    monkeypatch.setattr(engine_writers, "open", disk, raising=False)
+    monkeypatch.setattr(common_files, "open", disk, raising=False)
     full = CliRunner().invoke(app, args)
     monkeypatch.undo()
     assert full.exit_code == 1, full.output

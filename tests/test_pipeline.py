@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from tarsier.cli.app import app
-from tarsier.engine.describe import describe, produce_clips
+from tarsier.engine.decode_pool import produce_clips
+from tarsier.engine.describe import describe
 from tarsier.engine.discover import discover
 from tarsier.engine.video import ClipOptions
 from typer.testing import CliRunner

@@ -280,8 +280,8 @@ def test_library_default_model():
 # -- describing videos end to end ------------------------------------------------------------------------------
 @pytest.mark.parametrize("which", ["llava", "qwen"])
 def test_describe_generated_video(which, llava_model, qwen_model, small_video, tmp_path):
+    from tarsier.common.files import read_jsonl as read_records
     from tarsier.engine.describe import describe
-    from tarsier.engine.writers import read_records
 
     m = llava_model if which == "llava" else qwen_model
     m.config.max_new_tokens = 6

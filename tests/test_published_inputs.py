@@ -277,8 +277,8 @@ def test_a_grain_the_model_was_not_trained_for_warns():
 
 
 def test_describe_records_what_the_model_saw(qwen, aspect_videos, tmp_path):
+    from tarsier.common.files import read_jsonl as read_records
     from tarsier.engine.describe import describe
-    from tarsier.engine.writers import read_records
 
     qwen.config.max_new_tokens = 3
     video = aspect_videos["small"]

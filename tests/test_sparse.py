@@ -61,8 +61,8 @@ def test_scene_detection_still_decodes_everything(minute):
 
 
 def test_describe_records_frames_decoded(minute, tmp_path):
+    from tarsier.common.files import read_jsonl as read_records
     from tarsier.engine.describe import describe
-    from tarsier.engine.writers import read_records
 
     s = describe([str(minute.path)], model="tiny-random", device="cpu", output_dir=tmp_path, scenes="none",
                  max_clip=10, frames=2, max_new_tokens=2, workers=0)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from tarsier.engine.writers import JsonlWriter, SrtWriter, VttWriter, format_timestamp, read_records, repair_torn_tail
+from tarsier.common.files import read_jsonl as read_records
+from tarsier.engine.writers import JsonlWriter, SrtWriter, VttWriter, format_timestamp, repair_torn_tail
 
 CLIPS = [
     {"clip": 1, "start": 4.25, "end": 3723.5, "description": "Then it\n\nstops --> here."},
