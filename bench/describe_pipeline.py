@@ -62,7 +62,8 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
 def bench_overlap(args, tmp: Path) -> None:
     import numpy as np
     import torch
-    from tarsier.engine.describe import default_workers, describe, produce_clips
+    from tarsier.engine.decode_pool import default_workers, produce_clips
+    from tarsier.engine.describe import describe
     from tarsier.engine.discover import discover
     from tarsier.engine.video import ClipOptions
 

@@ -43,7 +43,8 @@ def main() -> None:
 
     import ray
     from describe_pipeline import make_folder, table
-    from tarsier.engine.describe import default_workers, describe
+    from tarsier.engine.decode_pool import default_workers
+    from tarsier.engine.describe import describe
     from tarsier.engine.ray_engine import describe_ray
 
     print(f"# bench/ray_engine.py  ({os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M')})")
