@@ -36,11 +36,3 @@ def build_bpe_tokenizer(texts: Iterable[str] = (), vocab_size: int = 512):
     tok.add_special_tokens({"additional_special_tokens": [VIDEO_TOKEN]})
     return tok
 
-
-def ensure_video_token(tokenizer) -> int:
-    """Add the <video> placeholder as a special token if missing; returns its id."""
-    if VIDEO_TOKEN not in tokenizer.get_vocab():
-        tokenizer.add_special_tokens({"additional_special_tokens": [VIDEO_TOKEN]})
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)

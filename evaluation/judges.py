@@ -241,12 +241,12 @@ class OpenAIJudge(ChatJudge):
         self.model = model
         self.name = f"openai:{model}"
         super().__init__(**kwargs)
-        base = url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-        parsed = urllib.parse.urlparse(base)
+        base_url = url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        parsed = urllib.parse.urlparse(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise JudgeSpecError(f"judge URL must be http(s)://host[:port]/path, got {base!r}")
-        base = base.rstrip("/")
-        self.endpoint = base if base.endswith("/chat/completions") else base + "/chat/completions"
+            raise JudgeSpecError(f"judge URL must be http(s)://host[:port]/path, got {base_url!r}")
+        base_url = base_url.rstrip("/")
+        self.endpoint = base_url if base_url.endswith("/chat/completions") else base_url + "/chat/completions"
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.concurrency = max(1, int(concurrency))
         self.timeout = float(timeout)

@@ -194,16 +194,16 @@ def lora_merged(root: nn.Module):
                 continue
             parent_name, _, attr = name.rpartition(".")
             parent = root.get_submodule(parent_name) if parent_name else root
-            base = module.base_layer
-            original = base.weight.data
+            plain = module.base_layer   # the wrapped layer, without the adapter
+            original = plain.weight.data
             delta = sum(module.get_delta_weight(a) for a in module.active_adapters)
-            base.weight.data = original + delta.to(original.dtype)
-            setattr(parent, attr, base)
-            swaps.append((parent, attr, module, base, original))
+            plain.weight.data = original + delta.to(original.dtype)
+            setattr(parent, attr, plain)
+            swaps.append((parent, attr, module, plain, original))
         yield root
     finally:
-        for parent, attr, module, base, original in reversed(swaps):
-            base.weight.data = original
+        for parent, attr, module, plain, original in reversed(swaps):
+            plain.weight.data = original
             setattr(parent, attr, module)
 
 

@@ -256,8 +256,8 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     if resume_from is not None:
         saved = json.loads((run / "run.json").read_text())
         # LoRA checkpoints hold adapters + projector; the frozen base comes from where the run began.
-        base = saved["lora_base"] if args.lora else str(resume_from)
-        model = ckpt.load_folder(Path(base)) if Path(base).is_dir() else load_init(base)
+        start = saved["lora_base"] if args.lora else str(resume_from)
+        model = ckpt.load_folder(Path(start)) if Path(start).is_dir() else load_init(start)
         source = saved.get("init_source", args.init)
         status(f"resuming from {resume_from}")
     else:
