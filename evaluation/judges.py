@@ -259,7 +259,6 @@ class OpenAIJudge(ChatJudge):
         self._down: JudgeCallError | None = None
         self._fatal: JudgeError | None = None
         self._lock = threading.Lock()
-        self.requests_sent = 0
         if parsed.hostname in ("127.0.0.1", "localhost", "::1"):
             self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         else:
@@ -302,8 +301,6 @@ class OpenAIJudge(ChatJudge):
 
     def _once(self, body: bytes) -> str:
         request = urllib.request.Request(self.endpoint, data=body, headers=self._headers(), method="POST")
-        with self._lock:
-            self.requests_sent += 1
         with self._opener.open(request, timeout=self.timeout) as response:
             raw = response.read()
         data = json.loads(raw.decode("utf-8"))
