@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
+from tarsier.common.files import home_dir
 from tarsier.engine import hf_layouts
-from tarsier.engine.checkpoint import CONFIG_NAME, cache_dir, preset_names, read_preset, trained_preset_dir
+from tarsier.engine.checkpoint import CONFIG_NAME, preset_names, read_preset, trained_preset_dir
 
 
 def _human(n: float) -> str:
@@ -35,7 +36,7 @@ def list_models() -> list[dict]:
             row["params"] = _human(preset["params"])
         rows.append(row)
     # Checkpoints the user trained into the cache under other names.
-    models_root = cache_dir() / "models"
+    models_root = home_dir() / "models"
     known = {r["name"] for r in rows}
     if models_root.is_dir():
         for folder in sorted(models_root.iterdir()):

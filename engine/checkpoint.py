@@ -18,12 +18,8 @@ from tarsier.engine import hf_layouts
 from tarsier.engine.config import ModelConfig
 from tarsier.engine.model_files import CONFIG_NAME, WEIGHTS_NAME, ModelNotFound, save
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "ModelNotFound", "cache_dir", "load", "load_folder", "preset_names",
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "ModelNotFound", "load", "load_folder", "preset_names",
            "read_preset", "save", "trained_preset_dir"]
-
-def cache_dir() -> Path:
-    """Where trained presets (nano) live: tarsier.common.files.home_dir()."""
-    return home_dir()
 
 
 def preset_names() -> list[str]:
@@ -39,7 +35,8 @@ def read_preset(name: str) -> dict:
 
 
 def trained_preset_dir(name: str) -> Path:
-    return cache_dir() / "models" / name
+    """Where a trained preset (nano) is installed: under tarsier.common.files.home_dir()."""
+    return home_dir() / "models" / name
 
 
 def resolve_device(device: str = "auto"):

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tarsier.common.files import read_jsonl
-from tarsier.engine.checkpoint import cache_dir, read_preset, trained_preset_dir
+from tarsier.common.files import atomic_write, home_dir, read_jsonl
+from tarsier.engine.checkpoint import read_preset, trained_preset_dir
 
 
 @dataclass
 class DemoConfig:
-    work: Path = field(default_factory=lambda: cache_dir() / "demo")
+    work: Path = field(default_factory=lambda: home_dir() / "demo")
     train_videos: int = 2000
     train_seed: int = 1
     bench_videos: int = 100
@@ -124,7 +124,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] = print,
     scores = score_on_benchmark(model, bench, work, tag, batch_size=cfg.describe_batch, log=log, timed=timed)
     summary = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "scores": scores, "timings_s": timings,
                "model": str(model_path)}
-    (work / f"demo-{tag}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write(work / f"demo-{tag}.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 

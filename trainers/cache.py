@@ -14,15 +14,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tarsier.common.files import atomic_write
+from tarsier.common.files import atomic_write, home_dir
 
 META = "cache.json"
 
 
 def default_root() -> Path:
-    from tarsier.engine.checkpoint import cache_dir
-
-    return cache_dir() / "features"
+    return home_dir() / "features"
 
 
 def record_use(folder: Path, model: str, frames: int, dataset: str | None) -> None:

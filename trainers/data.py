@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from tarsier.common.files import save_safetensors
-from tarsier.engine.checkpoint import cache_dir
+from tarsier.common.files import home_dir, save_safetensors
 from tarsier.trainers.frames import decode_job as _decode
 
 
@@ -55,7 +54,7 @@ class FeatureStore:
         self.model = model
         self.frames = frames
         self.fingerprint = vision_fingerprint(model, frames)
-        root = folder if folder is not None else cache_dir() / "features"
+        root = folder if folder is not None else home_dir() / "features"
         self.folder = Path(root) / self.fingerprint
         self.workers = workers or default_decode_workers()
         self.memory: dict[tuple, torch.Tensor] = {}

@@ -327,7 +327,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
         run.mkdir(parents=True, exist_ok=True)
         if resume_from is None:
             info = {**asdict(args), "init_source": source, "pairs": len(pairs), "swapped": swapped}
-            (run / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+            atomic_write(run / "run.json", json.dumps(info, indent=2) + "\n")
             (run / "metrics.jsonl").write_text("")
         else:
             truncate_metrics(run / "metrics.jsonl", step)

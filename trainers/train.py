@@ -346,7 +346,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         run.mkdir(parents=True, exist_ok=True)
         if resume_from is None:
             info = {**asdict(args), "init_source": source, "lora_base": lora_base}
-            (run / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+            atomic_write(run / "run.json", json.dumps(info, indent=2) + "\n")
             (run / "metrics.jsonl").write_text("")
         else:  # drop metrics logged after the checkpoint we resume from: they will be redone
             truncate_metrics(run / "metrics.jsonl", step)
