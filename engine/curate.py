@@ -95,9 +95,9 @@ class CurateOptions:
         return Path(self.clips_dir) if self.clips_dir is not None else None
 
 
-def skip_record(rel: str, index: int, start: float, end: float, base: dict, reason: str, motion,
+def skip_record(rel: str, index: int, start: float, end: float, record_key: dict, reason: str, motion,
                 filters: str) -> dict:
-    return {"video": rel, "clip": index, "start": round(start, 3), "end": round(end, 3), **base,
+    return {"video": rel, "clip": index, "start": round(start, 3), "end": round(end, 3), **record_key,
             "skipped": reason, "filters": filters, "motion": motion}
 
 
@@ -126,9 +126,9 @@ class Curation:
     names its clip file. `error(rel, message)` reports a clip that could not be cut. `st` is the
     video's engine.tracker.VideoState."""
 
-    def __init__(self, curate: CurateOptions | None, base: dict, stems: set[str], error):
+    def __init__(self, curate: CurateOptions | None, record_key: dict, stems: set[str], error):
         self.o = curate or CurateOptions()
-        self.base = base
+        self.record_key = record_key
         self.stems = stems
         self.error = error
         self.filters = self.o.filters_key()
@@ -162,7 +162,7 @@ class Curation:
             reason = self.o.motion_reason(motion)
         if reason is None:
             return False
-        st.pending.append(skip_record(st.video.rel, clip.index, clip.start, clip.end, self.base, reason, motion,
+        st.pending.append(skip_record(st.video.rel, clip.index, clip.start, clip.end, self.record_key, reason, motion,
                                       self.filters))
         return True
 

@@ -65,7 +65,7 @@ def _describe(inputs: list[str], options: DescribeOptions, progress) -> Describe
         raise ValueError("thumbnails need an output folder")
     model = load_model(options.what.model, options.speed.device)
     run = prepare_run(inputs, options, model_id(model), model.processor)
-    remember(run.out, plan_key, run.base)
+    remember(run.out, plan_key, run.record_key)
     summary = DescribeSummary(videos=len(run.videos), jsonl=run.jsonl_path)
     summary.errors.extend(run.problems)
 
@@ -73,8 +73,8 @@ def _describe(inputs: list[str], options: DescribeOptions, progress) -> Describe
         summary.errors.append((rel, message))
         notify("error", video=rel, message=f"{rel}: {message}")
 
-    curation = Curation(out.curate, run.base, run.stems, clip_error)
-    done = {} if out.overwrite or run.jsonl_path is None else finished_records([run.jsonl_path], run.base)
+    curation = Curation(out.curate, run.record_key, run.stems, clip_error)
+    done = {} if out.overwrite or run.jsonl_path is None else finished_records([run.jsonl_path], run.record_key)
     done = curation.usable(done)
     todo, summary.videos_skipped, summary.clips_skipped = left_to_do(run.videos, done, curation.complete)
     notify("start", videos=len(run.videos), todo=len(todo), skipped=summary.videos_skipped)
@@ -90,7 +90,7 @@ def _describe(inputs: list[str], options: DescribeOptions, progress) -> Describe
 
     try:
         tracker = VideoTracker(
-            todo, base=run.base, stems=run.stems, summary=summary, emit=emit, notify=notify,
+            todo, record_key=run.record_key, stems=run.stems, summary=summary, emit=emit, notify=notify,
             subtitle_writers=[SUBTITLE_WRITERS[f](run.out) for f in out.formats if f in SUBTITLE_WRITERS],
             resumed=done, decorate=curation.add_clip_file)
         tracker.input_problems(run.problems)
@@ -99,7 +99,7 @@ def _describe(inputs: list[str], options: DescribeOptions, progress) -> Describe
         for sink in sinks:
             sink.close()
     if run.jsonl_path is not None:
-        summary.manifests = rebuild_manifests(out.formats, run.out, run.jsonl_path, run.base, videos=run.videos,
+        summary.manifests = rebuild_manifests(out.formats, run.out, run.jsonl_path, run.record_key, videos=run.videos,
                                               clips_dir=curation.o.clips_path, stems=run.stems,
                                               shard_size=out.shard_size)
     summary.seconds = time.perf_counter() - t0
@@ -189,7 +189,7 @@ class _Batch:
             return
         try:
             records = describe_clips(self.model, [(st.video.rel, c, st.decode_s) for st, c in live],
-                                     instruction=self.prepared.instruction, base=self.prepared.base,
+                                     instruction=self.prepared.instruction, record_key=self.prepared.record_key,
                                      max_new_tokens=self.max_new_tokens, thumbs_dir=self.thumbs_dir)
         except VideoError as err:   # the model failed: its videos fail, not the run
             for st, _ in live:

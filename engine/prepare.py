@@ -77,7 +77,7 @@ class PreparedRun:
     problems: list[tuple[str, str]]      # (input, message): inputs that led to no video file
     instruction: str
     clip_options: object                 # engine.video.ClipOptions
-    base: dict                           # model, grain, prompt, settings: the resume key of every record
+    record_key: dict                     # model, grain, prompt, settings: the resume key of every record
     out: Path | None
     jsonl_path: Path | None              # the resume log, written whenever there is an output folder
     formats: tuple[str, ...]
@@ -115,11 +115,11 @@ def prepare_run(inputs: list[str], options: DescribeOptions, model_name: str, pr
     )
     clip_options.validate()  # a bad option is a usage error, not one decode error per video
     settings = settings_key(clip_options) + (f"-t{what.max_new_tokens}" if what.max_new_tokens else "")
-    base = {"model": model_name, "grain": what.grain if not what.prompt else "custom", "prompt": instruction,
-            "settings": settings}
+    record_key = {"model": model_name, "grain": what.grain if not what.prompt else "custom", "prompt": instruction,
+                  "settings": settings}
     folder = Path(out.output_dir) if out.output_dir is not None else None
     jsonl_path = folder / JSONL_NAME if folder is not None else None
-    return PreparedRun(videos, problems, instruction, clip_options, base, folder, jsonl_path, tuple(out.formats),
+    return PreparedRun(videos, problems, instruction, clip_options, record_key, folder, jsonl_path, tuple(out.formats),
                        stem_collisions(v.rel for v in videos), notes=[str(w.message) for w in caught])
 
 

@@ -97,7 +97,7 @@ def _row(kind: str, video: str, meta: dict, frames: bytes = b"") -> dict:
 class ModelActor:
     """Holds one model; turns batches of clip rows into record rows ("end"/"error" rows pass)."""
 
-    def __init__(self, model, device: str, instruction: str, base: dict, max_new_tokens: int | None,
+    def __init__(self, model, device: str, instruction: str, record_key: dict, max_new_tokens: int | None,
                  thumbs_dir: str | None):
         import ray
 
@@ -108,7 +108,7 @@ class ModelActor:
 
             model = load(model, device=device)
         self.model = model
-        self.instruction, self.base, self.max_new_tokens = instruction, base, max_new_tokens
+        self.instruction, self.record_key, self.max_new_tokens = instruction, record_key, max_new_tokens
         self.thumbs_dir = Path(thumbs_dir) if thumbs_dir else None
 
     def __call__(self, batch: dict) -> dict:
@@ -134,7 +134,7 @@ class ModelActor:
                                       meta["frame_times"], model_size), meta["decode_s"]))
         if clips:
             try:
-                records = describe_clips(self.model, clips, instruction=self.instruction, base=self.base,
+                records = describe_clips(self.model, clips, instruction=self.instruction, record_key=self.record_key,
                                          max_new_tokens=self.max_new_tokens, thumbs_dir=self.thumbs_dir)
             except VideoError as err:   # a model failure fails its videos, not the run
                 for video in dict.fromkeys(v for v, _, _ in clips):
@@ -226,7 +226,7 @@ def _run(run: PreparedRun, ray, options: DescribeOptions, cluster: RayOptions, *
         done = {}
     else:
         merge_shards(out)   # a killed run's shards first reach descriptions.jsonl
-        done = finished_records([run.jsonl_path], run.base)
+        done = finished_records([run.jsonl_path], run.record_key)
     todo, summary.videos_skipped, summary.clips_skipped = left_to_do(run.videos, done)
     notify("start", videos=len(run.videos), todo=len(todo), skipped=summary.videos_skipped)
 
@@ -240,7 +240,7 @@ def _run(run: PreparedRun, ray, options: DescribeOptions, cluster: RayOptions, *
             stream.write(rec)
 
     tracker = VideoTracker(
-        todo, base=run.base, stems=run.stems, summary=summary, emit=emit, notify=notify,
+        todo, record_key=run.record_key, stems=run.stems, summary=summary, emit=emit, notify=notify,
         subtitle_writers=[SUBTITLE_WRITERS[f](out) for f in run.formats if f in SUBTITLE_WRITERS],
         whole_videos=True, on_written=shards.video_done)
     tracker.input_problems(run.problems)
@@ -284,7 +284,7 @@ def _record_rows(ray, todo: list[VideoInput], run: PreparedRun, options: Describ
         compute=ray.data.ActorPoolStrategy(size=cluster.actors),
         num_gpus=num_gpus, num_cpus=cluster.actor_cpus,
         fn_constructor_kwargs={"model": model_arg, "device": options.speed.device, "instruction": run.instruction,
-                               "base": run.base, "max_new_tokens": options.what.max_new_tokens,
+                               "record_key": run.record_key, "max_new_tokens": options.what.max_new_tokens,
                                "thumbs_dir": str(run.out) if options.output.thumbnails else None},
     )
     yield from ds.iter_rows()

@@ -15,25 +15,25 @@ from tarsier.common.types import Clip, VideoError
 from tarsier.engine.curate import motion_score
 
 
-def clip_record(rel: str, clip: Clip, base: dict, text: str, tokens: int, decode_s: float,
+def clip_record(rel: str, clip: Clip, record_key: dict, text: str, tokens: int, decode_s: float,
                 generate_s: float) -> dict:
     """The JSONL record of one described clip (n_clips is added when the video's decode has ended)."""
     return {
         "video": rel, "clip": clip.index, "start": round(clip.start, 3), "end": round(clip.end, 3),
         "frame_times": [round(x, 3) for x in clip.frame_times], "frames": len(clip.frame_times),
-        "frame_size": list(clip.frame_size), **base, "description": text,
+        "frame_size": list(clip.frame_size), **record_key, "description": text,
         "tokens": tokens, "timings": {"decode_s": round(decode_s, 3), "generate_s": round(generate_s, 3)},
         "motion": motion_score(clip.frames),
         **({"frames_decoded": clip.frames_decoded} if hasattr(clip, "frames_decoded") else {}),
     }
 
 
-def error_record(rel: str, stage: str, message: str, base: dict) -> dict:
+def error_record(rel: str, stage: str, message: str, record_key: dict) -> dict:
     """The one record of a video (or an input) that failed."""
-    return {"video": rel, "error": message, "stage": stage, **base}
+    return {"video": rel, "error": message, "stage": stage, **record_key}
 
 
-def describe_clips(model, clips: list[tuple[str, Clip, float]], *, instruction: str, base: dict,
+def describe_clips(model, clips: list[tuple[str, Clip, float]], *, instruction: str, record_key: dict,
                    max_new_tokens: int | None, thumbs_dir: Path | None = None) -> list[dict]:
     """One model call for a batch of (video, clip, decode seconds): their records, in order (with
     `thumbs_dir`, each clip's frames are also saved as thumbnails there). A failing model call raises
@@ -49,7 +49,7 @@ def describe_clips(model, clips: list[tuple[str, Clip, float]], *, instruction: 
     for (rel, clip, decode_s), gen in zip(clips, gens):
         if thumbs_dir is not None:
             save_thumbnails(thumbs_dir, rel, clip)
-        records.append(clip_record(rel, clip, base, gen.text, gen.tokens, decode_s, per_clip))
+        records.append(clip_record(rel, clip, record_key, gen.text, gen.tokens, decode_s, per_clip))
     return records
 
 

@@ -99,7 +99,7 @@ def recall(out: Path, key: str | None) -> dict | None:
         return None
 
 
-def remember(out: Path | None, key: str | None, base: dict) -> None:
+def remember(out: Path | None, key: str | None, record_key: dict) -> None:
     """Best effort: a plan that cannot be written only costs the next rerun its shortcut."""
     if out is None or key is None:
         return
@@ -111,7 +111,7 @@ def remember(out: Path | None, key: str | None, base: dict) -> None:
     except (OSError, ValueError):
         plans = {}
     plans.pop(key, None)
-    plans[key] = base
+    plans[key] = record_key
     plans = dict(list(plans.items())[-_KEEP:])
     try:
         atomic_write(path, json.dumps(plans, sort_keys=False))
@@ -119,7 +119,7 @@ def remember(out: Path | None, key: str | None, base: dict) -> None:
         pass
 
 
-def finished_records(paths, base: dict) -> dict[str, dict[int, dict]]:
+def finished_records(paths, record_key: dict) -> dict[str, dict[int, dict]]:
     """Clip records of earlier runs (JSONL logs) with the same model/grain/prompt/settings:
     video -> clip index -> record."""
     done: dict[str, dict[int, dict]] = {}
@@ -127,7 +127,7 @@ def finished_records(paths, base: dict) -> dict[str, dict[int, dict]]:
         for rec in read_jsonl(path):
             if "error" in rec or "clip" not in rec:
                 continue
-            if any(rec.get(k) != v for k, v in base.items()):
+            if any(rec.get(k) != v for k, v in record_key.items()):
                 continue
             done.setdefault(rec["video"], {})[rec["clip"]] = rec
     return done
@@ -139,8 +139,8 @@ def finished_early(key: str | None, inputs: list[str], options: DescribeOptions,
     if key is None or out_options.output_dir is None:
         return None
     out = Path(out_options.output_dir)
-    base = recall(out, key)
-    if base is None:
+    record_key = recall(out, key)
+    if record_key is None:
         return None
     jsonl = out / JSONL_NAME
     videos, problems = discover(list(inputs), extensions=options.inputs.extensions or DEFAULT_EXTENSIONS,
@@ -148,13 +148,13 @@ def finished_early(key: str | None, inputs: list[str], options: DescribeOptions,
     if problems or not videos:
         return None   # a problem is recorded by the normal path, every run
     stems = stem_collisions(v.rel for v in videos)
-    curation = Curation(out_options.curate, base, stems, lambda *a: None)
-    todo, skipped, clips = left_to_do(videos, curation.usable(finished_records([jsonl], base)), curation.complete)
+    curation = Curation(out_options.curate, record_key, stems, lambda *a: None)
+    todo, skipped, clips = left_to_do(videos, curation.usable(finished_records([jsonl], record_key)), curation.complete)
     if todo:
         return None
     notify("start", videos=len(videos), todo=0, skipped=skipped)
     summary = DescribeSummary(videos=len(videos), videos_skipped=skipped, clips_skipped=clips, jsonl=jsonl)
-    summary.manifests = rebuild_manifests(out_options.formats, out, jsonl, base, videos=videos, stems=stems,
+    summary.manifests = rebuild_manifests(out_options.formats, out, jsonl, record_key, videos=videos, stems=stems,
                                           clips_dir=curation.o.clips_path, shard_size=out_options.shard_size)
     return summary
 

@@ -84,14 +84,14 @@ class VideoTracker:
     described again); `decorate(state, record)`: more fields for a record about to be written (the clip
     file); `on_written()`: a video's records are all written."""
 
-    def __init__(self, videos: list[VideoInput], *, base: dict, stems: set[str], summary: DescribeSummary,
+    def __init__(self, videos: list[VideoInput], *, record_key: dict, stems: set[str], summary: DescribeSummary,
                  emit: Callable[[dict], None], notify: Callable[..., None], subtitle_writers=(),
                  resumed: dict[str, dict[int, dict]] | None = None, whole_videos: bool = False,
                  decorate: Callable[[VideoState, dict], None] | None = None,
                  on_written: Callable[[], None] | None = None):
         resumed = resumed or {}
         self.active = {v.rel: VideoState(v, records=dict(resumed.get(v.rel, {}))) for v in videos}
-        self.base, self.stems, self.summary = base, stems, summary
+        self.record_key, self.stems, self.summary = record_key, stems, summary
         self.emit, self.notify = emit, notify
         self.subtitle_writers = list(subtitle_writers)
         self.whole_videos = whole_videos
@@ -106,7 +106,7 @@ class VideoTracker:
     def input_problems(self, problems: list[tuple[str, str]]) -> None:
         """Inputs that led to no video file at all: one error record each."""
         for where, message in problems:
-            self.emit(error_record(where, "discover", message, self.base))
+            self.emit(error_record(where, "discover", message, self.record_key))
             self.notify("error", video=None, message=f"{where}: {message}")
 
     def described(self, st: VideoState, record: dict) -> None:
@@ -154,7 +154,7 @@ class VideoTracker:
         """One error record for the video; whatever of it is still in flight is dropped."""
         rel = st.video.rel
         st.failed = True
-        self.emit(error_record(rel, err.stage, err.message, self.base))
+        self.emit(error_record(rel, err.stage, err.message, self.record_key))
         self.summary.videos_failed += 1
         self.summary.errors.append((rel, f"{err}"))
         self.notify("error", video=rel, message=f"{rel}: {err}")

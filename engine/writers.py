@@ -389,7 +389,7 @@ def formats_help() -> str:
     return ", ".join(f"{name} ({cls.help})" if cls.help else name for name, cls in WRITERS.items())
 
 
-def described_clips(paths, base: dict) -> list[dict]:
+def described_clips(paths, record_key: dict) -> list[dict]:
     """The described clips of JSONL logs with this resume key, in order of first appearance, each
     clip once (a later record of the same clip, from --overwrite, replaces the earlier one)."""
     by_key: dict[tuple, dict] = {}
@@ -397,20 +397,20 @@ def described_clips(paths, base: dict) -> list[dict]:
         for rec in read_jsonl(path):
             if "error" in rec or "clip" not in rec or "description" not in rec or rec.get("skipped"):
                 continue
-            if any(rec.get(k) != v for k, v in base.items()):
+            if any(rec.get(k) != v for k, v in record_key.items()):
                 continue
             by_key[(rec["video"], rec["clip"])] = rec
     return list(by_key.values())
 
 
-def rebuild_manifests(formats, output_dir: Path, jsonl: Path, base: dict, *, videos, clips_dir: Path | None,
+def rebuild_manifests(formats, output_dir: Path, jsonl: Path, record_key: dict, *, videos, clips_dir: Path | None,
                       stems: set[str], shard_size: int) -> dict[str, tuple[int, int]]:
     """The manifest formats of `formats`, from every described clip of the JSONL log with this key
     (earlier runs included); `videos`: the run's engine VideoInputs (rows without a clip file name
     their source)."""
     if not set(formats) & set(MANIFEST_WRITERS):
         return {}
-    return write_manifests(formats, output_dir, described_clips([jsonl], base), clips_dir=clips_dir,
+    return write_manifests(formats, output_dir, described_clips([jsonl], record_key), clips_dir=clips_dir,
                            sources={v.rel: v.path for v in videos}, stems=stems, shard_size=shard_size)
 
 

@@ -22,7 +22,7 @@ def rec(rel: str, clip: int, text: str = "x", tokens: int = 2) -> dict:
 
 def tracker(videos, tmp_path=None, **kw):
     written, events, summary = [], [], DescribeSummary(videos=len(videos))
-    t = VideoTracker(videos, base=BASE, stems=set(), summary=summary, emit=written.append,
+    t = VideoTracker(videos, record_key=BASE, stems=set(), summary=summary, emit=written.append,
                      notify=lambda event, **info: events.append((event, info)),
                      subtitle_writers=[SrtWriter(tmp_path)] if tmp_path is not None else (), **kw)
     return t, written, events, summary
