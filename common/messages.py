@@ -16,13 +16,14 @@ A message's `content` may also be a plain string (one text item). A video item i
 does not name. The flat DREAM-1K format {"video_file", "text": {"prompt", "response"}} is read here
 too (parse_flat_sample; common/dream.py for references).
 
-Files of rows: JSONL, or a JSON list (read_records, read_lines)."""
+Files of rows: JSONL, or a JSON list (read_records, read_lines); JSONL only (numbered_rows)."""
 from __future__ import annotations
 
 import itertools
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,24 @@ def read_lines(path: Path) -> list[tuple[int, dict | None, str | None]]:
             continue
         out.append((n, row if isinstance(row, dict) else None, None if isinstance(row, dict) else "not an object"))
     return out
+
+
+def numbered_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, row, None), or (line number, None, the reason) for a line that is not a JSON
+    object, for every non-blank line of a JSONL file of rows (training manifests, pairs files)."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield number, None, f"invalid JSON ({e.msg} at column {e.colno})"
+                continue
+            if not isinstance(row, dict):
+                yield number, None, "row is not a JSON object"
+                continue
+            yield number, row, None
 
 
 def video_stem(path: str) -> str:

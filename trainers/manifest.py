@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tarsier.common.messages import is_number, parse_sample
+from tarsier.common.messages import is_number, numbered_rows, parse_sample
 
 MAX_LISTED = 20
 
@@ -75,35 +75,25 @@ def load_manifest(path: str | Path, task: str | None = None, check_files: bool =
     problems: list[str] = []
     samples: list[Sample] = []
     exists: dict[Path, bool] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"{where}: invalid JSON ({e.msg} at column {e.colno})")
-                continue
-            if not isinstance(row, dict):
-                problems.append(f"{where}: row is not a JSON object")
-                continue
+    for lineno, row, err in numbered_rows(path):
+        where = f"{path}:{lineno}"
+        if row is not None:
             parsed, err = parse_sample(row)
-            if err:
-                problems.append(f"{where}: {err}")
+        if err:
+            problems.append(f"{where}: {err}")
+            continue
+        vp = Path(parsed["video_file"]).expanduser()
+        vp = Path(os.path.normpath(vp if vp.is_absolute() else folder / vp))
+        if check_files:
+            if vp not in exists:
+                exists[vp] = vp.is_file()
+            if not exists[vp]:
+                problems.append(f"{where}: video file not found: {parsed['video_file']}")
                 continue
-            vp = Path(parsed["video_file"]).expanduser()
-            vp = Path(os.path.normpath(vp if vp.is_absolute() else folder / vp))
-            if check_files:
-                if vp not in exists:
-                    exists[vp] = vp.is_file()
-                if not exists[vp]:
-                    problems.append(f"{where}: video file not found: {parsed['video_file']}")
-                    continue
-            samples.append(Sample(video=vp, start=parsed["start"], end=parsed["end"],
-                                  frame_times=parsed["frames"], prompt=parsed["prompt"],
-                                  answer=parsed["answer"], task=task or _row_task(row) or path.stem,
-                                  source=where))
+        samples.append(Sample(video=vp, start=parsed["start"], end=parsed["end"],
+                              frame_times=parsed["frames"], prompt=parsed["prompt"],
+                              answer=parsed["answer"], task=task or _row_task(row) or path.stem,
+                              source=where))
     if not problems and not samples:
         problems.append(f"{path}: no samples")
     if problems:

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 from tarsier.common.files import atomic_write, read_jsonl
-from tarsier.common.messages import assistant_turn, parse_messages_sample, user_turn, video_spec
+from tarsier.common.messages import assistant_turn, numbered_rows, parse_messages_sample, user_turn, video_spec
 from tarsier.trainers.manifest import ManifestError
 
 CORRUPTIONS = ("reverse", "shuffle", "drop", "swap")
@@ -127,31 +127,24 @@ def load_pairs(path: str | Path, check_files: bool = True) -> list[Pair]:
     problems: list[str] = []
     pairs: list[Pair] = []
     exists: dict[Path, bool] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"{where}: invalid JSON ({e.msg} at column {e.colno})")
-                continue
+    for lineno, row, err in numbered_rows(path):
+        where = f"{path}:{lineno}"
+        if row is not None:
             parsed, err = parse_pair_row(row)
-            if err:
-                problems.append(f"{where}: {err}")
+        if err:
+            problems.append(f"{where}: {err}")
+            continue
+        vp = Path(parsed["video_file"]).expanduser()
+        vp = Path(os.path.normpath(vp if vp.is_absolute() else folder / vp))
+        if check_files:
+            if vp not in exists:
+                exists[vp] = vp.is_file()
+            if not exists[vp]:
+                problems.append(f"{where}: video file not found: {parsed['video_file']}")
                 continue
-            vp = Path(parsed["video_file"]).expanduser()
-            vp = Path(os.path.normpath(vp if vp.is_absolute() else folder / vp))
-            if check_files:
-                if vp not in exists:
-                    exists[vp] = vp.is_file()
-                if not exists[vp]:
-                    problems.append(f"{where}: video file not found: {parsed['video_file']}")
-                    continue
-            pairs.append(Pair(video=vp, start=parsed["start"], end=parsed["end"], frame_times=parsed["frames"],
-                              prompt=parsed["prompt"], chosen=parsed["chosen"], rejected=parsed["rejected"],
-                              corruption=parsed["corruption"], scores=parsed["scores"], source=where))
+        pairs.append(Pair(video=vp, start=parsed["start"], end=parsed["end"], frame_times=parsed["frames"],
+                          prompt=parsed["prompt"], chosen=parsed["chosen"], rejected=parsed["rejected"],
+                          corruption=parsed["corruption"], scores=parsed["scores"], source=where))
     if not problems and not pairs:
         problems.append(f"{path}: no pairs")
     if problems:
