@@ -79,7 +79,8 @@ def left_to_do(videos: list[VideoInput], done: dict[str, dict[int, dict]],
 
 
 class VideoTracker:
-    """`emit(record)` writes one record (to the JSONL log, the stream); `notify(event, **info)` is the
+    """`record_key`: what every record carries (model, grain, prompt, settings; engine.prepare);
+    `emit(record)` writes one record (to the JSONL log, the stream); `notify(event, **info)` is the
     progress callback; `resumed`: records of unfinished videos an earlier run wrote (their clips are not
     described again); `decorate(state, record)`: more fields for a record about to be written (the clip
     file); `on_written()`: a video's records are all written."""
@@ -97,7 +98,7 @@ class VideoTracker:
         self.whole_videos = whole_videos
         self.decorate = decorate
         self.on_written = on_written
-        self.ended = 0   # decode passes that have ended
+        self.decodes_ended = 0
 
     def get(self, rel: str) -> VideoState | None:
         """The video's state while it is neither finished nor failed."""
@@ -116,9 +117,9 @@ class VideoTracker:
 
     def decode_ended(self, st: VideoState, n_clips: int, meta: dict) -> bool:
         """The video's clip count is known; False (and the video failed) when it has none."""
-        st.n_clips, st.end_order = n_clips, self.ended
+        st.n_clips, st.end_order = n_clips, self.decodes_ended
         st.meta = {**st.meta, **meta}
-        self.ended += 1
+        self.decodes_ended += 1
         if n_clips == 0:
             self.fail(st, VideoError("decode", "no decodable video frames"))
             return False
