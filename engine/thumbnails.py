@@ -1,6 +1,6 @@
 """Small JPEG thumbnails of the frames a clip was described from, for the review report.
 
-The describe pipeline already holds the sampled frames of every clip (one decode pass, DESIGN.md §2);
+The describe pipeline already holds the sampled frames of every clip (one decode pass, docs/architecture.md);
 `save_clip_thumbnails` writes those same frames, never decoding the video again:
 
     OUT_DIR/thumbs/<video rel path>/clip0000_f0.jpg ... clip0000_f7.jpg

@@ -270,11 +270,10 @@ def test_cli_default_model_missing_exits_2(small_video, tmp_path):
 
 
 def test_library_default_model():
-    import inspect
+    # describe() takes its settings as engine.options.DescribeOptions; the default model is its field's
+    from tarsier.engine.options import DescribeOptions
 
-    from tarsier.engine.describe import describe
-
-    assert inspect.signature(describe).parameters["model"].default == "tarsier2-recap-7b"
+    assert DescribeOptions().what.model == "tarsier2-recap-7b"
 
 
 # -- describing videos end to end ------------------------------------------------------------------------------
