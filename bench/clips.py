@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from decode import make_yuv_video  # noqa: E402
+
 from tarsier.engine.clips import ClipSpan, clip_file, cut_clips  # noqa: E402
 
 

@@ -62,12 +62,12 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
 def bench_overlap(args, tmp: Path) -> None:
     import numpy as np
     import torch
+
+    import tarsier
     from tarsier.engine.decode_pool import default_workers, produce_clips
     from tarsier.engine.describe import describe
     from tarsier.engine.discover import discover
     from tarsier.engine.video import ClipOptions
-
-    import tarsier
 
     torch.set_num_threads(1)
     folder = make_folder(tmp / "overlap", args.videos, args.seconds)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from tarsier.evaluation.exact import parse_events
 from tarsier.trainers.dpo import DPOArgs, train_dpo
 from tarsier.trainers.train import TrainArgs, build_or_load

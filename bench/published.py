@@ -54,6 +54,7 @@ def _default_dtype(dtype):
 def build_tarsier2(tiny: bool, device, dtype):
     import published_fixtures as pf
     import torch
+
     from tarsier.engine import qwen2_vl as published
 
     text, vision = (pf.QWEN_TEXT, pf.QWEN_VISION) if tiny else (QWEN2VL_7B_TEXT, QWEN2VL_7B_VISION)
@@ -75,9 +76,10 @@ def build_tarsier2(tiny: bool, device, dtype):
 def build_tarsier1(tiny: bool, device, dtype):
     import published_fixtures as pf
     import torch
+    from transformers import PreTrainedTokenizerFast
+
     from tarsier.engine import hf_layouts as published
     from tarsier.engine.model import VideoLLM
-    from transformers import PreTrainedTokenizerFast
 
     vision, text = (pf.LLAVA_VISION, pf.LLAVA_TEXT) if tiny else (CLIP_L_336, VICUNA_7B)
     raw = {"model_type": "llava", "vision_config": dict(vision), "text_config": dict(text),

@@ -46,9 +46,9 @@ def geometry_table() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     import published_fixtures as pf
     import videogen
-    from tarsier.engine.video import ClipOptions, read_clips
 
     import tarsier
+    from tarsier.engine.video import ClipOptions, read_clips
 
     tmp = Path(tempfile.mkdtemp())
     qwen = tarsier.load(pf.write_qwen2_vl(tmp / "qwen", style="llava"), device="cpu")

@@ -43,6 +43,7 @@ def main() -> None:
 
     import ray
     from describe_pipeline import make_folder, table
+
     from tarsier.engine.decode_pool import default_workers
     from tarsier.engine.describe import describe
     from tarsier.engine.ray_engine import describe_ray

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from tarsier.engine import checkpoint as ckpt
 from tarsier.engine.config import ModelConfig
 from tarsier.engine.tokenizer import build_bpe_tokenizer

@@ -8,7 +8,8 @@ import numpy as np
 
 
 class VideoError(Exception):
-    """A bad input. `stage` says where it failed (open, probe, decode, scenes, model, write)."""
+    """A bad input. `stage` says where it failed: open, probe, decode or model (error records also
+    use discover for an input that is not there and clip for a clip file that could not be cut)."""
 
     def __init__(self, stage: str, message: str):
         super().__init__(message)

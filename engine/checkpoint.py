@@ -61,6 +61,7 @@ def default_dtype(device):
 
 def build_random(config: ModelConfig, tokenizer, seed: int = 0):
     import torch
+
     from tarsier.engine.model import VideoLLM
 
     with torch.random.fork_rng(devices=[]):
@@ -77,6 +78,7 @@ def load_tokenizer(path: str | Path):
 def load_folder(path: Path):
     """A VideoLLM checkpoint folder written by `save`."""
     from safetensors.torch import load_model
+
     from tarsier.engine.model import VideoLLM
 
     if not (path / CONFIG_NAME).is_file():

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from tarsier.engine.clips import CLIP_CODECS
 
 

@@ -294,8 +294,9 @@ UPSTREAM_CLIP = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_lay
 
 def llava_model_config(raw: dict, folder: Path | None = None):
     """The ModelConfig (engine/config.py) of a published LLaVA-layout Tarsier config.json."""
-    from tarsier.engine.config import CLIP_MEAN, CLIP_STD, ModelConfig, ProjectorConfig, VisionConfig
     from transformers import CLIPVisionConfig
+
+    from tarsier.engine.config import CLIP_MEAN, CLIP_STD, ModelConfig, ProjectorConfig, VisionConfig
 
     if raw.get("vision_feature_select_strategy", "default") != "default":
         raise ModelNotFound("only vision_feature_select_strategy 'default' (CLS dropped) is supported")

@@ -24,10 +24,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from tarsier.engine import model_files
 from tarsier.engine.config import ModelConfig, VisionConfig
 from tarsier.engine.interface import FrameSpec, Generation, SquareGeometry
-from torch import nn
 
 IGNORE_INDEX = -100
 

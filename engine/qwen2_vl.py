@@ -190,6 +190,7 @@ class QwenProcessor:
     def inputs(self, clips, instructions: list[str], answers: list[str] | None = None,
                prefixes: list[str] | None = None) -> dict:
         import torch
+
         from tarsier.engine.model import IGNORE_INDEX, pad_rows
 
         pixel_values, grid = self.pixels(clips)
@@ -333,6 +334,7 @@ class QwenVideoModel(_module_base()):
     def forward(self, input_ids, attention_mask, labels=None, pixel_values=None, image_grid_thw=None,
                 mm_token_type_ids=None):
         import torch.nn.functional as F
+
         from tarsier.engine.model import IGNORE_INDEX
 
         batch = self._to_device({"input_ids": input_ids, "attention_mask": attention_mask,
@@ -350,6 +352,7 @@ class QwenVideoModel(_module_base()):
     def generate(self, clips, instructions: list[str], max_new_tokens: int | None = None,
                  prefixes: list[str] | None = None):
         import torch
+
         from tarsier.engine.model import decode_generations, greedy_kwargs, stop_token_ids
 
         batch = self._to_device(self.processor.inputs(clips, instructions, prefixes=prefixes))

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
+
 from tarsier.common.types import Clip
 from tarsier.engine.video import VideoReader, one_line_error
 

@@ -11,10 +11,11 @@ Pillow is imported inside the function (it ships with matplotlib); the module it
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+
+from tarsier.common.files import atomic_file
 
 THUMBS_DIR = "thumbs"
 JPEG_QUALITY = 80
@@ -85,8 +86,7 @@ def save_clip_thumbnails(out_dir: Path, video_rel: str, clip_index: int, frames:
         w, h = thumbnail_size(frame.shape[0], frame.shape[1], long_side, aspect)
         if (w, h) != img.size:
             img = img.resize((w, h), Image.BILINEAR, reducing_gap=2.0)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        img.save(tmp, format="JPEG", quality=int(quality), optimize=True)
-        os.replace(tmp, path)
+        with atomic_file(path, fsync=False) as f:   # thumbnails are rebuilt on a rerun: no fsync
+            img.save(f, format="JPEG", quality=int(quality), optimize=True)
         rels.append(rel)
     return rels

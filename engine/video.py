@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from tarsier.common.types import Clip, VideoError, VideoInfo
 from tarsier.engine.interface import SquareGeometry
 from tarsier.engine.sampling import CandidateBuffer, pick_frames

@@ -101,10 +101,15 @@ class SubtitleWriter:
         name = rel.name if unique_name else rel.stem
         return self.output_dir / rel.parent / f"{name}.{self.extension}"
 
-    def write_video(self, video_rel: str, clips: list[dict], unique_name: bool = False) -> Path:
+    def write_video(self, video_rel: str, clips: list[dict], unique_name: bool = False) -> Path | None:
+        """The video's subtitles: one cue per described clip. Clips a curation filter skipped have no
+        text and leave a gap; a video with no described clip gets no subtitle file."""
+        described = [r for r in clips if "description" in r]
+        if not described:
+            return None
         path = self.path_for(video_rel, unique_name)
         try:
-            atomic_write(path, self.render(sorted(clips, key=lambda r: r["clip"])))
+            atomic_write(path, self.render(sorted(described, key=lambda r: r["clip"])))
         except OSError as e:
             raise output_error(path, e) from None
         return path

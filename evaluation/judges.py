@@ -25,10 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
+from tarsier import prompts
 from tarsier.evaluation.cache import JudgeCache, default_cache_path, text_hash
 from tarsier.evaluation.parsing import MAX_EVENTS, ParseError, parse_events, parse_labels, parse_qa_verdict
-
-from tarsier import prompts
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import jinja2
 from jinja2.ext import Extension
 from markupsafe import Markup
+
 from tarsier.common.files import atomic_write
 from tarsier.reports.formats import fmt_duration, fmt_num, fmt_pct, fmt_time, href
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 import typer
+
 from tarsier.cli.helptext import Group
 
 app = typer.Typer(

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from tarsier.cli.common import err_console
 
 HELP = """Run the whole story offline: render the synthetic world, train stage 1 and stage 2 with
@@ -32,9 +33,9 @@ def demo_command(
     import json
 
     from rich.table import Table
-    from tarsier.evaluation.report import pct
 
     from tarsier.demo import DemoConfig, run_demo
+    from tarsier.evaluation.report import pct
 
     cfg = DemoConfig(train_videos=train_videos, bench_videos=bench_videos, train_tower=train_tower,
                      tower_steps=tower_steps,

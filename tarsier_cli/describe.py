@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from tarsier.cli.common import (
     EXIT_SOME_FAILED,
     EXIT_USAGE,

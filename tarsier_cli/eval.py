@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
+
 from tarsier.cli.common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, err_console, usage_error
 from tarsier.cli.helptext import Group
 

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from tarsier.cli.common import err_console, usage_error
 
 

@@ -33,6 +33,7 @@ def synth(
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from tarsier.world.build import generate
 
     err = Console(stderr=True)

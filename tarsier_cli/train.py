@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from tarsier.cli.common import err_console, usage_error
 from tarsier.cli.helptext import Group
 
@@ -26,6 +27,7 @@ Out = Annotated[Path, typer.Option("--out", "-o", help="Run folder (metrics, che
 def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
     """kw: the command's remaining options, named as TrainArgs fields."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from tarsier.engine.checkpoint import ModelNotFound
     from tarsier.reports.charts import write_curves
     from tarsier.trainers.manifest import ManifestError
@@ -285,6 +287,7 @@ def dpo(
     (loss, implicit rewards and their margin and accuracy, log-probs), checkpoints, resume and curves as
     stages 1 and 2."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from tarsier.common.types import VideoError
     from tarsier.engine.checkpoint import ModelNotFound
     from tarsier.reports.charts import write_training_charts

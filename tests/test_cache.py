@@ -6,8 +6,9 @@ import json
 import time
 
 import pytest
-from tarsier.cli.app import app
 from typer.testing import CliRunner
+
+from tarsier.cli.app import app
 
 pytestmark = pytest.mark.usefixtures("tarsier_home")
 

@@ -7,8 +7,9 @@ import re
 
 import pytest
 import typer
-from tarsier.cli.app import app
 from typer.testing import CliRunner
+
+from tarsier.cli.app import app
 
 WIDTH = 80
 
@@ -55,6 +56,7 @@ def test_group_help_lists_each_command_with_a_whole_sentence():
 
 def test_models_at_80_columns_has_no_empty_or_cut_column():
     from rich.console import Console
+
     from tarsier.cli.models import COLUMNS, rich_table
     from tarsier.engine.catalog import list_models
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import av
 import pytest
 import videogen
-from tarsier.cli.app import app
-from tarsier.engine.curate import CurateOptions
-from tarsier.engine.describe import describe
 from typer.testing import CliRunner
 
 import tarsier
+from tarsier.cli.app import app
+from tarsier.engine.curate import CurateOptions
+from tarsier.engine.describe import describe
 
 FAST = ["-m", "tiny-random", "--max-new-tokens", "4", "-q", "--device", "cpu"]
 # Open-Sora's CSV header (tools/datasets in hpcaitech/Open-Sora): path,text,num_frames,fps,height,width
@@ -244,6 +244,22 @@ def test_filters_record_the_reason(tmp_path, videos, tiny):
                     curate=curate).videos_skipped == 4
     looser = describe(inputs, model=tiny, output_dir=out, max_new_tokens=2, workers=0)
     assert looser.videos_skipped == 1 and looser.clips_done == 3
+
+
+def test_subtitles_leave_out_the_clips_a_filter_skipped(tmp_path, tiny):
+    d = tmp_path / "v"
+    d.mkdir()
+    moving = videogen.make_video(d / "moving.mp4", [(2.0, 1)], fps=10)
+    narrow = videogen.make_video(d / "narrow.mp4", [(2.0, 2)], fps=10, size=(320, 64))
+    out = tmp_path / "out"
+    s = describe([str(moving.path), str(narrow.path)], model=tiny, output_dir=out, max_new_tokens=2, workers=0,
+                 formats=("jsonl", "srt", "vtt"), curate=CurateOptions(max_aspect=3.0))
+    assert s.exit_code == 0 and s.clips_done == 1
+    described = next(r for r in jsonl(out) if Path(r["video"]).name == "moving.mp4")
+    srt = (out / "moving.srt").read_text(encoding="utf-8")
+    assert srt.startswith("1\n00:00:00,000 --> ") and described["description"] in srt
+    assert described["description"] in (out / "moving.vtt").read_text(encoding="utf-8")
+    assert not (out / "narrow.srt").exists() and not (out / "narrow.vtt").exists()
 
 
 def test_curation_usage_errors(tmp_path, videos):

@@ -12,11 +12,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tarsier.cli.app import app
-from tarsier.engine.describe import describe
 from typer.testing import CliRunner
 
 import tarsier
+from tarsier.cli.app import app
+from tarsier.engine.describe import describe
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["-m", "tiny-random", "--max-new-tokens", "4", "-q"]

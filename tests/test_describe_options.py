@@ -6,10 +6,11 @@ import dataclasses
 import re
 
 import pytest
+from typer.testing import CliRunner
+
 from tarsier.cli.app import app
 from tarsier.engine.options import DescribeOptions, option_names
 from tarsier.engine.writers import ALL_FORMATS, MANIFEST_WRITERS, SUBTITLE_WRITERS, WRITERS
-from typer.testing import CliRunner
 
 
 def test_options_are_frozen_groups_changed_by_field_name():

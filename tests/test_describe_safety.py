@@ -11,11 +11,12 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from tarsier.cli.app import app
 from tarsier.common import files as common_files
 from tarsier.common.files import read_jsonl as read_records
 from tarsier.engine import writers as engine_writers
-from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["-m", "tiny-random", "--max-new-tokens", "4", "-q", "--device", "cpu"]

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from tarsier.engine.discover import DEFAULT_EXTENSIONS, discover
 
 

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from tarsier.cli.app import app
 from tarsier.engine import checkpoint as ckpt
 from tarsier.trainers.dpo import DPOArgs, dpo_loss, sequence_logps, train_dpo
 from tarsier.trainers.manifest import ManifestError
 from tarsier.trainers.pairs import PairArgs, build_pairs, clip_frames, load_pairs, sample_descriptions
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.usefixtures("tarsier_home")
 
@@ -481,6 +482,7 @@ def test_dpo_on_a_tiny_qwen2_vl_checkpoint(hand_pairs, tmp_path, lora):
 def test_pairs_on_a_tiny_qwen2_vl_checkpoint(world, tmp_path):
     """Candidates from the Tarsier2 layout, greedy and sampled (sampling extends its token-type ids)."""
     import published_fixtures as pf
+
     from tarsier.evaluation.autodq import CandidateScorer
     from tarsier.evaluation.exact import ExactJudge
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tarsier.common.dream import CATEGORIES, Reference, load_references, normalise_category
 from tarsier.evaluation.autodq import aggregate, evaluate
 from tarsier.evaluation.judges import ChatJudge, JudgeSpecError, make_judge

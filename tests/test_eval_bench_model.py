@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from tarsier.cli.app import app
 from tarsier.evaluation.answering import LETTERS, generate_with_prefix, option_logprobs
-from typer.testing import CliRunner
 
 runner = CliRunner()
 PREFIX = " Answer: ("
@@ -124,6 +125,7 @@ def test_bench_answers_the_synthetic_world_end_to_end(world, tmp_path):
 
 def test_qa_judge_through_the_fault_injecting_server(tmp_path, monkeypatch):
     import test_eval_openai as fake
+
     from tarsier.evaluation.benchdata import load_bench
     from tarsier.evaluation.tasks import score_file
 

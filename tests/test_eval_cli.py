@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tarsier.cli.app import app
 from typer.testing import CliRunner
+
+from tarsier.cli.app import app
 
 DREAM = Path("/work/shared/dream1k")
 FLAT = DREAM / "DREAM-1k.sample.jsonl"

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tarsier.common.dream import load_references
 from tarsier.evaluation.autodq import aggregate, evaluate
 from tarsier.evaluation.embed import DEFAULT_THRESHOLD, EmbedJudge, calibrate, extract_clause_events, split_clauses

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from tarsier.evaluation.judges import make_judge
 from tarsier.evaluation.parsing import LABELS
 from tarsier.evaluation.score_descriptions import score_file

@@ -11,9 +11,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from tarsier.evaluation.judges import JudgeAuthError, make_judge
 from tarsier.evaluation.score_descriptions import score_file
-from typer.testing import CliRunner
 
 DREAM = Path(__file__).resolve().parents[2] / "shared" / "dream1k"
 if not DREAM.is_dir():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tarsier.evaluation.parsing import ParseError, extract_json, parse_events, parse_labels
 
 

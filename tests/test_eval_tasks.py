@@ -8,11 +8,12 @@ import math
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from tarsier.cli.app import app
 from tarsier.evaluation.benchdata import BenchFileError, load_bench, parse_options
 from tarsier.evaluation.cider import bleu4, cider_d, ptb_tokenize
 from tarsier.evaluation.mcq import aggregate, parse_choice, score_rows
-from typer.testing import CliRunner
 
 TVBENCH = Path(__file__).resolve().parents[2] / "shared" / "tvbench" / "TVBench.sample.jsonl"
 if not TVBENCH.is_file():

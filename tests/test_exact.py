@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+
 from tarsier.evaluation import exact
 from tarsier.evaluation.exact import ExactJudge, canonical, parse_events, score
 from tarsier.world import vocabulary
@@ -125,9 +126,8 @@ def test_every_judge_keeps_the_same_number_of_events():
     asks for) and imported by the exact and embed judges."""
     import inspect
 
-    from tarsier.evaluation import embed, parsing
-
     from tarsier import prompts
+    from tarsier.evaluation import embed, parsing
 
     assert exact.MAX_EVENTS == embed.MAX_EVENTS == parsing.MAX_EVENTS
     assert "MAX_EVENTS =" not in inspect.getsource(exact) and "MAX_EVENTS =" not in inspect.getsource(embed)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tarsier.trainers.train import TrainArgs, build_or_load, train
 
 pytestmark = pytest.mark.usefixtures("tarsier_home")

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 
 import published_fixtures as pf
+
 from tarsier.cli.app import app
 from tarsier.engine import checkpoint as ckpt
 from tarsier.trainers.train import TrainArgs, train

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
 from tarsier.trainers.manifest import LengthGroupedBatches, ManifestError, Sample, load_manifest, load_mixture
 
 DREAM_FLAT = Path(__file__).resolve().parents[1].parent / "shared" / "dream1k" / "DREAM-1k.sample.jsonl"

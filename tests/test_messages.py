@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tarsier.common.dream import load_references
 from tarsier.common.messages import (
     assistant_turn,

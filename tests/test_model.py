@@ -6,10 +6,10 @@ import time
 
 import pytest
 import torch
-from tarsier.engine import checkpoint as ckpt
-from tarsier.engine.config import ModelConfig
 
 import tarsier
+from tarsier.engine import checkpoint as ckpt
+from tarsier.engine.config import ModelConfig
 
 
 @pytest.fixture(scope="module")

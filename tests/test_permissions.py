@@ -9,9 +9,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from tarsier.cli.app import app
 from tarsier.common.files import atomic_write, normal_file_mode, normal_permissions, save_safetensors
-from typer.testing import CliRunner
 
 DREAM = Path("/work/shared/dream1k")
 FLAT = DREAM / "DREAM-1k.sample.jsonl"

@@ -10,14 +10,14 @@ import threading
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+import tarsier
 from tarsier.cli.app import app
 from tarsier.engine.decode_pool import produce_clips
 from tarsier.engine.describe import describe
 from tarsier.engine.discover import discover
 from tarsier.engine.video import ClipOptions
-from typer.testing import CliRunner
-
-import tarsier
 
 
 @pytest.fixture(scope="module")

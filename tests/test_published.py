@@ -76,6 +76,7 @@ def test_llava_layout_loads_every_tensor(llava_dir, llava_model):
     """Tarsier-7b's 4.x names (vision_tower.vision_model.*, ...) land on the matching parameters, whatever
     the installed transformers calls its CLIP modules."""
     from safetensors import safe_open
+
     from tarsier.engine.model import VideoLLM
 
     m = llava_model
@@ -134,6 +135,7 @@ def test_qwen2_vl_namings_load(style, naming, want, tmp_path):
 def test_unmapped_tensors_are_named(tmp_path):
     """A checkpoint in a naming nobody published: the error names the tensors it could not place."""
     from safetensors.torch import load_file, save_file
+
     from tarsier.engine.checkpoint import ModelNotFound
 
 
@@ -195,6 +197,7 @@ def test_strict_loading_rejects_a_foreign_tensor(llava_dir, tmp_path):
     import shutil
 
     from safetensors.torch import save_file
+
     from tarsier.engine.checkpoint import ModelNotFound
 
 
@@ -257,9 +260,10 @@ def test_missing_model_is_one_line_naming_the_ways_forward():
 
 
 def test_cli_default_model_missing_exits_2(small_video, tmp_path):
+    from typer.testing import CliRunner
+
     from tarsier.cli.app import app
     from tarsier.cli.describe import DEFAULT_MODEL
-    from typer.testing import CliRunner
 
     assert DEFAULT_MODEL == "tarsier2-recap-7b"
     result = CliRunner().invoke(app, ["describe", str(small_video), "-o", str(tmp_path / "out"), "-q",
@@ -328,8 +332,9 @@ def test_llava_model_saved_by_the_project_reloads_natively(llava_model, tmp_path
 
 def test_models_lists_hub_ids_in_plain_columns_when_piped():
     """Not a terminal: aligned plain columns (no box drawing), the hub id of every published preset."""
-    from tarsier.cli.app import app
     from typer.testing import CliRunner
+
+    from tarsier.cli.app import app
 
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output

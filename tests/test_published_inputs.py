@@ -291,9 +291,10 @@ def test_describe_records_what_the_model_saw(qwen, aspect_videos, tmp_path):
 
 
 def test_cli_says_in_one_line_when_a_grain_is_not_supported(tmp_path, aspect_videos):
+    from typer.testing import CliRunner
+
     from tarsier.cli.app import app
     from tarsier.engine.checkpoint import save
-    from typer.testing import CliRunner
 
 
     m = tarsier.load("tiny-random", device="cpu")

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+
 from tarsier.engine.describe import describe
 from tarsier.engine.ray_engine import describe_ray  # imports Ray only when it runs
 

@@ -20,6 +20,7 @@ from urllib.parse import quote, unquote
 
 import numpy as np
 import pytest
+
 from tarsier.engine.thumbnails import save_clip_thumbnails, thumbnail_relpath
 from tarsier.reports.charts import stage_offsets, write_curves, write_eval_charts
 from tarsier.reports.describe_page import describe_summary, load_describe_run, write_describe_report
@@ -486,8 +487,9 @@ def test_eval_page_in_browser(chromium, tmp_path):
 # CLI
 
 def test_cli_report_kinds(tmp_path):
-    from tarsier.cli.app import app
     from typer.testing import CliRunner
+
+    from tarsier.cli.app import app
 
     runner = CliRunner()
     cases = {"describe": make_describe_run(tmp_path / "d"), "train": make_training_run(tmp_path / "t"),
@@ -505,8 +507,9 @@ def test_cli_report_kinds(tmp_path):
 
 def test_bench_folder_gets_both_pages(tmp_path):
     """`tarsier eval bench` writes descriptions and AutoDQ scores into one folder: two linked pages."""
-    from tarsier.cli.app import app
     from typer.testing import CliRunner
+
+    from tarsier.cli.app import app
 
     folder = make_eval_dir(make_describe_run(tmp_path / "bench"))
     assert detect_kinds(folder) == ["describe", "eval"]
@@ -525,8 +528,9 @@ def test_bench_folder_gets_both_pages(tmp_path):
 
 
 def test_cli_report_usage_errors(tmp_path):
-    from tarsier.cli.app import app
     from typer.testing import CliRunner
+
+    from tarsier.cli.app import app
 
     runner = CliRunner()
     assert runner.invoke(app, ["report", str(tmp_path)]).exit_code == 2           # nothing to report
@@ -553,6 +557,7 @@ def test_templates_autoescape_and_static_files_are_package_data():
     from importlib.resources import files
 
     from markupsafe import Markup
+
     from tarsier.reports.render import environment, static
 
     env = environment()
@@ -603,8 +608,9 @@ def _fake_training(monkeypatch, module: str, function: str, rows: list[dict]):
 def test_training_commands_draw_curves_at_every_checkpoint(tmp_path, monkeypatch):
     """Training itself draws nothing (it may not import the reports): the CLI hands it a callable
     that redraws the curves after every checkpoint, as the trainer did before."""
-    from tarsier.cli.app import app
     from typer.testing import CliRunner
+
+    from tarsier.cli.app import app
 
     rows = [{"step": s, "loss": 2.0 / s, "lr": 1e-4, "samples_per_s": 5.0, "elapsed_s": s, "stage": "stage1"}
             for s in range(1, 9)]

@@ -5,6 +5,7 @@ import io
 import json
 
 import pytest
+
 from tarsier.engine import checkpoint as engine_checkpoint
 from tarsier.engine.curate import CurateOptions
 from tarsier.engine.describe import describe

@@ -5,6 +5,7 @@ import av
 import pytest
 from scenedetect.common import FrameTimecode, Timecode
 from scenedetect.detectors import AdaptiveDetector, ContentDetector
+
 from tarsier.engine.scenes import make_detector
 
 

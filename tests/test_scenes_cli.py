@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import json
 
-from tarsier.cli.app import app
 from typer.testing import CliRunner
+
+from tarsier.cli.app import app
 
 runner = CliRunner()
 

@@ -5,6 +5,7 @@ import av
 import numpy as np
 import pytest
 import videogen
+
 from tarsier.engine.sparse import SparseReader
 from tarsier.engine.video import ClipOptions, VideoReader
 

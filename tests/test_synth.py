@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tarsier.world.build import generate
 from tarsier.world.manifests import BRIEF_PROMPTS, FINE_PROMPTS
 from tarsier.world.truth import make_truth
@@ -132,8 +133,9 @@ def test_many_plans_are_valid():
 
 
 def test_cli_synth(tmp_path):
-    from tarsier.cli.app import app
     from typer.testing import CliRunner
+
+    from tarsier.cli.app import app
 
     out = tmp_path / "w"
     runner = CliRunner()

@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
+
 from tarsier.cli.app import app
 from tarsier.engine import checkpoint as ckpt
 from tarsier.trainers.tower import (
@@ -22,7 +24,6 @@ from tarsier.trainers.tower import (
 )
 from tarsier.world.render import frame_state, render_frame
 from tarsier.world.truth import make_truth
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.usefixtures("tarsier_home")
 
@@ -80,6 +81,7 @@ def test_each_identity_is_answered_by_the_cell_its_centre_is_in():
 def test_rendered_frame_is_what_the_video_shows(world):
     """Tower frames are rendered directly; the videos are encoded from the very same renderer."""
     import av
+
     from tarsier.world.plan import replay_plan
 
     truth = json.loads((world / "truth.jsonl").read_text().splitlines()[0])

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
+
 from tarsier.cli.app import app
 from tarsier.engine import checkpoint as ckpt
 from tarsier.trainers.train import TrainArgs, train
-from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,6 +115,7 @@ def test_lora_saves_and_reloads_adapters(world, tmp_path):
 
 def test_fresh_nano_starts_from_the_tower_it_ships(world, tmp_path):
     from safetensors.torch import load_file
+
     from tarsier.trainers.tower import shipped_tower
     from tarsier.trainers.train import build_or_load
 

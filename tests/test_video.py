@@ -7,6 +7,7 @@ import av
 import numpy as np
 import pytest
 import videogen
+
 from tarsier.common.types import VideoError
 from tarsier.engine.sampling import sample_indices
 from tarsier.engine.scenes import ClipPlanner

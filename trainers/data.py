@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
 from tarsier.common.files import home_dir, save_safetensors
 from tarsier.trainers.frames import decode_job as _decode
 

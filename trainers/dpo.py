@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
 from tarsier.common.files import atomic_write, normal_permissions, read_jsonl, save_safetensors
 
 REF_LOGPS = "ref_logps.jsonl"
@@ -243,6 +244,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
     curves there: loss.png, lr.png, rewards.png)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
+
     from tarsier.trainers.manifest import Mixture, MixtureEntry
     from tarsier.trainers.pairs import load_pairs
     from tarsier.trainers.state import load_trainer_state, save_trainer_state

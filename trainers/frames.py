@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from tarsier.common.types import VideoError
 from tarsier.engine.sampling import sample_indices
 

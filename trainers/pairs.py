@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from tarsier.common.files import atomic_write, read_jsonl
 from tarsier.common.messages import assistant_turn, numbered_rows, parse_messages_sample, user_turn, video_spec
 from tarsier.trainers.manifest import ManifestError
@@ -240,6 +241,7 @@ def sample_descriptions(model, clips, instructions: list[str], *, max_new_tokens
     one sequence at a time, without padding, so positions are those of generate(); no KV cache, so
     each new token runs the whole sequence again (fine for small models, slow for 7B ones)."""
     import torch
+
     from tarsier.engine.model import decode_generations, stop_token_ids
 
     tok = model.processor.tokenizer
@@ -351,6 +353,7 @@ def build_pairs(args: PairArgs, *, scorer: Scorer | None = None, model=None,
     there are clips to do. Raises ManifestError (bad manifest), ValueError (bad settings, or a pairs
     file of other settings)."""
     import torch
+
     from tarsier.common.types import VideoError
     from tarsier.trainers.manifest import load_mixture
 

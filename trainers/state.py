@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file
+
 from tarsier.common.files import save_safetensors
 
 STATE_JSON = "trainer_state.json"

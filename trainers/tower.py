@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
 from tarsier.common.files import atomic_write, read_jsonl, save_safetensors
 from tarsier.world.plan import CUTS_PROB, PAN_PROB, plan_video, replay_plan
 from tarsier.world.render import frame_state, render_frame
@@ -215,6 +216,7 @@ def _pooler(tower, vcfg, pool: int):
     """uint8 frames (B, S, S, 3) -> (B, cells², Dv): the normalisation, block and pooling of
     VideoLLM.encode_frames + project, so the head reads exactly what the projector will."""
     import torch
+
     from tarsier.engine.model import pool_patches, tower_features
 
     mean = torch.tensor(vcfg.mean).view(1, 3, 1, 1)
@@ -233,6 +235,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print, config_o
     (experiments/nano/tower_arch.py compares architectures this way)."""
     import torch
     import torch.nn.functional as F
+
     from tarsier.engine import checkpoint as ckpt
     from tarsier.engine.config import ModelConfig
     from tarsier.engine.model import build_vision_tower, resolve_vision_config
@@ -365,6 +368,7 @@ def check_saved_tower(folder: str | Path, frames: dict[str, np.ndarray], pool: i
     or `load_world_frames` give them), pooled into cells as the projector pools them."""
     import torch
     from safetensors.torch import load_file
+
     from tarsier.engine.config import VisionConfig, tuples_from_json
     from tarsier.engine.model import build_vision_tower
 
@@ -395,6 +399,7 @@ def shipped_tower(preset: str = "nano") -> Path | None:
 def load_tower(model, folder: str | Path) -> None:
     """Put a pretrained tower into `model` (strict: its geometry must match the model's)."""
     from safetensors.torch import load_file
+
     from tarsier.engine.config import tuples_from_json
 
     folder = Path(folder)

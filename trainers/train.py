@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
 from tarsier.common.files import atomic_write, normal_permissions, save_safetensors
 from tarsier.engine import checkpoint as ckpt
 from tarsier.engine.config import ModelConfig
@@ -151,6 +152,7 @@ def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], floa
 # ---------------------------------------------------------------------------------------------
 def add_lora(model, args: TrainArgs) -> None:
     from peft import LoraConfig, get_peft_model
+
     from tarsier.trainers.finetune import add_qwen_lora, is_qwen, lora_targets
 
     targets = lora_targets(model, args.lora_targets)
@@ -186,6 +188,7 @@ def merged_state_dict(model) -> dict[str, torch.Tensor]:
 def save_model_folder(model, folder: Path, lora: bool) -> None:
     """config.json + model.safetensors + tokenizer (+ adapter/ and trainable weights for LoRA runs)."""
     from safetensors.torch import save_model
+
     from tarsier.trainers.finetune import is_qwen, save_qwen
 
     if is_qwen(model):   # a standard transformers Qwen2-VL folder
@@ -218,6 +221,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     features, stands in for the frozen tower's (e.g. the exact scene state of the synthetic world)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
+
     from tarsier.trainers.data import FeatureStore, FrameSource, clip_key, collate
     from tarsier.trainers.finetune import (
         ClipSource,
@@ -291,6 +295,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
             fp32_master_weights(model)   # before a resume loads the saved float32 tensors into them
         if resume_from is not None:
             from safetensors.torch import load_file
+
             from tarsier.trainers.finetune import load_trainable
 
             if qwen:

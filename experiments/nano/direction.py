@@ -50,9 +50,9 @@ def accuracy(model, samples) -> float:
     from dataclasses import replace
 
     import torch
-    from tarsier.trainers.data import FeatureStore
 
     from tarsier.demo import answer_nll
+    from tarsier.trainers.data import FeatureStore
 
     store = FeatureStore(model, model.config.frames, workers=1)
     answers = list(ANSWERS.values())
@@ -73,6 +73,7 @@ def probe(model, train_set, test_set) -> float:
     between the two sampled frames around the move's middle (standardised, AdamW, full batch).
     Each set is (samples, manifest rows)."""
     import torch
+
     from tarsier.engine.model import pool_patches
     from tarsier.engine.sampling import sample_indices
     from tarsier.trainers.data import FeatureStore

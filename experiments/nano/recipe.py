@@ -88,10 +88,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="weights' init and data order; rerun with others to see the noise")
     args = p.parse_args()
 
+    from tarsier.demo import score_on_benchmark
     from tarsier.engine.checkpoint import load
     from tarsier.trainers.train import TrainArgs, train
-
-    from tarsier.demo import score_on_benchmark
 
     common = dict(batch_size=args.batch_size, lr=args.lr, log_every=50, resume=True, warmup=30, seed=args.seed)
     seconds = {}
