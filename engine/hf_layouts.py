@@ -16,19 +16,9 @@ llava (omni-research/Tarsier-7b, Tarsier-34b), config.json is a LLaVA config:
     after BOS; each <image> becomes one frame's 24x(24+1)+1 = 601 embeddings; frames stretched to a square.
     -> loaded into the project's own VideoLLM (engine/model.py) with an HF CLIP tower (source "hf_clip").
 
-qwen2_vl (omni-research/Tarsier2-Recap-7b, Tarsier2-7b-0115): Qwen2-VL-7B. The config.json may be a Qwen2-VL
-    config or upstream's LLaVA-style wrapper with text_config/vision_config of model_type "qwen2_vl";
-    tensors in upstream's wrapper naming (vision_tower.*, language_model.model.*, language_model.lm_head.*),
-    the pre-4.52 Qwen2-VL naming (visual.*, model.*, lm_head.*) or the 4.52+ one (model.visual.*,
-    model.language_model.*, lm_head.*). Upstream inference (configs/tarser2_default_config.yaml,
-    dataset/tarsier_processor.py, models/modeling_qwen2_vl_fast.py), reproduced by `QwenProcessor`:
-    16 frames, all T when a clip has T <= 16; every frame duplicated (use_multi_images_for_video), so a
-    temporal patch of 2 holds one frame twice; each frame aspect-kept at <= 460,800 pixels (factor 1,
-    bicubic; <= 128*384*384 over all 2T images of a sample), then rounded by the Qwen2-VL processor to
-    multiples of 28; the video's tokens are the image pad token (image_token_index), placed by the
-    checkpoint's chat template; multimodal rotary positions continue after a video at its largest
-    position + 1 (`upstream_rope_index`); greedy decoding on top of the checkpoint's generation_config.json.
-    -> transformers' Qwen2VLForConditionalGeneration wrapped in `QwenVideoModel` (engine/qwen2_vl.py).
+qwen2_vl (omni-research/Tarsier2-Recap-7b, Tarsier2-7b-0115): Qwen2-VL-7B; its namings, inputs and rotary
+    positions are written down in engine/qwen2_vl.py, whose QwenVideoModel wraps transformers'
+    Qwen2VLForConditionalGeneration; this module reads and renames its weights.
 
 Weights are renamed by explicit tables of every published naming (`LLAVA_NAMINGS` here, `QWEN_NAMINGS` in engine/qwen2_vl.py) onto
 the installed transformers' module names, checked against the built module: a load that leaves

@@ -66,19 +66,19 @@ def _row_task(row: dict) -> str | None:
     return t if isinstance(t, str) and t else None
 
 
-def load_manifest(path: str | Path, task: str | None = None, check_files: bool = True) -> list[Sample]:
-    """Load and validate a JSONL manifest. `task` overrides the rows' own task names."""
-    path = Path(path)
+def checked_rows(path: Path, parse_row, problems: list[str], check_files: bool = True):
+    """(where, row, parsed fields, resolved video path) for every valid row of a JSONL rows file
+    (training manifests, pairs files). `parse_row(row)` gives (fields with `video_file`, None) or
+    (None, reason); every bad row, and with `check_files` every missing video, is appended to
+    `problems` as "file:line: reason" and skipped."""
     if not path.is_file():
         raise ManifestError([f"{path}: file not found"])
     folder = path.resolve().parent
-    problems: list[str] = []
-    samples: list[Sample] = []
     exists: dict[Path, bool] = {}
     for lineno, row, err in numbered_rows(path):
         where = f"{path}:{lineno}"
         if row is not None:
-            parsed, err = parse_sample(row)
+            parsed, err = parse_row(row)
         if err:
             problems.append(f"{where}: {err}")
             continue
@@ -90,10 +90,17 @@ def load_manifest(path: str | Path, task: str | None = None, check_files: bool =
             if not exists[vp]:
                 problems.append(f"{where}: video file not found: {parsed['video_file']}")
                 continue
-        samples.append(Sample(video=vp, start=parsed["start"], end=parsed["end"],
-                              frame_times=parsed["frames"], prompt=parsed["prompt"],
-                              answer=parsed["answer"], task=task or _row_task(row) or path.stem,
-                              source=where))
+        yield where, row, parsed, vp
+
+
+def load_manifest(path: str | Path, task: str | None = None, check_files: bool = True) -> list[Sample]:
+    """Load and validate a JSONL manifest. `task` overrides the rows' own task names."""
+    path = Path(path)
+    problems: list[str] = []
+    samples = [Sample(video=vp, start=parsed["start"], end=parsed["end"], frame_times=parsed["frames"],
+                      prompt=parsed["prompt"], answer=parsed["answer"],
+                      task=task or _row_task(row) or path.stem, source=where)
+               for where, row, parsed, vp in checked_rows(path, parse_sample, problems, check_files)]
     if not problems and not samples:
         problems.append(f"{path}: no samples")
     if problems:

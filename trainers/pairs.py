@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 
 from tarsier.common.files import atomic_write, read_jsonl
-from tarsier.common.messages import assistant_turn, numbered_rows, parse_messages_sample, user_turn, video_spec
-from tarsier.trainers.manifest import ManifestError
+from tarsier.common.messages import assistant_turn, parse_messages_sample, user_turn, video_spec
+from tarsier.trainers.manifest import ManifestError, checked_rows
 
 CORRUPTIONS = ("reverse", "shuffle", "drop", "swap")
 Scorer = Callable[[str, list[str]], list[dict | None]]   # (reference, candidate texts) -> a score per text
@@ -122,30 +122,11 @@ def parse_pair_row(row: Any) -> tuple[dict | None, str | None]:
 def load_pairs(path: str | Path, check_files: bool = True) -> list[Pair]:
     """Load and validate a pairs file; every problem (file:line: reason) raised at once as a ManifestError."""
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError([f"{path}: file not found"])
-    folder = path.resolve().parent
     problems: list[str] = []
-    pairs: list[Pair] = []
-    exists: dict[Path, bool] = {}
-    for lineno, row, err in numbered_rows(path):
-        where = f"{path}:{lineno}"
-        if row is not None:
-            parsed, err = parse_pair_row(row)
-        if err:
-            problems.append(f"{where}: {err}")
-            continue
-        vp = Path(parsed["video_file"]).expanduser()
-        vp = Path(os.path.normpath(vp if vp.is_absolute() else folder / vp))
-        if check_files:
-            if vp not in exists:
-                exists[vp] = vp.is_file()
-            if not exists[vp]:
-                problems.append(f"{where}: video file not found: {parsed['video_file']}")
-                continue
-        pairs.append(Pair(video=vp, start=parsed["start"], end=parsed["end"], frame_times=parsed["frames"],
-                          prompt=parsed["prompt"], chosen=parsed["chosen"], rejected=parsed["rejected"],
-                          corruption=parsed["corruption"], scores=parsed["scores"], source=where))
+    pairs = [Pair(video=vp, start=parsed["start"], end=parsed["end"], frame_times=parsed["frames"],
+                  prompt=parsed["prompt"], chosen=parsed["chosen"], rejected=parsed["rejected"],
+                  corruption=parsed["corruption"], scores=parsed["scores"], source=where)
+             for where, _row, parsed, vp in checked_rows(path, parse_pair_row, problems, check_files)]
     if not problems and not pairs:
         problems.append(f"{path}: no pairs")
     if problems:
