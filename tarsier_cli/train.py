@@ -39,6 +39,12 @@ def _run(stage: str, data: Path, out: Path, init: str, **kw) -> None:
         kw["lora_alpha"] = 2 * kw.get("lora_r", 16)
     if kw.get("lora_targets") is not None:
         kw["lora_targets"] = [t.strip() for t in kw["lora_targets"].split(",") if t.strip()]
+    from tarsier.trainers.data import parse_bytes
+
+    try:
+        parse_bytes(kw.get("cache_ram", "4GB"))
+    except ValueError as exc:
+        raise usage_error(f"--cache-ram: {exc}") from None
     args = TrainArgs(stage=stage, data=str(data), out=str(out), init=init, **kw)
     import os
 
@@ -98,6 +104,8 @@ Init = Annotated[str, typer.Option(help="Where training starts: a published mode
 VisionInit = Annotated[Path | None, typer.Option(help="A `tarsier train tower` folder: the tower of a fresh model (--init PRESET). Default: the one the preset ships (nano's); `none`: a random tower.")]
 GradCkpt = Annotated[bool, typer.Option(show_default=False, help="Gradient checkpointing in the LLM (less memory, slower).")]
 FeatCache = Annotated[str, typer.Option(help="Tower feature cache: auto (user cache), off, or a folder.")]
+CacheRam = Annotated[str, typer.Option(help="RAM for tower features kept in memory (e.g. 4GB, 512MB); the rest "
+                                           "is read from the disk cache when a batch needs it.")]
 Frames = Annotated[int | None, typer.Option(help="Frames per sample (default: the model's).", min=1)]
 Workers = Annotated[int, typer.Option(help="Decode worker processes (0 = half the CPU cores, at most 4; 1 = decode in-process).", min=0)]
 GroupByLength = Annotated[int, typer.Option(help="Sort this many batches' worth of samples by length before "
@@ -115,8 +123,8 @@ def stage1(
     weight_decay: Wd = 0.0, clip_grad: Clip = 1.0, seed: Seed = 0, save_every: SaveEvery = 0,
     log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, lora_alpha: LoraAlpha = None,
     lora_targets: LoraTargets = None, train_vision: TrainVision = False,
-    vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", frames: Frames = None,
-    workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto",
+    vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", cache_ram: CacheRam = "4GB",
+    frames: Frames = None, workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto",
     stop_after: StopAfter = None,
 ) -> None:
     """Stage 1: multi-task video-to-text pre-training on a mixture (captioning, QA, actions, ...)."""
@@ -131,8 +139,8 @@ def stage2(
     weight_decay: Wd = 0.0, clip_grad: Clip = 1.0, seed: Seed = 0, save_every: SaveEvery = 0,
     log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, lora_alpha: LoraAlpha = None,
     lora_targets: LoraTargets = None, train_vision: TrainVision = False,
-    vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", frames: Frames = None,
-    workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto",
+    vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", cache_ram: CacheRam = "4GB",
+    frames: Frames = None, workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto",
     stop_after: StopAfter = None,
 ) -> None:
     """Stage 2: multi-grained description instruction tuning, from a stage-1 checkpoint."""
@@ -160,7 +168,9 @@ def cache_features(
         raise usage_error(str(exc)) from None
     model.eval()
     folder = None if feature_cache == "auto" else Path(feature_cache)
-    store = FeatureStore(model, frames or model.config.frames, folder, workers=workers, dataset=str(data.resolve()))
+    # nothing is held in RAM: the features only have to reach the disk cache
+    store = FeatureStore(model, frames or model.config.frames, folder, workers=workers, dataset=str(data.resolve()),
+                         ram_bytes=0)
     t = time.perf_counter()
     store.ensure(mixture.samples)
     err_console.print(f"{store.computed} clips encoded, {store.loaded} already cached, "

@@ -164,6 +164,34 @@ def test_feature_store_decodes_the_same_in_process_and_in_a_pool(world, tmp_path
     assert torch.equal(again.get(samples[:2]), pooled.get(samples[:2]))
 
 
+def test_feature_store_keeps_only_its_ram_budget_and_reads_the_rest_back(world, tmp_path):
+    from tarsier.trainers.data import FeatureStore, clip_key, parse_bytes
+    from tarsier.trainers.manifest import load_mixture
+    from tarsier.trainers.train import build_or_load
+
+    samples = list({clip_key(s): s for s in load_mixture(world / "stage2" / "mixture.json").samples}.values())
+    model, _ = build_or_load(args(world, tmp_path / "unused"), [s.answer for s in samples])
+    everything = FeatureStore(model, 4, tmp_path / "c", workers=1, ram_bytes=parse_bytes("1GB"))
+    expected = everything.get(samples)
+    per_clip = expected[0].numel() * expected[0].element_size()
+    assert everything.memory_bytes == len(samples) * per_clip == 8 * per_clip
+
+    small = FeatureStore(model, 4, tmp_path / "c", workers=1, ram_bytes=2 * per_clip + 1)
+    for _ in range(2):   # two passes over 8 clips with room for 2: every clip comes back from its file
+        for i in range(0, len(samples), 2):
+            assert torch.equal(small.get(samples[i:i + 2]), expected[i:i + 2])
+            assert len(small.memory) <= 2 and small.memory_bytes <= small.ram_bytes
+    assert (small.computed, small.loaded, small.disk_reads) == (0, 8, 16)
+    assert list(small.memory) == [clip_key(s) for s in samples[-2:]]   # the most recently used stay
+
+    for path in (tmp_path / "c").rglob("*.safetensors"):   # `tarsier cache --all` under a running job
+        path.unlink()
+    assert torch.equal(small.get(samples[:1]), expected[:1]) and small.computed == 1
+    assert parse_bytes("512MB") == 512 * 1024**2 and parse_bytes("1.5g") == 1536 * 1024**2 and parse_bytes("0") == 0
+    with pytest.raises(ValueError, match="not a size"):
+        parse_bytes("lots")
+
+
 def test_bad_manifest_row_is_a_clear_usage_error(world, tmp_path):
     bad = tmp_path / "bad.jsonl"
     good = (world / "stage2" / "describe.jsonl").read_text().splitlines()[0]

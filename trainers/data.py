@@ -3,12 +3,16 @@
 The vision tower is frozen, so its output for a clip never changes during a run: features are
 computed once per distinct clip (decoded in worker processes, encoded in batches) and kept on
 disk in safetensors, keyed by the clip and the tower's config. Every later step skips decoding
-and the tower entirely."""
+and the tower entirely. Only a bounded set of clips' features is held in RAM (`cache_ram`, least
+recently used first out); the rest is read back from its file when a batch needs it, so a run's
+memory does not grow with the dataset (at 32,000 clips, holding all of them took 22.9 GiB)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -48,19 +52,38 @@ def default_decode_workers() -> int:
     return min(4, (os.cpu_count() or 1) // 2)
 
 
-class FeatureStore:
-    """Tower features per clip, in memory and on disk (DIR/<fingerprint>/<key>.safetensors)."""
+DEFAULT_CACHE_RAM = 4 * 1024**3
 
-    def __init__(self, model, frames: int, folder: Path | None = None, workers: int = 0, dataset: str | None = None):
+
+def parse_bytes(text: str | int) -> int:
+    """'4GB', '512MB', '1.5G', '0' or a plain number of bytes -> bytes (powers of 1024)."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", str(text).lower())
+    if not m:
+        raise ValueError(f"{text!r} is not a size: give a number with a unit, e.g. 4GB, 512MB")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
+
+
+class FeatureStore:
+    """Tower features per clip: every clip on disk (DIR/<fingerprint>/<xx>/<key>.safetensors), the most
+    recently used ones in RAM up to `ram_bytes`."""
+
+    def __init__(self, model, frames: int, folder: Path | None = None, workers: int = 0, dataset: str | None = None,
+                 ram_bytes: int = DEFAULT_CACHE_RAM):
         self.model = model
         self.frames = frames
         self.fingerprint = vision_fingerprint(model, frames)
         root = folder if folder is not None else home_dir() / "features"
         self.folder = Path(root) / self.fingerprint
         self.workers = workers or default_decode_workers()
-        self.memory: dict[tuple, torch.Tensor] = {}
+        self.ram_bytes = int(ram_bytes)
+        self.memory: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.memory_bytes = 0
+        self.on_disk: set[tuple] = set()
         self.computed = 0
-        self.loaded = 0
+        self.loaded = 0          # clips found in the disk cache instead of computed
+        self.disk_reads = 0      # feature files read back while training (the RAM budget's cost)
         self.dataset = dataset
         self._recorded = False
 
@@ -81,7 +104,37 @@ class FeatureStore:
     def get(self, samples) -> torch.Tensor:
         """(B, N, P, Dv) features for a batch of samples."""
         self.ensure(samples)
-        return torch.stack([self.memory[clip_key(s)] for s in samples])
+        out = []
+        for s in samples:
+            key = clip_key(s)
+            feats = self.memory.get(key)
+            if feats is None:
+                try:
+                    feats = load_file(str(self.path_for(key)))["features"]
+                except FileNotFoundError:   # removed under a running job (`tarsier cache --all`): compute again
+                    self.on_disk.discard(key)
+                    self.ensure([s])
+                    feats = load_file(str(self.path_for(key)))["features"]
+                self.disk_reads += 1
+                self._keep(key, feats)
+            else:
+                self.memory.move_to_end(key)
+            out.append(feats)
+        return torch.stack(out)
+
+    def _keep(self, key: tuple, feats: torch.Tensor) -> None:
+        """Hold a clip's features in RAM, dropping the least recently used beyond the budget."""
+        size = feats.numel() * feats.element_size()
+        if size > self.ram_bytes:
+            return
+        old = self.memory.pop(key, None)
+        if old is not None:
+            self.memory_bytes -= old.numel() * old.element_size()
+        self.memory[key] = feats
+        self.memory_bytes += size
+        while self.memory_bytes > self.ram_bytes:
+            _, dropped = self.memory.popitem(last=False)
+            self.memory_bytes -= dropped.numel() * dropped.element_size()
 
     # 4 clips (64 frames) per tower call: on 2 CPU cores the tower ran 1.68x faster than at 16 clips,
     # whose activations spill out of cache (bench/train_speed.py)
@@ -90,11 +143,10 @@ class FeatureStore:
         missing: dict[tuple, object] = {}
         for s in samples:
             key = clip_key(s)
-            if key in self.memory or key in missing:
+            if key in self.memory or key in self.on_disk or key in missing:
                 continue
-            path = self.path_for(key)
-            if path.is_file():
-                self.memory[key] = load_file(str(path))["features"]
+            if self.path_for(key).is_file():
+                self.on_disk.add(key)
                 self.loaded += 1
             else:
                 missing[key] = s
@@ -131,9 +183,9 @@ class FeatureStore:
         feats = feats.view(len(pending), self.frames, *feats.shape[1:])
         for (key, _), f in zip(pending, feats):
             f = f.contiguous()
-            self.memory[key] = f
-            path = self.path_for(key)
-            save_safetensors(path, {"features": f})
+            save_safetensors(self.path_for(key), {"features": f})
+            self.on_disk.add(key)
+            self._keep(key, f)
             self.computed += 1
         if progress:
             progress(len(pending))

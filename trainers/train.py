@@ -61,6 +61,7 @@ class TrainArgs:
     projector: dict | None = None   # a fresh model's projector settings over the preset's (experiments/nano/recipe.py)
     grad_checkpointing: bool = False
     feature_cache: str = "auto"     # auto (user cache) | off | a folder
+    cache_ram: str = "4GB"          # tower features held in RAM; the rest is read from the disk cache per batch
     frames: int | None = None       # frames per sample (default: the model's)
     workers: int = 0                # decode processes (0 = half the cores, at most 4; 1 = decode in-process)
     group_by_length: int = 16       # batches sorted together by length to cut padding (1 = off)
@@ -222,7 +223,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from tarsier.trainers.data import FeatureStore, FrameSource, clip_key, collate
+    from tarsier.trainers.data import FeatureStore, FrameSource, clip_key, collate, parse_bytes
     from tarsier.trainers.finetune import (
         ClipSource,
         check_context,
@@ -320,7 +321,8 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         source_data = ClipSource(model.processor, frames)
     elif use_cache:
         folder = None if args.feature_cache == "auto" else Path(args.feature_cache)
-        source_data = FeatureStore(model, frames, folder, workers=args.workers, dataset=str(Path(args.data).resolve()))
+        source_data = FeatureStore(model, frames, folder, workers=args.workers, dataset=str(Path(args.data).resolve()),
+                                   ram_bytes=parse_bytes(args.cache_ram))
         if accelerator.is_main_process:
             status(f"tower features for {len({clip_key(s) for s in samples})} clips")
             source_data.ensure(samples)
