@@ -112,6 +112,8 @@ GroupByLength = Annotated[int, typer.Option(help="Sort this many batches' worth 
                                                  "batching, to cut padding (1 = off).", min=1)]
 Resume = Annotated[bool, typer.Option(show_default=False, help="Continue the run in --out from its latest checkpoint.")]
 Device = Annotated[str, typer.Option(help="auto or cpu (under accelerate launch, the launcher decides).")]
+Threads = Annotated[int, typer.Option(help="CPU threads per process; 0 = re-decided while training (fewer when "
+                                           "other work takes cores, all of them when it leaves).", min=0)]
 StopAfter = Annotated[int | None, typer.Option(hidden=True, help="End after N steps of this invocation.")]
 
 
@@ -124,7 +126,7 @@ def stage1(
     log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, lora_alpha: LoraAlpha = None,
     lora_targets: LoraTargets = None, train_vision: TrainVision = False,
     vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", cache_ram: CacheRam = "4GB",
-    frames: Frames = None, workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto",
+    frames: Frames = None, workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto", threads: Threads = 0,
     stop_after: StopAfter = None,
 ) -> None:
     """Stage 1: multi-task video-to-text pre-training on a mixture (captioning, QA, actions, ...)."""
@@ -140,7 +142,7 @@ def stage2(
     log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, lora_alpha: LoraAlpha = None,
     lora_targets: LoraTargets = None, train_vision: TrainVision = False,
     vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", cache_ram: CacheRam = "4GB",
-    frames: Frames = None, workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto",
+    frames: Frames = None, workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto", threads: Threads = 0,
     stop_after: StopAfter = None,
 ) -> None:
     """Stage 2: multi-grained description instruction tuning, from a stage-1 checkpoint."""
@@ -288,7 +290,8 @@ def dpo(
     precompute_ref: Annotated[bool, typer.Option(show_default=False, help="Compute the reference log-probs once before training and "
                                                       "store them in the run folder (one model in memory, not two).")] = False,
     lora: Lora = False, lora_r: LoraR = 16, frames: Frames = None, seed: Seed = 0, save_every: SaveEvery = 0,
-    log_every: LogEvery = 10, resume: Resume = False, device: Device = "auto", stop_after: StopAfter = None,
+    log_every: LogEvery = 10, resume: Resume = False, device: Device = "auto", threads: Threads = 0,
+    stop_after: StopAfter = None,
     swap_labels: Annotated[bool, typer.Option(show_default=False, help="Control run: chosen and rejected swapped in a seeded random "
                                                    "half of the pairs (listed in run.json), to check that a gain "
                                                    "comes from the preference signal.")] = False,
@@ -307,7 +310,7 @@ def dpo(
     args = DPOArgs(data=str(data), out=str(out), init=init, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
                    lr=lr, warmup=warmup, weight_decay=weight_decay, clip_grad=clip_grad, beta=beta,
                    precompute_ref=precompute_ref, lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r, frames=frames,
-                   seed=seed, save_every=save_every, log_every=log_every, resume=resume, device=device,
+                   seed=seed, save_every=save_every, log_every=log_every, resume=resume, device=device, threads=threads,
                    stop_after=stop_after, swap_labels=swap_labels)
     progress = Progress(TextColumn("[bold]dpo"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.4f} margin {task.fields[margin]:.3f} "

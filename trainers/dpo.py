@@ -97,6 +97,7 @@ class DPOArgs:
     log_every: int = 10
     resume: bool = False
     device: str = "auto"
+    threads: int = 0                # CPU intra-op threads; 0 = re-decided while training (trainers/threads.py)
     stop_after: int | None = None   # end this invocation after N steps (a planned interruption)
     # the control run: chosen and rejected swapped in a seeded random half of the pairs, so a gain that
     # survives it does not come from the preference signal
@@ -248,6 +249,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
     from tarsier.trainers.manifest import Mixture, MixtureEntry
     from tarsier.trainers.pairs import load_pairs
     from tarsier.trainers.state import load_trainer_state, save_trainer_state
+    from tarsier.trainers.threads import cpu_threads
     from tarsier.trainers.train import checkpoint_step, latest_checkpoint, lr_lambda, truncate_metrics
 
     status = on_status or (lambda msg: None)
@@ -366,6 +368,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
                 return pair_logps(raw, clips, mine)
 
     model.train()
+    tuner = cpu_threads(args.threads, accelerator.device.type)
     t_start = time.perf_counter()
     seen = 0
     keys = ("loss", "reward_chosen", "reward_rejected", "reward_margin", "reward_accuracy", "logp_chosen",
@@ -401,11 +404,15 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
             step += 1
             steps_this_run += 1
             window_n += 1
+            if tuner:
+                tuner.step_done(len(global_batch) * args.grad_accum)
             if step % args.log_every == 0 or step == args.steps:
                 elapsed = time.perf_counter() - t_start
                 row = {"step": step, **{k: round(window[k] / window_n, 6) for k in keys},
                        "lr": scheduler.get_last_lr()[0], "samples_per_s": round(seen / elapsed, 3),
                        "elapsed_s": round(elapsed, 3), "stage": STAGE}
+                if tuner:
+                    row["threads"] = tuner.threads
                 window, window_n = dict.fromkeys(keys, 0.0), 0
                 if metrics:
                     metrics.write(json.dumps(row) + "\n")

@@ -67,6 +67,7 @@ class TrainArgs:
     group_by_length: int = 16       # batches sorted together by length to cut padding (1 = off)
     resume: bool = False
     device: str = "auto"
+    threads: int = 0                # CPU intra-op threads; 0 = re-decided while training (trainers/threads.py)
     stop_after: int | None = None   # end this invocation after N steps (a planned interruption)
 
 
@@ -235,6 +236,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     )
     from tarsier.trainers.manifest import LengthGroupedBatches, load_mixture
     from tarsier.trainers.state import load_trainer_state, save_trainer_state
+    from tarsier.trainers.threads import cpu_threads
 
     if args.stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}")
@@ -377,6 +379,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         accelerator.wait_for_everyone()
 
     model.train()
+    tuner = cpu_threads(args.threads, accelerator.device.type)
     t_start = time.perf_counter()
     seen_samples = 0
     window_loss, window_n = 0.0, 0
@@ -384,6 +387,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     metrics = open(run / "metrics.jsonl", "a") if accelerator.is_main_process else None
     try:
         while step < args.steps:
+            tokens = 0
             for _ in range(args.grad_accum):
                 global_batch = next(sampler)
                 mine = global_batch[rank::world]
@@ -395,6 +399,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
                     visual_in = source_data.get(mine)
                     inputs["features" if use_cache else "frames"] = visual_in
                 check_context(raw, inputs, mine, clip_frames)
+                tokens += int(inputs["attention_mask"].sum())
                 with accelerator.accumulate(model):
                     loss, _ = model(**inputs)
                     accelerator.backward(loss)
@@ -407,12 +412,16 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
             scheduler.step()  # once per optimizer step, whatever the number of processes
             step += 1
             steps_this_run += 1
+            if tuner:
+                tuner.step_done(tokens)
             window_n += 1
             if step % args.log_every == 0 or step == args.steps:
                 elapsed = time.perf_counter() - t_start
                 row = {"step": step, "loss": round(window_loss / window_n, 6),
                        "lr": scheduler.get_last_lr()[0], "samples_per_s": round(seen_samples / elapsed, 3),
                        "elapsed_s": round(elapsed, 3), "stage": args.stage}
+                if tuner:
+                    row["threads"] = tuner.threads
                 window_loss, window_n = 0.0, 0
                 if metrics:
                     metrics.write(json.dumps(row) + "\n")
