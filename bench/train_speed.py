@@ -3,6 +3,11 @@ batches grouped by length (`TrainArgs.group_by_length`) vs the sampler's order, 
 batch and decode processes when the cache is filled.
 
     python bench/train_speed.py [--videos 48] [--steps 16] [--fill-videos 240] [--preset nano] [--stage stage1|stage2]
+    python bench/train_speed.py --contention [--steps 120]
+
+`--contention` measures training beside a CPU hog (a busy loop on one core): samples/s with torch's
+fixed thread count (as before trainers/threads.py) and with the run's thread tuner, as ratios to the
+idle machine, each loop in its own process so that thread settings cannot leak between them.
 
 The loops run side by side in one process on the same synthetic data and the same samples (the
 grouped loop batches them differently), so the ratios are meaningful on a noisy machine; the
@@ -80,6 +85,73 @@ def run(model, source, samples, batch, steps) -> float:
     return steps * batch / (time.perf_counter() - t)
 
 
+def contention_child(tuned: bool, steps: int, batch: int, folder: Path) -> None:
+    """One training loop on cached features; prints its samples/s (measured after the first probe)."""
+    import json
+
+    from tarsier.trainers.threads import ThreadTuner
+
+    mix = load_mixture(folder / "world" / "stage2" / "mixture.json")
+    sampler = mix.sampler(seed=0)
+    samples = [next(sampler) for _ in range(steps * batch)]
+    preset = ckpt.read_preset("nano")
+    tok = build_bpe_tokenizer([t for s in mix.samples for t in (s.prompt, s.answer)], vocab_size=512)
+    config = ModelConfig.from_dict(preset["config"])
+    config.llm["vocab_size"] = len(tok)
+    model = ckpt.build_random(config, tok)
+    model.set_vision_trainable(False)
+    store = FeatureStore(model, model.config.frames, folder / "features", workers=1)
+    store.ensure(samples)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    # the trainer's own tuner, probing sooner and more often than its defaults so a short bench sees it act
+    tuner = ThreadTuner(torch.get_num_threads(), every=40, probe=3, start=2) if tuned else None
+    t = time.perf_counter()
+    for i in range(steps):
+        chunk = samples[i * batch:(i + 1) * batch]
+        b = collate(model, chunk, model.config.frames)
+        loss, _ = model(b["input_ids"], b["attention_mask"], b["labels"], features=store.get(chunk))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if tuner:
+            tuner.step_done(int(b["attention_mask"].sum()))
+    print(json.dumps({"samples_per_s": steps * batch / (time.perf_counter() - t),
+                      "threads": [h[1] for h in tuner.history] if tuner else [torch.get_num_threads()]}))
+
+
+def contention(steps: int, batch: int) -> None:
+    import json
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        generate(folder / "world", videos=24, seed=3, workers=1)
+
+        def loop(tuned: bool, hog: bool) -> dict:
+            neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if hog else None
+            try:
+                out = subprocess.run([sys.executable, __file__, "--contention-child", "tuned" if tuned else "fixed",
+                                      "--steps", str(steps), "--batch", str(batch), "--folder", str(folder)],
+                                     check=True, capture_output=True, text=True).stdout
+            finally:
+                if neighbour:
+                    neighbour.kill()
+            return json.loads(out.strip().splitlines()[-1])
+
+        loop(False, False)   # fills the feature cache, warms the disk cache
+        rows = [("idle, fixed threads", loop(False, False)), ("idle, tuned", loop(True, False)),
+                ("hog beside, fixed threads (before)", loop(False, True)), ("hog beside, tuned (after)", loop(True, True))]
+    idle = rows[0][1]["samples_per_s"]
+    print(f"nano stage-2 steps on cached features, batch {batch}, {steps} steps, {os.cpu_count()} cores; "
+          "hog = one busy Python loop")
+    print("| loop | samples/s | vs idle, fixed | threads chosen |")
+    print("|---|---|---|---|")
+    for name, r in rows:
+        print(f"| {name} | {r['samples_per_s']:.1f} | {r['samples_per_s'] / idle:.2f}x | "
+              f"{', '.join(map(str, r['threads']))} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--videos", type=int, default=48)
@@ -88,7 +160,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--preset", default="nano")
     ap.add_argument("--fill-videos", type=int, default=240, help="videos for the cache-fill comparison")
+    ap.add_argument("--contention", action="store_true", help="training beside a CPU hog, fixed threads vs tuned")
+    ap.add_argument("--contention-child", choices=("fixed", "tuned"), help=argparse.SUPPRESS)
+    ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.contention_child:
+        return contention_child(a.contention_child == "tuned", a.steps, a.batch, a.folder)
+    if a.contention:
+        return contention(a.steps if a.steps != 16 else 120, a.batch)
     with tempfile.TemporaryDirectory() as tmp:
         world = Path(tmp) / "world"
         generate(world, videos=a.videos, seed=3, workers=1)
