@@ -16,7 +16,7 @@ A message's `content` may also be a plain string (one text item). A video item i
 does not name. The flat DREAM-1K format {"video_file", "text": {"prompt", "response"}} is read here
 too (parse_flat_sample; common/dream.py for references).
 
-Files of rows: JSONL, or a JSON list (read_records, read_lines); JSONL only (numbered_rows)."""
+Files of rows: JSONL, or a JSON list (read_records, read_lines); JSONL only (numbered_rows, offset_rows)."""
 from __future__ import annotations
 
 import itertools
@@ -97,19 +97,33 @@ def read_lines(path: Path) -> list[tuple[int, dict | None, str | None]]:
 def numbered_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line number, row, None), or (line number, None, the reason) for a line that is not a JSON
     object, for every non-blank line of a JSONL file of rows (training manifests, pairs files)."""
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
+    for number, _, row, err in offset_rows(path):
+        yield number, row, err
+
+
+def offset_rows(path: Path) -> Iterator[tuple[int, int, dict | None, str | None]]:
+    """numbered_rows with each line's byte offset, so that a reader can come back to one row alone."""
+    with open(path, "rb") as f:
+        offset = 0
+        for number, raw in enumerate(f, 1):
+            start, offset = offset, offset + len(raw)
+            if not raw.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield number, None, f"invalid JSON ({e.msg} at column {e.colno})"
-                continue
-            if not isinstance(row, dict):
-                yield number, None, "row is not a JSON object"
-                continue
-            yield number, row, None
+            row, err = row_at_line(raw)
+            yield number, start, row, err
+
+
+def row_at_line(raw: bytes) -> tuple[dict | None, str | None]:
+    """One JSONL line -> (row, None) or (None, why it is not a JSON object)."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as e:
+        return None, f"invalid JSON ({e.msg} at column {e.colno})"
+    if not isinstance(row, dict):
+        return None, "row is not a JSON object"
+    return row, None
 
 
 def video_stem(path: str) -> str:

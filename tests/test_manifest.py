@@ -227,3 +227,30 @@ def test_synth_manifests_load(tmp_path):
     bench = load_manifest(tmp_path / "benchmark.jsonl")
     assert all(s.prompt == "Describe the video in detail." for s in bench)
     assert all(s.video.is_file() for s in m1.samples)
+
+
+def test_manifest_rows_are_read_from_the_file_not_held(folder):
+    rows = [_msg("videos/a.mp4", answer=f"A red circle grows {i} times.") for i in range(50)]
+    p = _write(folder / "m.jsonl", rows[:20] + ["", "   "] + rows[20:])   # blank lines are skipped, numbers kept
+    samples = load_manifest(p)
+    assert not any(isinstance(v, list | dict) for v in vars(samples).values())   # no rows, no Samples kept
+    assert samples.offsets.itemsize == 8 and len(samples) == 50   # what stays in memory: an offset a row
+    assert [s.answer for s in samples] == [r["messages"][1]["content"][0]["text"] for r in rows]
+    assert samples[20].source == f"{p}:23" and samples[-1].source == f"{p}:52"
+    assert [s.answer for s in samples[48:]] == ["A red circle grows 48 times.", "A red circle grows 49 times."]
+
+    _write(p, rows[:20] + ["", "   "] + rows[20:])   # written again, the same rows: still readable
+    assert samples[30].answer == "A red circle grows 30 times."
+    _write(p, rows[1:])                            # rows moved under a running job: an error naming the file
+    with pytest.raises(ManifestError, match="m.jsonl: changed while in use"):
+        samples[0]
+
+
+def test_a_mixture_streams_its_manifests(folder):
+    for name in ("x", "y"):
+        _write(folder / f"{name}.jsonl", [_msg("videos/a.mp4", answer=f"{name} {i}") for i in range(3)])
+    (folder / "mix.json").write_text(json.dumps({"manifests": [{"path": "x.jsonl"}, {"path": "y.jsonl", "weight": 2}]}))
+    m = load_mixture(folder / "mix.json")
+    assert len(m.samples) == 6
+    assert [s.answer for s in m.samples] == ["x 0", "x 1", "x 2", "y 0", "y 1", "y 2"]
+    assert [s.answer for s in m.samples] == [s.answer for s in m.samples]   # iterable again and again

@@ -14,6 +14,9 @@ or the flat DREAM-1K format {"video_file": ..., "text": {"prompt": "<video>\\n..
 Rows are read by common/messages.py (parse_sample), the one reader of both formats.
 Relative video paths resolve against the manifest's folder. Every row is validated before any is
 used; all problems (up to 20 listed) are raised at once as a ManifestError naming file:line.
+Manifests are streamed, never held whole: validation reads the file once and keeps each valid
+row's byte offset (12 bytes a row); a sample is parsed again from its line when training draws it
+(a 256,000-row stage-1 mixture held as Sample objects took 206 MB).
 
 A mixture (JSON) names manifests with sampling weights, paths relative to the mixture file:
     {"manifests": [{"path": "caption.jsonl", "weight": 2.0, "task": "caption"}, ...]}
@@ -26,12 +29,13 @@ import bisect
 import json
 import os
 import random
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tarsier.common.messages import is_number, numbered_rows, parse_sample
+from tarsier.common.messages import is_number, offset_rows, parse_sample, row_at_line
 
 MAX_LISTED = 20
 
@@ -66,46 +70,110 @@ def _row_task(row: dict) -> str | None:
     return t if isinstance(t, str) and t else None
 
 
-def checked_rows(path: Path, parse_row, problems: list[str], check_files: bool = True):
+def checked_rows(path: Path, parse_row, problems: list[str], check_files: bool = True,
+                 offsets: list | None = None):
     """(where, row, parsed fields, resolved video path) for every valid row of a JSONL rows file
     (training manifests, pairs files). `parse_row(row)` gives (fields with `video_file`, None) or
     (None, reason); every bad row, and with `check_files` every missing video, is appended to
-    `problems` as "file:line: reason" and skipped."""
+    `problems` as "file:line: reason" and skipped. `offsets`, when given, gets (line number, byte
+    offset) of every row yielded."""
     if not path.is_file():
         raise ManifestError([f"{path}: file not found"])
     folder = path.resolve().parent
     exists: dict[Path, bool] = {}
-    for lineno, row, err in numbered_rows(path):
+    for lineno, offset, row, err in offset_rows(path):
         where = f"{path}:{lineno}"
         if row is not None:
             parsed, err = parse_row(row)
         if err:
             problems.append(f"{where}: {err}")
             continue
-        vp = Path(parsed["video_file"]).expanduser()
-        vp = Path(os.path.normpath(vp if vp.is_absolute() else folder / vp))
+        vp = resolve_video(folder, parsed["video_file"])
         if check_files:
             if vp not in exists:
                 exists[vp] = vp.is_file()
             if not exists[vp]:
                 problems.append(f"{where}: video file not found: {parsed['video_file']}")
                 continue
+        if offsets is not None:
+            offsets.append((lineno, offset))
         yield where, row, parsed, vp
 
 
-def load_manifest(path: str | Path, task: str | None = None, check_files: bool = True) -> list[Sample]:
-    """Load and validate a JSONL manifest. `task` overrides the rows' own task names."""
+def resolve_video(folder: Path, video_file: str) -> Path:
+    vp = Path(video_file).expanduser()
+    return Path(os.path.normpath(vp if vp.is_absolute() else folder / vp))
+
+
+def _sample(path: Path, where: str, row: dict, parsed: dict, video: Path, task: str | None) -> Sample:
+    return Sample(video=video, start=parsed["start"], end=parsed["end"], frame_times=parsed["frames"],
+                  prompt=parsed["prompt"], answer=parsed["answer"], task=task or _row_task(row) or path.stem,
+                  source=where)
+
+
+class ManifestRows(Sequence):
+    """A validated manifest's samples, each read from its line of the file when asked for.
+
+    The file must keep the rows it was validated with: its size and modification time are checked
+    on every read; when they changed, the file is indexed again, and unless every valid row is
+    where it was, reading it is an error naming it, never a silently different sample."""
+
+    def __init__(self, path: Path, task: str | None, lines: list[tuple[int, int]]):
+        self.path, self.task = Path(path), task
+        self.folder = self.path.resolve().parent
+        self.numbers = array("l", (n for n, _ in lines))
+        self.offsets = array("q", (o for _, o in lines))
+        st = self.path.stat()
+        self._stamp = (st.st_size, st.st_mtime_ns)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._read([i])[0]
+
+    def __iter__(self) -> Iterator[Sample]:
+        for start in range(0, len(self), 4096):   # one open file per block of rows
+            yield from self._read(range(start, min(start + 4096, len(self))))
+
+    def _read(self, indices) -> list[Sample]:
+        st = self.path.stat()
+        if (st.st_size, st.st_mtime_ns) != self._stamp:
+            lines: list[tuple[int, int]] = []
+            problems: list[str] = []
+            for _ in checked_rows(self.path, parse_sample, problems, check_files=False, offsets=lines):
+                pass
+            if problems or array("q", (o for _, o in lines)) != self.offsets:
+                raise ManifestError([f"{self.path}: changed while in use; check it and start again"])
+            self._stamp = (st.st_size, st.st_mtime_ns)
+        out = []
+        with open(self.path, "rb") as f:
+            for i in indices:
+                if i < 0:
+                    i += len(self)
+                f.seek(self.offsets[i])
+                row, _ = row_at_line(f.readline())
+                parsed, _ = parse_sample(row)
+                where = f"{self.path}:{self.numbers[i]}"
+                out.append(_sample(self.path, where, row, parsed, resolve_video(self.folder, parsed["video_file"]),
+                                   self.task))
+        return out
+
+
+def load_manifest(path: str | Path, task: str | None = None, check_files: bool = True) -> ManifestRows:
+    """Validate a JSONL manifest (every problem at once, as a ManifestError) and return its samples,
+    read back from the file as they are used. `task` overrides the rows' own task names."""
     path = Path(path)
     problems: list[str] = []
-    samples = [Sample(video=vp, start=parsed["start"], end=parsed["end"], frame_times=parsed["frames"],
-                      prompt=parsed["prompt"], answer=parsed["answer"],
-                      task=task or _row_task(row) or path.stem, source=where)
-               for where, row, parsed, vp in checked_rows(path, parse_sample, problems, check_files)]
-    if not problems and not samples:
+    lines: list[tuple[int, int]] = []
+    count = sum(1 for _ in checked_rows(path, parse_sample, problems, check_files, offsets=lines))
+    if not problems and not count:
         problems.append(f"{path}: no samples")
     if problems:
         raise ManifestError(problems, str(path))
-    return samples
+    return ManifestRows(path, task, lines)
 
 
 @dataclass
@@ -113,7 +181,7 @@ class MixtureEntry:
     path: Path
     weight: float
     task: str
-    samples: list[Sample]
+    samples: Sequence[Sample]
 
 
 class Mixture:
@@ -129,14 +197,27 @@ class Mixture:
         return [e.weight for e in self.entries]
 
     @property
-    def samples(self) -> list[Sample]:
-        return [s for e in self.entries for s in e.samples]
+    def samples(self) -> Iterable[Sample]:
+        """Every sample of every manifest, streamed (iterate it as often as needed; it is not a list)."""
+        return _Chain(self.entries)
 
     def __len__(self) -> int:
         return sum(len(e.samples) for e in self.entries)
 
     def sampler(self, seed: int = 0) -> MixtureSampler:
         return MixtureSampler(self, seed)
+
+
+class _Chain:
+    def __init__(self, entries: list[MixtureEntry]):
+        self.entries = entries
+
+    def __iter__(self) -> Iterator[Sample]:
+        for e in self.entries:
+            yield from e.samples
+
+    def __len__(self) -> int:
+        return sum(len(e.samples) for e in self.entries)
 
 
 def _u64(*xs: int) -> int:

@@ -224,7 +224,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from tarsier.trainers.data import FeatureStore, FrameSource, clip_key, collate, parse_bytes
+    from tarsier.trainers.data import FeatureStore, FrameSource, collate, parse_bytes
     from tarsier.trainers.finetune import (
         ClipSource,
         check_context,
@@ -326,7 +326,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         source_data = FeatureStore(model, frames, folder, workers=args.workers, dataset=str(Path(args.data).resolve()),
                                    ram_bytes=parse_bytes(args.cache_ram))
         if accelerator.is_main_process:
-            status(f"tower features for {len({clip_key(s) for s in samples})} clips")
+            status(f"tower features for the clips of {len(mixture)} samples")
             source_data.ensure(samples)
             status(f"tower features: {source_data.computed} computed, {source_data.loaded} read from the cache "
                    f"({source_data.folder})")
