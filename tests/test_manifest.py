@@ -254,3 +254,4 @@ def test_a_mixture_streams_its_manifests(folder):
     assert len(m.samples) == 6
     assert [s.answer for s in m.samples] == ["x 0", "x 1", "x 2", "y 0", "y 1", "y 2"]
     assert [s.answer for s in m.samples] == [s.answer for s in m.samples]   # iterable again and again
+    assert [s.answer for s in m.samples[2:4]] == ["x 2", "y 0"] and m.samples[-1].answer == "y 2"

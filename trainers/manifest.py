@@ -26,11 +26,12 @@ restored exactly with state_dict() / load_state_dict().
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import os
 import random
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,8 +198,8 @@ class Mixture:
         return [e.weight for e in self.entries]
 
     @property
-    def samples(self) -> Iterable[Sample]:
-        """Every sample of every manifest, streamed (iterate it as often as needed; it is not a list)."""
+    def samples(self) -> Sequence[Sample]:
+        """Every sample of every manifest, streamed from the files (a sequence view, not a list)."""
         return _Chain(self.entries)
 
     def __len__(self) -> int:
@@ -208,16 +209,29 @@ class Mixture:
         return MixtureSampler(self, seed)
 
 
-class _Chain:
+class _Chain(Sequence):
+    """The samples of several manifests as one sequence, without copying them into a list."""
+
     def __init__(self, entries: list[MixtureEntry]):
         self.entries = entries
+        self.ends = list(itertools.accumulate(len(e.samples) for e in entries))
 
     def __iter__(self) -> Iterator[Sample]:
         for e in self.entries:
             yield from e.samples
 
     def __len__(self) -> int:
-        return sum(len(e.samples) for e in self.entries)
+        return self.ends[-1] if self.ends else 0
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        m = bisect.bisect_right(self.ends, i)
+        return self.entries[m].samples[i - (self.ends[m - 1] if m else 0)]
 
 
 def _u64(*xs: int) -> int:
