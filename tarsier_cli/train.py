@@ -287,6 +287,9 @@ def dpo(
     steps: Steps = 200, batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Pairs per optimizer step (all processes).", min=1)] = 8,
     grad_accum: Accum = 1, lr: Lr = 5e-5, warmup: Warmup = 10, weight_decay: Wd = 0.0, clip_grad: Clip = 1.0,
     beta: Annotated[float, typer.Option(help="DPO's beta: how far the policy may move from the reference (sigmoid loss).", min=1e-6)] = 0.1,
+    sft_weight: Annotated[float, typer.Option(help="Add this x the chosen answers' per-token NLL to the loss (RPO; "
+                                                   "TRL's rpo_alpha): keeps the chosen texts likely while the "
+                                                   "rejected ones are pushed down. 0 = plain DPO.", min=0.0)] = 0.0,
     precompute_ref: Annotated[bool, typer.Option(show_default=False, help="Compute the reference log-probs once before training and "
                                                       "store them in the run folder (one model in memory, not two).")] = False,
     lora: Lora = False, lora_r: LoraR = 16, frames: Frames = None, seed: Seed = 0, save_every: SaveEvery = 0,
@@ -308,7 +311,7 @@ def dpo(
     from tarsier.trainers.manifest import ManifestError
 
     args = DPOArgs(data=str(data), out=str(out), init=init, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
-                   lr=lr, warmup=warmup, weight_decay=weight_decay, clip_grad=clip_grad, beta=beta,
+                   lr=lr, warmup=warmup, weight_decay=weight_decay, clip_grad=clip_grad, beta=beta, sft_weight=sft_weight,
                    precompute_ref=precompute_ref, lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r, frames=frames,
                    seed=seed, save_every=save_every, log_every=log_every, resume=resume, device=device, threads=threads,
                    stop_after=stop_after, swap_labels=swap_labels)

@@ -444,6 +444,15 @@ def test_dpo_cli(hand_pairs, start, tmp_path):
     assert "dpo step 2/2" in result.output and f"model saved to {run / 'final'}" in result.output
     assert json.loads((run / "run.json").read_text())["beta"] == 0.2
 
+    rpo = tmp_path / "rpo"   # with the NLL term: the chosen answers' per-token NLL is logged and in the loss
+    result = CliRunner().invoke(app, ["train", "dpo", "-d", str(hand_pairs), "-o", str(rpo), "--init", str(start),
+                                      "--steps", "2", "-b", "2", "--sft-weight", "1.0", "--log-every", "1",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    first = json.loads((rpo / "metrics.jsonl").read_text().splitlines()[0])
+    assert json.loads((rpo / "run.json").read_text())["sft_weight"] == 1.0
+    assert first["nll_chosen"] > 0 and math.isclose(first["loss"], math.log(2) + first["nll_chosen"], rel_tol=1e-4)
+
 
 # ---------------------------------------------------------------------------------------------
 # The Qwen2-VL (Tarsier2) layout
@@ -499,3 +508,19 @@ def test_pairs_on_a_tiny_qwen2_vl_checkpoint(world, tmp_path):
     (record,) = _ledger(tmp_path / "sampled.clips.jsonl")
     assert (sampled.clips, sampled.failed) == (1, 0) and "error" not in record
     assert record["dropped"] and all(d["corruption"]["kind"] == "reverse" for d in record["dropped"])
+
+
+def test_rpo_term_against_hand_computed_values():
+    import math
+
+    from tarsier.trainers.dpo import dpo_loss, rpo_loss
+
+    pc, pr = torch.tensor([-2.0, -6.0]), torch.tensor([-3.0, -4.0])
+    rc, rr = torch.tensor([-2.5, -5.0]), torch.tensor([-2.0, -4.5])
+    losses, _, _ = dpo_loss(pc, pr, rc, rr, beta=1.0)
+    # margins: (0.5 - (-1.0)) = 1.5 and (-1.0 - 0.5) = -1.5
+    assert torch.allclose(losses, torch.tensor([math.log1p(math.exp(-1.5)), math.log1p(math.exp(1.5))]))
+    tokens = torch.tensor([4, 3])
+    assert torch.equal(rpo_loss(losses, pc, tokens, 0.0), losses.mean())   # weight 0: plain DPO
+    nll = (2.0 / 4 + 6.0 / 3) / 2                                            # per-token NLL of chosen, averaged
+    assert math.isclose(float(rpo_loss(losses, pc, tokens, 0.5)), float(losses.mean()) + 0.5 * nll, rel_tol=1e-6)

@@ -61,16 +61,34 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.zeros(labels.shape[0], device=logits.device, dtype=picked.dtype).index_add(0, rows, picked)
 
 
-def pair_logps(model, clips, pairs, processor=None) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_logps(model, clips, pairs, processor=None, chosen_tokens: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen, rejected) sequence log-probs of a batch of pairs: one forward over chosen then rejected rows.
-    `processor`: the model's, when `model` is a wrapper (accelerate's) that does not expose it."""
+    `processor`: the model's, when `model` is a wrapper (accelerate's) that does not expose it.
+    `chosen_tokens`, when given, gets each chosen answer's labelled token count (a tensor)."""
+    from tarsier.engine.model import IGNORE_INDEX
+
     prompts = [p.prompt for p in pairs]
     batch = (processor or model.processor).inputs(list(clips) * 2, prompts * 2,
                                    answers=[p.chosen for p in pairs] + [p.rejected for p in pairs])
     labels = batch.pop("labels")
     _, logits = model(**batch)
     logps = sequence_logps(logits, labels)
+    if chosen_tokens is not None:
+        chosen_tokens.append((labels[:len(pairs), 1:] != IGNORE_INDEX).sum(1).to(logps.device))
     return logps[:len(pairs)], logps[len(pairs):]
+
+
+def rpo_loss(dpo_losses: torch.Tensor, chosen_logps: torch.Tensor, chosen_tokens: torch.Tensor,
+             weight: float) -> torch.Tensor:
+    """DPO plus `weight` x the chosen answers' negative log-likelihood per token (RPO, Pang et al. 2024;
+    TRL's `rpo_alpha`). On nano, plain DPO from lr 2e-4 raised its reward accuracy to 0.97 while its
+    descriptions lost their grammar ("...bounces back.ore a green square...") and held-out F1 fell from
+    0.470 to 0.404: pushing the rejected texts down also pushed down the words the chosen ones share.
+    The NLL term keeps the chosen texts likely."""
+    loss = dpo_losses.mean()
+    if weight:
+        loss = loss + weight * (-chosen_logps / chosen_tokens.clamp(min=1)).mean()
+    return loss
 
 
 @dataclass
@@ -87,6 +105,7 @@ class DPOArgs:
     weight_decay: float = 0.0
     clip_grad: float = 1.0
     beta: float = 0.1
+    sft_weight: float = 0.0         # RPO: + this x the chosen answers' per-token NLL (0 = plain DPO)
     precompute_ref: bool = False
     lora: bool = False
     lora_r: int = 16
@@ -372,7 +391,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
     t_start = time.perf_counter()
     seen = 0
     keys = ("loss", "reward_chosen", "reward_rejected", "reward_margin", "reward_accuracy", "logp_chosen",
-            "logp_rejected")
+            "logp_rejected", "nll_chosen")
     window = dict.fromkeys(keys, 0.0)
     window_n = 0
     steps_this_run = 0
@@ -385,10 +404,11 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
                 clips = [frames.get(p) for p in mine]
                 ref_c, ref_r = reference_logps(mine, clips)
                 with accelerator.accumulate(model):
-                    pol_c, pol_r = pair_logps(model, clips, mine, processor=raw.processor)
+                    tokens: list = []
+                    pol_c, pol_r = pair_logps(model, clips, mine, processor=raw.processor, chosen_tokens=tokens)
                     losses, rew_c, rew_r = dpo_loss(pol_c, pol_r, ref_c.to(pol_c.device), ref_r.to(pol_r.device),
                                                     args.beta)
-                    loss = losses.mean()
+                    loss = rpo_loss(losses, pol_c, tokens[0], args.sft_weight)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and args.clip_grad > 0:
                         accelerator.clip_grad_norm_(params, args.clip_grad)
@@ -396,7 +416,8 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
                     optimizer.zero_grad(set_to_none=True)
                 values = {"loss": loss.detach(), "reward_chosen": rew_c.mean(), "reward_rejected": rew_r.mean(),
                           "reward_margin": (rew_c - rew_r).mean(), "reward_accuracy": (rew_c > rew_r).float().mean(),
-                          "logp_chosen": pol_c.detach().mean(), "logp_rejected": pol_r.detach().mean()}
+                          "logp_chosen": pol_c.detach().mean(), "logp_rejected": pol_r.detach().mean(),
+                          "nll_chosen": (-pol_c.detach() / tokens[0].clamp(min=1)).mean()}
                 for k, v in values.items():
                     window[k] += accelerator.reduce(v.float(), reduction="mean").item() / args.grad_accum
                 seen += len(global_batch)

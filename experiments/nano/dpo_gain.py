@@ -42,35 +42,41 @@ def main() -> None:
     p.add_argument("--world", type=Path, required=True, help="a `tarsier synth` training world (pairs come from it)")
     p.add_argument("--bench", type=Path, required=True, help="a `tarsier synth` world of a seed never trained on")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--pairs", type=Path, help="an existing pairs file (default: OUT/pairs.jsonl, built here)")
     p.add_argument("--clips", type=int, default=400, help="training clips to build pairs from")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--steps", type=int, default=240)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--beta", type=float, default=0.1)
+    p.add_argument("--sft-weight", type=float, default=0.0, help="RPO's NLL term on the chosen answers")
+    p.add_argument("--no-control", action="store_true", help="skip the swapped-labels run (a settings search)")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     log, seconds = a.out / "commands.log", {}
-    pairs = a.out / "pairs.jsonl"
+    pairs = a.pairs or a.out / "pairs.jsonl"
     # the pairs builder resumes from its ledger: running it again finishes an interrupted file
-    seconds["pairs"] = round(run(["tarsier", "train", "dpo-pairs", "--model", a.start, "-d",
-                                  str(a.world / "stage2" / "describe.jsonl"), "--task", "describe/fine",
-                                  "--limit", str(a.clips), "-o", str(pairs), "--judge", "exact", "-q"], log))
+    if not a.pairs:
+        seconds["pairs"] = round(run(["tarsier", "train", "dpo-pairs", "--model", a.start, "-d",
+                                      str(a.world / "stage2" / "describe.jsonl"), "--task", "describe/fine",
+                                      "--limit", str(a.clips), "-o", str(pairs), "--judge", "exact", "-q"], log))
     rows = {"start": scores(a.start, a.bench, a.out / "eval-start", log, seconds, "start")}
     runs = [(f"dpo seed {s}", a.out / f"dpo-s{s}", ["--seed", str(s)]) for s in a.seeds]
-    runs.append((f"control: swapped labels, seed {a.seeds[0]}", a.out / f"swapped-s{a.seeds[0]}",
-                 ["--seed", str(a.seeds[0]), "--swap-labels"]))
+    if not a.no_control:
+        runs.append((f"control: swapped labels, seed {a.seeds[0]}", a.out / f"swapped-s{a.seeds[0]}",
+                     ["--seed", str(a.seeds[0]), "--swap-labels"]))
     for name, folder, extra in runs:
         if not (folder / "final").is_dir():
             seconds[name] = round(run(["tarsier", "train", "dpo", "-d", str(pairs), "--init", a.start, "-o", str(folder),
                                        "--steps", str(a.steps), "-b", str(a.batch_size), "--lr", str(a.lr),
-                                       "--beta", str(a.beta), "--precompute-ref", "--save-every", "60", "--resume",
+                                       "--beta", str(a.beta), "--sft-weight", str(a.sft_weight), "--precompute-ref", "--save-every", "60", "--resume",
                                        *extra], log))
         last = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
         rows[name] = {**scores(str(folder / "final"), a.bench, a.out / f"eval-{folder.name}", log, seconds, name),
                       "reward_margin": round(last["reward_margin"], 3), "reward_accuracy": round(last["reward_accuracy"], 3)}
     kept = sum(1 for _ in pairs.open())
-    print(f"\n{kept} pairs from {a.clips} clips; DPO {a.steps} steps x {a.batch_size} pairs, lr {a.lr}, beta {a.beta}")
+    print(f"\n{kept} pairs from {a.clips} clips; DPO {a.steps} steps x {a.batch_size} pairs, lr {a.lr}, beta {a.beta}, "
+          f"sft weight {a.sft_weight}")
     print("| model | fine P | fine R | fine F1 | final reward margin / accuracy |")
     print("|---|---|---|---|---|")
     for name, r in rows.items():
