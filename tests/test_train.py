@@ -157,7 +157,7 @@ def test_feature_store_decodes_the_same_in_process_and_in_a_pool(world, tmp_path
     pooled.ensure(samples, batch=4)
     assert inline.computed == pooled.computed == len(clips) == 8
     for key in clips:
-        assert torch.equal(inline.memory[key], pooled.memory[key])
+        assert torch.equal(inline.pool[inline.memory[key]], pooled.pool[pooled.memory[key]])
     again = FeatureStore(model, 4, tmp_path / "pooled", workers=2)
     again.ensure(samples)
     assert (again.computed, again.loaded) == (0, len(clips))
@@ -183,6 +183,7 @@ def test_feature_store_keeps_only_its_ram_budget_and_reads_the_rest_back(world, 
             assert len(small.memory) <= 2 and small.memory_bytes <= small.ram_bytes
     assert (small.computed, small.loaded, small.disk_reads) == (0, 8, 16)
     assert list(small.memory) == [clip_key(s) for s in samples[-2:]]   # the most recently used stay
+    assert small.pool.shape[0] == 2   # one block of two slots, allocated once: RAM cannot creep past it
 
     for path in (tmp_path / "c").rglob("*.safetensors"):   # `tarsier cache --all` under a running job
         path.unlink()

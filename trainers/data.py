@@ -5,7 +5,10 @@ computed once per distinct clip (decoded in worker processes, encoded in batches
 disk in safetensors, keyed by the clip and the tower's config. Every later step skips decoding
 and the tower entirely. Only a bounded set of clips' features is held in RAM (`cache_ram`, least
 recently used first out); the rest is read back from its file when a batch needs it, so a run's
-memory does not grow with the dataset (at 32,000 clips, holding all of them took 22.9 GiB)."""
+memory does not grow with the dataset (at 32,000 clips, holding all of them took 22.9 GiB).
+The clips held live in one preallocated block of slots, not in a tensor each: with a tensor per
+clip, evicted clips' memory stayed with the process (RSS kept growing past the budget while
+training drew clips back from disk), since the allocator rarely returns freed blocks to the OS."""
 from __future__ import annotations
 
 import hashlib
@@ -78,8 +81,9 @@ class FeatureStore:
         self.folder = Path(root) / self.fingerprint
         self.workers = workers or default_decode_workers()
         self.ram_bytes = int(ram_bytes)
-        self.memory: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self.memory_bytes = 0
+        self.memory: OrderedDict[tuple, int] = OrderedDict()   # clip -> its slot in `pool`, least recent first
+        self.pool: torch.Tensor | None = None                  # (slots, N, P, Dv), made at the first clip
+        self._free: list[int] = []
         self.on_disk: set[tuple] = set()
         self.computed = 0
         self.loaded = 0          # clips found in the disk cache instead of computed
@@ -101,14 +105,21 @@ class FeatureStore:
         fk = _file_key(key)
         return self.folder / fk[:2] / f"{fk}.safetensors"
 
+    @property
+    def memory_bytes(self) -> int:
+        return 0 if self.pool is None else len(self.memory) * self.pool[0].numel() * self.pool.element_size()
+
     def get(self, samples) -> torch.Tensor:
         """(B, N, P, Dv) features for a batch of samples."""
         self.ensure(samples)
-        out = []
-        for s in samples:
+        out = None
+        for i, s in enumerate(samples):
             key = clip_key(s)
-            feats = self.memory.get(key)
-            if feats is None:
+            slot = self.memory.get(key)
+            if slot is not None:
+                self.memory.move_to_end(key)
+                feats = self.pool[slot]
+            else:
                 try:
                     feats = load_file(str(self.path_for(key)))["features"]
                 except FileNotFoundError:   # removed under a running job (`tarsier cache --all`): compute again
@@ -116,25 +127,28 @@ class FeatureStore:
                     self.ensure([s])
                     feats = load_file(str(self.path_for(key)))["features"]
                 self.disk_reads += 1
+            if out is None:
+                out = torch.empty((len(samples), *feats.shape), dtype=feats.dtype)
+            out[i] = feats   # copied before _keep can reuse the slot of a clip read earlier in this batch
+            if slot is None:
                 self._keep(key, feats)
-            else:
-                self.memory.move_to_end(key)
-            out.append(feats)
-        return torch.stack(out)
+        return out
 
     def _keep(self, key: tuple, feats: torch.Tensor) -> None:
-        """Hold a clip's features in RAM, dropping the least recently used beyond the budget."""
-        size = feats.numel() * feats.element_size()
-        if size > self.ram_bytes:
+        """Hold a clip's features in RAM, in the slot of the least recently used clip once all are taken."""
+        if self.pool is None:
+            slots = self.ram_bytes // (feats.numel() * feats.element_size())
+            if slots < 1:
+                return
+            self.pool = torch.empty((slots, *feats.shape), dtype=feats.dtype)
+            self._free = list(range(slots - 1, -1, -1))
+        if tuple(feats.shape) != tuple(self.pool.shape[1:]):
             return
-        old = self.memory.pop(key, None)
-        if old is not None:
-            self.memory_bytes -= old.numel() * old.element_size()
-        self.memory[key] = feats
-        self.memory_bytes += size
-        while self.memory_bytes > self.ram_bytes:
-            _, dropped = self.memory.popitem(last=False)
-            self.memory_bytes -= dropped.numel() * dropped.element_size()
+        slot = self.memory.pop(key, None)
+        if slot is None:
+            slot = self._free.pop() if self._free else self.memory.popitem(last=False)[1]
+        self.pool[slot].copy_(feats)
+        self.memory[key] = slot
 
     # 4 clips (64 frames) per tower call: on 2 CPU cores the tower ran 1.68x faster than at 16 clips,
     # whose activations spill out of cache (bench/train_speed.py)
