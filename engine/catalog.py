@@ -6,7 +6,7 @@ import json
 
 from tarsier.common.files import home_dir
 from tarsier.engine import hf_layouts
-from tarsier.engine.checkpoint import CONFIG_NAME, preset_names, read_preset, trained_preset_dir
+from tarsier.engine.checkpoint import CONFIG_NAME, preset_names, read_preset, shipped_model_dir, trained_preset_dir
 
 
 def _human(n: float) -> str:
@@ -35,14 +35,23 @@ def list_models() -> list[dict]:
         if "params" in preset:
             row["params"] = _human(preset["params"])
         rows.append(row)
-    # Checkpoints the user trained into the cache under other names.
+    # Checkpoints the user trained into the cache under other names; and a cache folder named like a preset
+    # that ships its weights (an older `tarsier demo` installed its model as `nano`): `--model nano` no
+    # longer reads it, so it is listed by its path, saying so.
     models_root = home_dir() / "models"
-    known = {r["name"] for r in rows}
+    known = {r["name"]: r for r in rows}
     if models_root.is_dir():
         for folder in sorted(models_root.iterdir()):
-            if folder.name in known or not (folder / CONFIG_NAME).is_file():
+            if not (folder / CONFIG_NAME).is_file():
+                continue
+            shadowed = folder.name in known and known[folder.name]["kind"] == "trained" and (
+                shipped_model_dir(folder.name) is not None)
+            if folder.name in known and not shadowed:
                 continue
             cfg = json.loads((folder / CONFIG_NAME).read_text(encoding="utf-8"))
+            note = (f"{folder.name} trained by an earlier `tarsier demo`; `--model {folder.name}` is the shipped "
+                    f"model now (`tarsier demo` installs nano-demo; pass this path to use this one)"
+                    if shadowed else cfg.get("name", ""))
             rows.append({"name": str(folder), "kind": "checkpoint", "layout": "videollm", "ready": True,
-                         "description": cfg.get("name", "")})
+                         "description": note})
     return rows

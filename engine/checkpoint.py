@@ -4,7 +4,10 @@ A checkpoint folder is the project's own (engine/model_files.py: config.json, mo
 the tokenizer; safetensors only, nothing is ever unpickled) or a published one in a Hugging Face
 layout (engine/hf_layouts.py: LLaVA for Tarsier1; engine/qwen2_vl.py: Qwen2-VL for Tarsier2).
 A preset is a named JSON file in engine/presets/: a random model built from config (tests), a model
-trained by this project and kept in the user's cache (nano), or a published checkpoint.
+trained by this project (nano, whose trained weights ship in the package under presets/models/nano with
+their model card; nano-demo, which `tarsier demo` installs in the user's cache), or a published checkpoint.
+A trained preset that ships its weights always means those: a folder of the same name in the user's
+cache (an older demo installed its model as `nano`) never shadows them.
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ from tarsier.engine import hf_layouts
 from tarsier.engine.config import ModelConfig
 from tarsier.engine.model_files import CONFIG_NAME, WEIGHTS_NAME, ModelNotFound, save
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "ModelNotFound", "load", "load_folder", "preset_names",
-           "read_preset", "save", "trained_preset_dir"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "ModelNotFound", "cache_model_dir", "load", "load_folder", "preset_names",
+           "read_preset", "save", "shipped_model_dir", "trained_preset_dir"]
 
 
 def preset_names() -> list[str]:
@@ -34,9 +37,24 @@ def read_preset(name: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def trained_preset_dir(name: str) -> Path:
-    """Where a trained preset (nano) is installed: under tarsier.common.files.home_dir()."""
+def shipped_model_dir(name: str) -> Path | None:
+    """The package folder holding a trained preset's weights (its "weights" entry: nano), or None when
+    the preset ships none."""
+    rel = read_preset(name).get("weights")
+    if not rel:
+        return None
+    return Path(str(resources.files("tarsier.engine").joinpath("presets", rel)))
+
+
+def cache_model_dir(name: str) -> Path:
+    """Where a model trained on this machine is installed under a name: under tarsier.common.files.home_dir()."""
     return home_dir() / "models" / name
+
+
+def trained_preset_dir(name: str) -> Path:
+    """Where a trained preset's weights are: in the package when it ships them (nano), else installed
+    in the user's cache (nano-demo, by `tarsier demo`)."""
+    return shipped_model_dir(name) or cache_model_dir(name)
 
 
 def resolve_device(device: str = "auto"):
@@ -107,10 +125,13 @@ def load_preset(name: str):
         return build_random(config, tok, seed=preset.get("seed", 0))
     if kind == "trained":
         folder = trained_preset_dir(name)
+        if not (folder / CONFIG_NAME).is_file() and preset.get("weights"):
+            raise ModelNotFound(f"model {name!r}: its shipped weights are missing from this install ({folder}); "
+                                f"reinstall tarsier-cli")
         if not (folder / CONFIG_NAME).is_file():
             raise ModelNotFound(
                 f"model {name!r} is not trained on this machine yet: run `tarsier demo` (trains it in "
-                f"minutes on a CPU) or pass --model PATH to a checkpoint folder"
+                f"minutes on a CPU; the shipped `nano` needs no training) or pass --model PATH to a checkpoint folder"
             )
         return load_folder(folder)
     if kind == "published":

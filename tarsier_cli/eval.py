@@ -153,15 +153,18 @@ def autodq_command(
 
 
 def describe_benchmark(videos: list[str], *, model: str, output_dir: Path, device: str, frames: int | None,
-                       batch_size: int, overwrite: bool) -> tuple[Path, int]:
+                       batch_size: int, overwrite: bool, grain: str = "fine",
+                       max_new_tokens: int | None = None) -> tuple[Path, int]:
     """Glue to engine.describe: one clip per benchmark video (scenes="none"). Returns the JSONL path
     and the number of videos that failed."""
     from tarsier.engine.describe import describe
 
-    kwargs = {"model": model, "grain": "fine", "output_dir": output_dir, "formats": ("jsonl",),
+    kwargs = {"model": model, "grain": grain, "output_dir": output_dir, "formats": ("jsonl",),
               "overwrite": overwrite, "scenes": "none", "batch_size": batch_size, "device": device}
     if frames:
         kwargs["frames"] = frames
+    if max_new_tokens:
+        kwargs["max_new_tokens"] = max_new_tokens
     summary = describe(videos, **kwargs)
     failed = getattr(summary, "videos_failed", None)
     if failed is None:
@@ -171,12 +174,14 @@ def describe_benchmark(videos: list[str], *, model: str, output_dir: Path, devic
 
 
 TaskOpt = Annotated[str | None, typer.Option(
-    "--task", "-t", help="mcq | qa | caption | dream (default: from the rows' `task`; DREAM-1K files are dream).")]
+    "--task", "-t", help="mcq | qa | caption | dream (default: from the rows' `task`; DREAM-1K files, and rows "
+                         "whose extra_info lists their events, as the synthetic world's benchmark.jsonl, are dream).")]
 
 
 def _task_of_file(ref: Path, task: str | None) -> str:
-    """The task of a benchmark file: --task, else `dream` for DREAM-1K files (flat rows, or DREAM/
-    datasets), else the rows' own task (one for the whole file)."""
+    """The task of a benchmark file: --task, else `dream` for DREAM-1K files (flat rows, DREAM/ datasets, or
+    rows whose extra_info lists the events: what AutoDQ scores against, as in the synthetic world's
+    benchmark.jsonl, which is shaped like DREAM-1K), else the rows' own task (one for the whole file)."""
     from tarsier.common.messages import read_records
     from tarsier.evaluation.benchdata import TASKS, BenchFileError, load_bench
 
@@ -189,6 +194,8 @@ def _task_of_file(ref: Path, task: str | None) -> str:
     except (OSError, ValueError) as e:
         raise usage_error(str(e)) from None
     if "messages" not in first or str(first.get("dataset") or "").upper().startswith("DREAM"):
+        return "dream"
+    if isinstance(first.get("extra_info"), dict) and isinstance(first["extra_info"].get("events"), list):
         return "dream"
     try:
         rows = load_bench(ref)
@@ -261,6 +268,9 @@ def bench_command(
     videos: Annotated[Path, typer.Option("--videos", help="Folder holding the benchmark's videos (row video_file, else vid, relative to it).")],
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Predictions and reports go here.")] = Path("bench-out"),
     task: TaskOpt = None,
+    grain: Annotated[str, typer.Option("--grain", help="dream: describe at this grain, fine (the benchmark's prompt) "
+                                                       "or brief (one sentence; scored against the same events: brief "
+                                                       "precision is what it gets right).")] = "fine",
     mcq_scoring: Annotated[str, typer.Option("--mcq-scoring", help="mcq: generate (read the letter of the greedy answer) or likelihood (the option the model scores highest; the project's VideoLLM models).")] = "generate",
     judge: Annotated[str, typer.Option("--judge", "-j", help=JUDGE_HELP + " Used by dream and qa.")] = "exact",
     judge_url: UrlOpt = None,
@@ -279,7 +289,7 @@ def bench_command(
     limit: LimitOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Answer a benchmark with MODEL, then score it. dream: describe each video (one clip), AutoDQ.
+    """Answer a benchmark with MODEL, then score it. dream: describe each video (one clip, at --grain), AutoDQ.
     mcq / qa / caption: the row's prompt exactly, its answer prefix forced, batched; then accuracy
     (mcq), the judge's verdicts (qa) or CIDEr-D / BLEU-4 (caption). Every bad row is listed as
     file:line: reason before the model loads. Exit code: 0 ok, 1 some rows failed, 2 usage error."""
@@ -289,7 +299,11 @@ def bench_command(
         raise usage_error(f"videos folder not found: {videos}")
     if mcq_scoring not in ("generate", "likelihood"):
         raise usage_error(f"--mcq-scoring must be generate or likelihood, not {mcq_scoring!r}")
+    if grain not in ("fine", "brief"):
+        raise usage_error(f"--grain must be fine or brief, not {grain!r}")
     kind = _task_of_file(ref, task)
+    if kind != "dream" and grain != "fine":
+        raise usage_error(f"--grain is for dream benchmarks (descriptions); {kind} rows bring their own prompts")
     if kind != "dream":
         rows = _load_rows(ref, kind, videos, limit)
         j = None
@@ -327,7 +341,8 @@ def bench_command(
                     cache=cache, no_cache=no_cache, batch_size=judge_batch_size, device=judge_device)
     try:
         jsonl, failed_videos = describe_benchmark(inputs, model=model, output_dir=output_dir, device=device,
-                                                  frames=frames, batch_size=batch_size, overwrite=overwrite)
+                                                  frames=frames, batch_size=batch_size, overwrite=overwrite,
+                                                  grain=grain, max_new_tokens=max_new_tokens)
     except (FileNotFoundError, ValueError) as e:
         raise usage_error(f"describe failed: {e}") from None
     code = _score(jsonl, ref, j, output_dir, limit=limit, quiet=quiet)

@@ -99,8 +99,9 @@ TrainVision = Annotated[bool, typer.Option(show_default=False, help="Unfreeze th
                                                 "Tarsier2: its blocks, the merger always trains).")]
 Init = Annotated[str, typer.Option(help="Where training starts: a published model (tarsier2-recap-7b, tarsier2-7b, "
                                         "tarsier-7b, or a hub id owner/name), a checkpoint or run folder of either "
-                                        "published layout or the project's own, or a preset to build a fresh "
-                                        "model from (nano, tiny-random).")]
+                                        "published layout or the project's own, or a preset to build a FRESH "
+                                        "model from its config (nano: a fresh nano on its shipped tower, the "
+                                        "recipe's start, not the shipped trained weights; tiny-random).")]
 VisionInit = Annotated[Path | None, typer.Option(help="A `tarsier train tower` folder: the tower of a fresh model (--init PRESET). Default: the one the preset ships (nano's); `none`: a random tower.")]
 GradCkpt = Annotated[bool, typer.Option(show_default=False, help="Gradient checkpointing in the LLM (less memory, slower).")]
 FeatCache = Annotated[str, typer.Option(help="Tower feature cache: auto (user cache), off, or a folder.")]
@@ -283,7 +284,7 @@ def dpo_pairs(
 def dpo(
     data: Annotated[Path, typer.Option("--data", "-d", help="Pairs file from `tarsier train dpo-pairs` (or written by hand in its format).")],
     out: Out,
-    init: Annotated[str, typer.Option(help="Run folder, checkpoint folder or model name to start from; it is also the frozen reference.")] = ...,
+    init: Annotated[str, typer.Option(help="Run folder, checkpoint folder or model name to start from (nano: the shipped trained nano); it is also the frozen reference.")] = ...,
     steps: Steps = 200, batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Pairs per optimizer step (all processes).", min=1)] = 8,
     grad_accum: Accum = 1, lr: Lr = 5e-5, warmup: Warmup = 10, weight_decay: Wd = 0.0, clip_grad: Clip = 1.0,
     beta: Annotated[float, typer.Option(help="DPO's beta: how far the policy may move from the reference (sigmoid loss).", min=1e-6)] = 0.1,

@@ -268,5 +268,11 @@ def test_demo_whole_story_in_miniature(tmp_path, train_tower):
     assert (run / "stage2-full" / "final").is_dir()
     from tarsier.demo import fingerprint as _fingerprint
     assert _fingerprint({"a": 1}, 2) == _fingerprint({"a": 1}, 2) != _fingerprint({"a": 1}, 3)
-    nano = tarsier.load("nano", device="cpu")  # installed into TARSIER_HOME
+    nano = tarsier.load("nano", device="cpu")  # the shipped one: the demo installs nano-demo
     assert nano.config.name == "nano"
+    demo = tarsier.load("nano-demo", device="cpu")  # installed into TARSIER_HOME
+    assert demo.config.name == "nano" and summary["installed_as"] == "nano-demo"
+    assert (tmp_path / "home" / "models" / "nano-demo" / "model.safetensors").is_file()
+    assert not (tmp_path / "home" / "models" / "nano").exists()
+    # the shipped nano scored on the same benchmark in the same run
+    assert set(summary["shipped"]["scores"]["fine"]) >= {"precision", "recall", "f1"}
