@@ -12,8 +12,8 @@ Design (see also engine/scenes.py and engine/sampling.py):
   Per frame, at most two cheap conversions happen, both in swscale with persistent contexts
   (`frame.reformat()` would rebuild one per call, 4x slower at 1080p) and one swscale thread (the
   decoder already has the cores): a small BGR image (`detect_width` wide, FAST_BILINEAR, like
-  PySceneDetect's own linear downscale) for the scene detector, and — only for frames kept as
-  candidates, a few per second — an RGB image of the size the model's frame spec asks for
+  PySceneDetect's own linear downscale) for the scene detector, and — only for candidate frames
+  that a clip picks (resized lazily, engine.sampling) — an RGB image of the size the model's frame spec asks for
   (engine/interface.py: a square, stretched with no crop and the AREA filter, for Tarsier1 and nano;
   the aspect-kept size, BICUBIC, for Tarsier2). Full-resolution RGB is never made. Cut times agree exactly with
   `scenedetect.detect(..., backend="pyav")` on the sample videos (tests/test_video.py).
@@ -37,7 +37,10 @@ Design (see also engine/scenes.py and engine/sampling.py):
   that, while a scene stays open its old candidates (older than the detector's reporting delay)
   are thinned on a nested power-of-two grid: every clip that can still contain them is at least
   min(open length, max_clip/2) long, so 1.25*frames per that length suffice. In practice a few
-  dozen to ~110 candidates are held (about 17 MB at 224 px) whatever the video length.
+  dozen to ~110 candidates are held whatever the video length. A candidate holds its decoded frame
+  until a clip picks it (then it is resized) or thinning drops it (never resized); at most
+  PENDING_BYTES of decoded frames are held (beyond that the oldest are resized on the spot,
+  the same pixels either way). At 1080p, 135 of the 600 candidates of bench/decode.py are resized.
   A hard cap (`reader.stats["buffer_cap"]`, from the max_clip bound, or max(256, 8*frames) with
   max_clip=None, or `max_candidates`) is enforced by dropping every other candidate and doubling
   the keep interval. `reader.stats["max_buffer"]` reports the most candidates ever held.
@@ -132,6 +135,10 @@ def _open_error(path: Path, e: BaseException) -> VideoError:
     return VideoError("open", f"cannot open: {one_line_error(e)}")
 
 
+# Decoded frames held by candidates not resized yet (engine.sampling): 40 frames at 1080p, 10 at 4K.
+PENDING_BYTES = 128 << 20
+
+
 class VideoReader:
     """Opens a video, and decodes it once in `clips()`. A context manager."""
 
@@ -143,7 +150,7 @@ class VideoReader:
         self.options.validate()   # ValueError: a usage error, not a bad video
         self.warnings: list[str] = []
         self.stats: dict = {"detect_size": None, "max_buffer": 0, "buffer_cap": 0, "candidates": 0,
-                            "decimations": 0, "cuts": [], "cuts_dropped": 0}
+                            "decimations": 0, "cuts": [], "cuts_dropped": 0, "resized": 0, "max_pending": 0}
         self._container = None
         self._used = False
 
@@ -301,9 +308,6 @@ class VideoReader:
             cap = math.ceil(horizon / max(base_iv, frame_iv * 0.5)) + 2 * o.frames
         else:
             cap = max(256, 8 * o.frames)
-        buf = CandidateBuffer(base_interval=base_iv, cap=cap)
-        self.stats["buffer_cap"] = buf.cap
-        thin_at = 8 * o.frames
         k = self._k
         W, H = spec.width, spec.height
         # swscale scales before np.rot90 turns the frame: a quarter turn swaps the scaled sides
@@ -313,6 +317,19 @@ class VideoReader:
         from av.video.reformatter import VideoReformatter
 
         det_scaler, cand_scaler = VideoReformatter(), VideoReformatter()
+
+        def resize(frame) -> np.ndarray:
+            img = cand_scaler.reformat(frame, width=scale_w, height=scale_h, format="rgb24",
+                                       interpolation=interpolation, threads=1).to_ndarray()
+            return np.ascontiguousarray(np.rot90(img, k)) if k else img
+
+        # Candidates keep their decoded frame and are resized when a clip picks them (engine.sampling);
+        # the decoded frames held stay within PENDING_BYTES.
+        frame_bytes = max(1, sum(p.buffer_size for p in self._first.planes))
+        buf = CandidateBuffer(base_interval=base_iv, cap=cap, resize=resize,
+                              max_pending=max(2 * o.frames, PENDING_BYTES // frame_bytes))
+        self.stats["buffer_cap"] = buf.cap
+        thin_at = 8 * o.frames
 
         origin = self._origin
         prev_t = 0.0
@@ -332,16 +349,19 @@ class VideoReader:
         def emit(spans) -> Iterator[Clip]:
             nonlocal index
             for a, b in spans:
-                cands = buf.pop_until(b)
+                cands = popped = buf.pop_until(b)
                 if not cands:
                     # sparse candidates: borrow the nearest one (previous, else next)
                     near = buf.last_popped or buf.nearest_after()
                     cands = [near] if near is not None else []
                 chosen = pick_frames(cands, o.frames, repeat=not spec.all_frames_if_fewer) if cands else []
                 if o.sample_frames and chosen:
-                    frames = np.stack([c.image for c in chosen])
+                    frames = np.stack([buf.image(c) for c in chosen])
                 else:
                     frames = np.zeros((0, H, W, 3), np.uint8)
+                for c in popped:   # not picked: their decoded frames go back to the decoder, unresized
+                    if c is not buf.last_popped:   # (the last one may still be borrowed by the next clip)
+                        c.source = None
                 yield Clip(index=index, start=a, end=b, frames=frames, frame_times=[c.time for c in chosen],
                            model_size=spec.model_size)
                 index += 1
@@ -371,13 +391,7 @@ class VideoReader:
                     recent.append(t)
 
                 if buf.wants(t):
-                    img = None
-                    if o.sample_frames:
-                        img = cand_scaler.reformat(frame, width=scale_w, height=scale_h, format="rgb24",
-                                                   interpolation=interpolation, threads=1).to_ndarray()
-                        if k:
-                            img = np.ascontiguousarray(np.rot90(img, k))
-                    buf.add(t, img)
+                    buf.add(t, None, frame if o.sample_frames else None)
 
                 now_end = t + (last_dur or frame_iv)
                 if detector is not None:
@@ -430,7 +444,8 @@ class VideoReader:
             raise VideoError("decode", f"{type(e).__name__}: {one_line_error(e)}") from None
         finally:
             self.stats.update(max_buffer=buf.max_len, candidates=buf.kept, decimations=buf.decimations,
-                              cuts=list(planner.cuts_seen), cuts_dropped=planner.cuts_dropped)
+                              cuts=list(planner.cuts_seen), cuts_dropped=planner.cuts_dropped,
+                              resized=buf.resized, max_pending=buf.max_pending_seen)
 
 
 def read_clips(path: str | os.PathLike, options: ClipOptions | None = None) -> tuple[VideoInfo, list[Clip]]:
