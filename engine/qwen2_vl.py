@@ -368,12 +368,14 @@ class QwenVideoModel(_module_base()):
         """The merger (Qwen2-VL's projector) and the LLM; the vision blocks stay frozen."""
         return [p for n, p in self.hf.named_parameters() if not n.startswith("model.visual.") or ".merger." in n]
 
-    def save(self, folder) -> None:
+    def save(self, folder, state_dict: dict | None = None) -> None:
         """A standard transformers Qwen2-VL folder (4.52+ names) with the tokenizer, chat template,
-        processor settings and generation config, which engine.checkpoint.load_folder reads back."""
+        processor settings and generation config, which engine.checkpoint.load_folder reads back.
+        `state_dict` (self.hf's names) replaces the live weights: a model sharded by FSDP holds only its
+        shard, so the trainer gathers the full tensors and passes them here."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.hf.save_pretrained(str(folder), safe_serialization=True)
+        self.hf.save_pretrained(str(folder), safe_serialization=True, state_dict=state_dict)
         self.tokenizer.save_pretrained(str(folder))
         (folder / "chat_template.jinja").write_text(self.processor.chat_template, encoding="utf-8")
         g = self.processor.geometry

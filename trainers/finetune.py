@@ -222,12 +222,17 @@ def declare_weights(folder: Path) -> None:
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
 
 
-def save_qwen(model, folder: Path, lora: bool) -> None:
+def save_qwen(model, folder: Path, lora: bool, weights: dict | None = None) -> None:
     """A standard transformers Qwen2-VL folder; a LoRA run also writes adapter/ (peft's format, for
-    PeftModel.from_pretrained over the base) and trainable.safetensors (adapters + merger, for resume)."""
+    PeftModel.from_pretrained over the base) and trainable.safetensors (adapters + merger, for resume).
+    `weights`: the full state dict gathered from an FSDP-sharded model (the wrapper's names, "hf." first)."""
     from tarsier.common.files import normal_permissions, save_safetensors
 
     folder = Path(folder)
+    if weights is not None:   # FSDP: never with LoRA (the trainer refuses the combination)
+        model.save(folder, state_dict={n.removeprefix("hf."): t for n, t in weights.items()})
+        declare_weights(folder)
+        return
     if not lora:
         model.save(folder)
         declare_weights(folder)
@@ -248,3 +253,91 @@ def load_trainable(model, folder: Path) -> None:
     result = model.hf.load_state_dict(load_file(str(Path(folder) / TRAINABLE_NAME)), strict=False)
     if result.unexpected_keys:
         raise ValueError(f"{folder}: trainable tensors the model does not have: {result.unexpected_keys[:3]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# FSDP (configs/accelerate/fsdp.yaml): what to shard, and checkpoints gathered from the shards
+# ---------------------------------------------------------------------------------------------
+def decoder_layer_class(model) -> str:
+    """The class name of the LLM's decoder layers (Qwen2VLDecoderLayer for Tarsier2 under transformers 5.x,
+    LlamaDecoderLayer for Tarsier1 and the project's presets), read from the live model."""
+    layers = getattr(llm_of(model), "layers", None)
+    if not layers:
+        raise LayoutError(f"{type(model).__name__}: no decoder layers found to shard with FSDP")
+    return type(layers[0]).__name__
+
+
+def mark_fsdp_units(model) -> list[str]:
+    """Name the LLM's decoder layers as the model's FSDP units. accelerate's TRANSFORMER_BASED_WRAP shards the
+    classes a config lists (all must exist in the model, so one list cannot serve every layout) or else those
+    in the model's `_no_split_modules`, keeping the ones the model has: fsdp.yaml lists none and the trainer
+    sets them here on the wrapper (which is not a transformers model and has no such list of its own)."""
+    names = [decoder_layer_class(model)]
+    model._no_split_modules = names
+    return names
+
+
+def tied_duplicates(model) -> set[str]:
+    """State-dict names that share a tensor with another (tied embeddings), as safetensors' save_model drops
+    them; found on the unsharded model, since the gathered full state dict no longer shows the sharing."""
+    from safetensors.torch import _remove_duplicate_names
+
+    return {n for names in _remove_duplicate_names(model.state_dict()).values() for n in names}
+
+
+def optimizer_param_names(model, optimizer) -> list[str]:
+    """The name of each parameter in the optimizer's order (the integer ids of optimizer.state_dict()), taken
+    before FSDP shards the model: the bridge between the trainer's id-keyed optimizer file and the name-keyed
+    full state dicts of torch.distributed.checkpoint."""
+    name = {id(p): n for n, p in model.named_parameters()}
+    return [name[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+class OptimizerState:
+    """A full optimizer state dict in torch's id-keyed form, for trainers/state.py's writer (state_dict) and
+    reader (load_state_dict): under FSDP the real optimizer holds shards, and its state goes through here."""
+
+    def __init__(self, state: dict | None = None):
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return self.state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.state = state
+
+
+FULL_STATE = {"full_state_dict": True, "cpu_offload": True}   # what accelerate's get_state_dict uses for FSDP2
+
+
+def gather_full_weights(model) -> dict:
+    """The whole model's weights gathered from every rank's shards (call on every rank): on the main process
+    the full tensors, on the CPU; an empty dict on the others."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(**FULL_STATE))
+
+
+def gather_full_optimizer(model, optimizer, names: list[str]) -> OptimizerState:
+    """The optimizer's state gathered from every rank's shards (call on every rank), keyed by torch's integer
+    ids as a single process's optimizer.state_dict() is. The gather copies each shard's values unchanged, so a
+    resume is exact, and the files are those of a single-process run: any number of processes resume them."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    by_name = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(**FULL_STATE))
+    if not by_name:   # not the main process
+        return OptimizerState({})
+    index = {n: i for i, n in enumerate(names)}
+    state = {index[n]: s for n, s in by_name["state"].items()}
+    groups = [{**g, "params": [index[n] for n in g["params"]]} for g in by_name["param_groups"]]
+    return OptimizerState({"state": state, "param_groups": groups})
+
+
+def load_full_optimizer_state(model, optimizer, full: dict, names: list[str]) -> None:
+    """A full id-keyed optimizer state (read from the checkpoint by every rank) into a sharded optimizer:
+    each rank keeps its shard of every tensor."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    by_name = {"state": {names[int(i)]: s for i, s in full["state"].items()},
+               "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in full["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, by_name, options=StateDictOptions(full_state_dict=True))

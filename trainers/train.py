@@ -187,18 +187,25 @@ def merged_state_dict(model) -> dict[str, torch.Tensor]:
         llm.unmerge_adapter()
 
 
-def save_model_folder(model, folder: Path, lora: bool) -> None:
-    """config.json + model.safetensors + tokenizer (+ adapter/ and trainable weights for LoRA runs)."""
+def save_model_folder(model, folder: Path, lora: bool, weights: dict | None = None,
+                      duplicates: set[str] = frozenset()) -> None:
+    """config.json + model.safetensors + tokenizer (+ adapter/ and trainable weights for LoRA runs).
+    `weights`: the full state dict gathered from an FSDP-sharded model, written instead of the live (sharded)
+    tensors, less the tied `duplicates` save_model would drop."""
     from safetensors.torch import save_model
 
     from tarsier.trainers.finetune import is_qwen, save_qwen
 
     if is_qwen(model):   # a standard transformers Qwen2-VL folder
-        save_qwen(model, folder, lora)
+        save_qwen(model, folder, lora, weights)
         return
     folder.mkdir(parents=True, exist_ok=True)
     model.config.save(folder / ckpt.CONFIG_NAME)
     model.tokenizer.save_pretrained(str(folder))
+    if weights is not None:
+        save_safetensors(folder / ckpt.WEIGHTS_NAME, {n: t.contiguous() for n, t in weights.items()
+                                                     if n not in duplicates}, metadata={"format": "pt"})
+        return
     if not lora:
         save_model(model, str(folder / ckpt.WEIGHTS_NAME))
         normal_permissions(folder / ckpt.WEIGHTS_NAME)   # safetensors creates it 0600
@@ -222,7 +229,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     (see build_or_load); `feature_source`, an object whose get(samples) returns (B, N, P, Dv)
     features, stands in for the frozen tower's (e.g. the exact scene state of the synthetic world)."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
 
     from tarsier.trainers.data import FeatureStore, FrameSource, collate, parse_bytes
     from tarsier.trainers.finetune import (
@@ -246,6 +253,10 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     accelerator = Accelerator(cpu=cpu, mixed_precision="no" if cpu else "bf16",
                               gradient_accumulation_steps=args.grad_accum)
     world, rank = accelerator.num_processes, accelerator.process_index
+    fsdp = accelerator.distributed_type == DistributedType.FSDP   # configs/accelerate/fsdp.yaml
+    if fsdp and args.lora:
+        raise ValueError("--lora runs data-parallel (configs/accelerate/ddp.yaml): with the base frozen, each GPU "
+                         "holds the model; FSDP (fsdp.yaml) is for full fine-tunes")
     micro = args.batch_size // (world * args.grad_accum)
     if micro < 1 or micro * world * args.grad_accum != args.batch_size:
         raise ValueError(f"batch size {args.batch_size} must be a multiple of processes x accumulation "
@@ -344,12 +355,34 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup, args.steps, args.min_lr_ratio))
     sampler = LengthGroupedBatches(mixture.sampler(seed=args.seed), micro * world, args.group_by_length)
     step = 0
+    if fsdp:   # shard the LLM's decoder layers; checkpoints gather the shards into single-process files
+        from tarsier.trainers.finetune import (
+            OptimizerState,
+            gather_full_optimizer,
+            gather_full_weights,
+            load_full_optimizer_state,
+            mark_fsdp_units,
+            optimizer_param_names,
+            tied_duplicates,
+        )
+
+        mark_fsdp_units(model)
+        duplicates = set() if qwen else tied_duplicates(model)
+        param_names = optimizer_param_names(model, optimizer)
+    # under FSDP the optimizer's state can only be set once it is sharded (after prepare)
+    saved_optimizer = OptimizerState() if fsdp else optimizer
     if resume_from is not None:
-        state = load_trainer_state(resume_from, optimizer=optimizer, scheduler=scheduler)
+        state = load_trainer_state(resume_from, optimizer=saved_optimizer, scheduler=scheduler)
         sampler.load_state_dict(state["data"])
         step = state["step"]
     model, optimizer = accelerator.prepare(model, optimizer)
     raw = accelerator.unwrap_model(model)
+    inner_optimizer = optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer
+    if fsdp:
+        if resume_from is not None:
+            load_full_optimizer_state(model, inner_optimizer, saved_optimizer.state, param_names)
+        # accelerate clips an FSDP model's gradients only when handed all its (now sharded) parameters
+        params = list(model.parameters())
 
     if accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
@@ -362,11 +395,14 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
 
     def save_checkpoint(folder: Path) -> None:
         accelerator.wait_for_everyone()
+        weights, optimizer_state = None, inner_optimizer
+        if fsdp:   # every rank takes part in the gather
+            weights = gather_full_weights(model)
+            optimizer_state = gather_full_optimizer(model, inner_optimizer, param_names)
         if accelerator.is_main_process:
             tmp = folder.with_name(folder.name + ".tmp")
-            save_model_folder(raw, tmp, args.lora)
-            save_trainer_state(tmp, optimizer=optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer,
-                               scheduler=scheduler,
+            save_model_folder(raw, tmp, args.lora, weights, duplicates if fsdp else frozenset())
+            save_trainer_state(tmp, optimizer=optimizer_state, scheduler=scheduler,
                                step=step, data_state=sampler.state_dict(), extra={"stage": args.stage})
             normal_permissions(tmp)
             if folder.exists():
@@ -440,10 +476,11 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
             metrics.close()
     save_checkpoint(run / "checkpoints" / f"step-{step:07d}")
     accelerator.wait_for_everyone()
+    weights = gather_full_weights(model) if fsdp else None
     if accelerator.is_main_process:
         final = run / "final"
         tmp = run / "final.tmp"
-        save_model_folder(raw, tmp, args.lora)
+        save_model_folder(raw, tmp, args.lora, weights, duplicates if fsdp else frozenset())
         normal_permissions(tmp)
         if final.exists():
             import shutil
