@@ -70,17 +70,18 @@ CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def _bpe(front_specials: list[str], base_size: int, back_specials: list[str]):
-    """Byte-level BPE trained on a few sentences, its vocab padded with unreachable fillers to `base_size`,
-    then `back_specials` added so they get ids base_size, base_size + 1, ..."""
+def _bpe(front_specials: list[str], base_size: int, back_specials: list[str], corpus: str = CORPUS,
+         vocab_size: int = 320):
+    """Byte-level BPE trained on a few sentences (or `corpus`), its vocab padded with unreachable fillers to
+    `base_size`, then `back_specials` added so they get ids base_size, base_size + 1, ..."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=front_specials,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=front_specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    bpe.train_from_iterator([CORPUS], trainer=trainer)
+    bpe.train_from_iterator([corpus], trainer=trainer)
     data = json.loads(bpe.to_str())
     vocab = data["model"]["vocab"]
     for i in range(len(vocab), base_size):
@@ -255,20 +256,25 @@ QWEN_NAMINGS = {   # (vision, decoder, head) prefixes
 
 
 def write_qwen2_vl(folder: str | Path, style: str = "llava", seed: int = 0, naming: str | None = None,
-                   generation: dict | None = None) -> Path:
+                   generation: dict | None = None, text: dict | None = None, vision: dict | None = None,
+                   corpus: str | None = None, bpe_size: int = 320) -> Path:
     """style "llava": upstream's LLaVA-style wrapper config (Tarsier2-Recap-7b), tensors in the wrapper's
     names; style "qwen2_vl": a Qwen2-VL config (Tarsier2-7b-0115), tensors in the pre-4.52 names.
-    `naming` overrides the tensor names; `generation` the generation_config.json."""
+    `naming` overrides the tensor names; `generation` the generation_config.json; `text` / `vision` settings
+    over QWEN_TEXT / QWEN_VISION (sizes: bench/qwen_learns.py trains a larger one); the tokenizer's BPE is
+    learnt from `corpus` (default CORPUS) with `bpe_size` real tokens."""
+    text = {**QWEN_TEXT, **(text or {})}
+    vision = {**QWEN_VISION, **(vision or {})}
     import torch
     from transformers import PreTrainedTokenizerFast
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
-    vision, lm, head = QWEN_NAMINGS[naming or ("wrapper" if style == "llava" else "pre-4.52")]
-    state = qwen2_vision_tensors(gen, vision, QWEN_VISION, QWEN_TEXT["hidden_size"])
-    state.update(decoder_tensors(gen, lm, QWEN_TEXT, qkv_bias=True))
-    state[f"{head}weight"] = _randn(gen, QWEN_TEXT["vocab_size"], QWEN_TEXT["hidden_size"])
+    vision_prefix, lm, head = QWEN_NAMINGS[naming or ("wrapper" if style == "llava" else "pre-4.52")]
+    state = qwen2_vision_tensors(gen, vision_prefix, vision, text["hidden_size"])
+    state.update(decoder_tensors(gen, lm, text, qkv_bias=True))
+    state[f"{head}weight"] = _randn(gen, text["vocab_size"], text["hidden_size"])
     _save_shards({k: v.to(torch.bfloat16) for k, v in state.items()}, folder)
     ids = {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
            "vision_end_token_id": 151653}
@@ -276,13 +282,13 @@ def write_qwen2_vl(folder: str | Path, style: str = "llava", seed: int = 0, nami
         raw = {"_name_or_path": "omni-research/Tarsier2-Recap-7b", "architectures": ["TarsierForConditionalGeneration"],
                "model_type": "llava", "image_token_index": 151655, "projection_head": None,
                "vision_feature_layer": -1, "torch_dtype": "bfloat16", "transformers_version": "4.47.1",
-               "text_config": QWEN_TEXT, "vision_config": QWEN_VISION}
+               "text_config": text, "vision_config": vision}
     else:
         raw = {"_name_or_path": "omni-research/Tarsier2-7b-0115", "architectures": ["Qwen2VLForConditionalGeneration"],
-               "model_type": "qwen2_vl", **{k: v for k, v in QWEN_TEXT.items() if k != "model_type"},
-               **ids, "vision_config": QWEN_VISION, "transformers_version": "4.47.1"}
+               "model_type": "qwen2_vl", **{k: v for k, v in text.items() if k != "model_type"},
+               **ids, "vision_config": vision, "transformers_version": "4.47.1"}
     _write_json(folder / "config.json", raw)
-    tok = PreTrainedTokenizerFast(tokenizer_object=_bpe([], 151643, QWEN_SPECIALS),
+    tok = PreTrainedTokenizerFast(tokenizer_object=_bpe([], 151643, QWEN_SPECIALS, corpus or CORPUS, bpe_size),
                                   eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tok.save_pretrained(str(folder))
     cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
