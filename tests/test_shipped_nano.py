@@ -79,8 +79,9 @@ def card_benchmark(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("grain", ["fine", "brief"])
 def test_eval_bench_reproduces_the_card(card_benchmark, grain, tmp_path):
-    """The card's own command, run in-process: equal to 3 decimals (on a CPU the batch size and the thread
-    count did not change a single description: -b 4 and -b 16, 1 and 2 threads, gave the same text)."""
+    """The card's own command, run in-process: equal to 3 decimals. Measured on a CPU: -b 4 and -b 16 gave the
+    same text for all 100 videos, and 1 thread (this test under OMP_NUM_THREADS=1) the card's scores, measured
+    with 2."""
     c = card()
     cmd = [arg.replace("B/", f"{card_benchmark}/") if arg.startswith("B/") else (str(card_benchmark) if arg == "B"
            else arg) for arg in c["eval_commands"][grain]]
