@@ -72,7 +72,20 @@ def fill_rate(model, samples, folder: Path, workers: int) -> float:
     return store.computed / (time.perf_counter() - t)
 
 
-def run(model, source, samples, batch, steps) -> float:
+def random_model(mix, preset_name: str):
+    """A fresh model of a preset, its tokenizer trained on the mixture's texts, tower frozen."""
+    preset = ckpt.read_preset(preset_name)
+    tok = build_bpe_tokenizer([t for s in mix.samples for t in (s.prompt, s.answer)],
+                              vocab_size=preset.get("tokenizer", {}).get("vocab_size", 512))
+    config = ModelConfig.from_dict(preset["config"])
+    config.llm["vocab_size"] = len(tok)
+    model = ckpt.build_random(config, tok)
+    model.set_vision_trainable(False)
+    return model
+
+
+def run(model, source, samples, batch, steps, tuner=None) -> float:
+    """Samples/s of `steps` training steps; `tuner` (a ThreadTuner) is told each step's tokens."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     t = time.perf_counter()
     for i in range(steps):
@@ -82,11 +95,13 @@ def run(model, source, samples, batch, steps) -> float:
         loss.backward()
         opt.step()
         opt.zero_grad()
+        if tuner:
+            tuner.step_done(int(b["attention_mask"].sum()))
     return steps * batch / (time.perf_counter() - t)
 
 
 def contention_child(tuned: bool, steps: int, batch: int, folder: Path) -> None:
-    """One training loop on cached features; prints its samples/s (measured after the first probe)."""
+    """One training loop on cached features; prints its samples/s over the whole loop, probes included."""
     import json
 
     from tarsier.trainers.threads import ThreadTuner
@@ -94,28 +109,13 @@ def contention_child(tuned: bool, steps: int, batch: int, folder: Path) -> None:
     mix = load_mixture(folder / "world" / "stage2" / "mixture.json")
     sampler = mix.sampler(seed=0)
     samples = [next(sampler) for _ in range(steps * batch)]
-    preset = ckpt.read_preset("nano")
-    tok = build_bpe_tokenizer([t for s in mix.samples for t in (s.prompt, s.answer)], vocab_size=512)
-    config = ModelConfig.from_dict(preset["config"])
-    config.llm["vocab_size"] = len(tok)
-    model = ckpt.build_random(config, tok)
-    model.set_vision_trainable(False)
+    model = random_model(mix, "nano")
     store = FeatureStore(model, model.config.frames, folder / "features", workers=1)
     store.ensure(samples)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     # the trainer's own tuner, probing sooner and more often than its defaults so a short bench sees it act
     tuner = ThreadTuner(torch.get_num_threads(), every=40, probe=3, start=2) if tuned else None
-    t = time.perf_counter()
-    for i in range(steps):
-        chunk = samples[i * batch:(i + 1) * batch]
-        b = collate(model, chunk, model.config.frames)
-        loss, _ = model(b["input_ids"], b["attention_mask"], b["labels"], features=store.get(chunk))
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        if tuner:
-            tuner.step_done(int(b["attention_mask"].sum()))
-    print(json.dumps({"samples_per_s": steps * batch / (time.perf_counter() - t),
+    rate = run(model, store, samples, batch, steps, tuner)
+    print(json.dumps({"samples_per_s": rate,
                       "threads": [h[1] for h in tuner.history] if tuner else [torch.get_num_threads()]}))
 
 
@@ -177,13 +177,7 @@ def main() -> None:
         # one group as long as the run: the very same samples, sorted into batches by length
         grouper = LengthGroupedBatches(mix.sampler(seed=0), a.batch, group=a.steps)
         grouped = [s for _ in range(a.steps) for s in next(grouper)]
-        preset = ckpt.read_preset(a.preset)
-        tok = build_bpe_tokenizer([t for s in mix.samples for t in (s.prompt, s.answer)],
-                                  vocab_size=preset.get("tokenizer", {}).get("vocab_size", 512))
-        config = ModelConfig.from_dict(preset["config"])
-        config.llm["vocab_size"] = len(tok)
-        model = ckpt.build_random(config, tok)
-        model.set_vision_trainable(False)
+        model = random_model(mix, a.preset)
         store = FeatureStore(model, model.config.frames, Path(tmp) / "features", workers=1)
         t = time.perf_counter()
         store.ensure(samples)
