@@ -18,8 +18,10 @@ processor (CPU only, picklable, no weights; `model.processor`)
         benchmark's " Answer: (") -> the model's forward/generate inputs.
 
 model (a torch.nn.Module)
-    forward(**inputs) -> (loss, logits)          loss when the inputs carry labels
-    generate(clips, instructions, max_new_tokens=None, prefixes=None) -> list[Generation]   greedy, batched
+    forward(**inputs, labelled_only=False) -> (loss, logits)   loss when the inputs carry labels;
+        labelled_only: logits (N, vocab) only where a labelled token is predicted (the LM head runs there only)
+    generate(clips, instructions, max_new_tokens=None, prefixes=None, temperature=0.0) -> list[Generation]
+        greedy and batched; temperature > 0 samples (torch's global RNG)
     trainable_parameters() -> the parameters a fine-tune updates by default (vision encoder frozen)
     save(folder); loading is engine.checkpoint.load(name_or_folder)
 
@@ -143,7 +145,7 @@ class VideoModel(Protocol):
     def forward(self, **inputs): ...
 
     def generate(self, clips, instructions: list[str], max_new_tokens: int | None = None,
-                 prefixes: list[str] | None = None) -> list[Generation]: ...
+                 prefixes: list[str] | None = None, temperature: float = 0.0) -> list[Generation]: ...
 
     def trainable_parameters(self): ...
 

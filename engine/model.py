@@ -33,6 +33,17 @@ from tarsier.engine.interface import FrameSpec, Generation, SquareGeometry
 IGNORE_INDEX = -100
 
 
+def labelled_loss(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token cross-entropy over the labelled tokens, with the LM head applied only where a label is
+    predicted: with Qwen2-VL's 152k vocabulary the head over every position (the video's tokens too) is
+    most of a training step. Returns (loss, logits of those positions, (N, vocab), row-major)."""
+    labels = labels[:, 1:].to(hidden.device)
+    mask = labels != IGNORE_INDEX
+    logits = head(hidden[:, :-1][mask])
+    loss = F.cross_entropy(logits.float(), labels[mask]) if mask.any() else logits.sum() * 0.0
+    return loss, logits
+
+
 # ---------------------------------------------------------------------------------------------
 # Vision tower
 # ---------------------------------------------------------------------------------------------
@@ -382,9 +393,15 @@ class VideoLLM(nn.Module):
         return self.project(features, frames_per_video)
 
     # -- training forward -------------------------------------------------------------------------
-    def forward(self, input_ids, attention_mask, labels=None, frames=None, features=None):
+    def forward(self, input_ids, attention_mask, labels=None, frames=None, features=None, labelled_only=False):
+        """(loss, logits). `labelled_only` (with labels): the logits only where a labelled token is
+        predicted, (N, vocab) as `labelled_loss` returns them, and the LM head applied only there."""
         visual = self.visual_tokens(frames=frames, features=features)
         embeds = self.embed_inputs(input_ids.to(self.device), visual)
+        if labelled_only and labels is not None:
+            hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask.to(self.device),
+                                            use_cache=False).last_hidden_state
+            return labelled_loss(hidden, self.llm.get_output_embeddings(), labels)
         out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask.to(self.device), use_cache=False)
         logits = out.logits
         loss = None
@@ -398,9 +415,10 @@ class VideoLLM(nn.Module):
     # -- inference: batched, left-padded greedy decoding with a KV cache --------------------------
     @torch.inference_mode()
     def generate(self, clips, instructions: list[str], max_new_tokens: int | None = None,
-                 prefixes: list[str] | None = None) -> list[Generation]:
+                 prefixes: list[str] | None = None, temperature: float = 0.0) -> list[Generation]:
         """clips: (B, N, S, S, 3) uint8 or a list of (N, S, S, 3) arrays, one instruction per clip;
-        `prefixes`: text forced as the start of each answer (not part of the returned text)."""
+        `prefixes`: text forced as the start of each answer (not part of the returned text);
+        `temperature` > 0 samples (torch's global RNG) instead of greedy decoding."""
         batch = self.processor.inputs(clips, instructions, prefixes=prefixes)
         visual = self.visual_tokens(frames=batch["frames"])
         embeds = self.embed_inputs(batch["input_ids"].to(self.device), visual)
@@ -410,22 +428,31 @@ class VideoLLM(nn.Module):
             inputs_embeds=embeds,
             attention_mask=batch["attention_mask"].to(self.device),
             **greedy_kwargs(self.generation_config, max_new_tokens or self.config.max_new_tokens, stops,
-                            tok.pad_token_id),
+                            tok.pad_token_id, temperature, [self.video_token_id]),
         )
         return decode_generations(tok, out.tolist(), stops)
 
 
-def greedy_kwargs(generation_config, max_new_tokens: int, stops: list[int], pad_token_id) -> dict:
+def greedy_kwargs(generation_config, max_new_tokens: int, stops: list[int], pad_token_id,
+                  temperature: float = 0.0, never: list[int] | None = None) -> dict:
     """generate() kwargs: the checkpoint's generation config (repetition penalty, ...) with greedy
-    decoding forced, as upstream calls generate(do_sample=False) on a model that loaded that config."""
+    decoding forced, as upstream calls generate(do_sample=False) on a model that loaded that config.
+    `temperature` > 0: plain temperature sampling instead (no top-k / top-p cut), never emitting the
+    `never` ids (the video placeholder: fed back, it would ask for another video's worth of tokens)."""
     kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, "num_beams": 1, "eos_token_id": stops,
               "pad_token_id": pad_token_id, "use_cache": True}
+    sampling = {"temperature": None, "top_p": None, "top_k": None}
+    if temperature > 0:
+        kwargs["do_sample"] = True
+        sampling = {"temperature": temperature, "top_p": 1.0, "top_k": 0}
+        if never := [i for i in never or () if i is not None]:
+            kwargs["suppress_tokens"] = never
     if generation_config is None:
-        return kwargs
+        return {**kwargs, **(sampling if temperature > 0 else {})}
     import copy
 
     gc = copy.deepcopy(generation_config)
-    gc.update(**kwargs, temperature=None, top_p=None, top_k=None)
+    gc.update(**kwargs, **sampling)
     return {"generation_config": gc}
 
 

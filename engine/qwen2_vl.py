@@ -332,15 +332,21 @@ class QwenVideoModel(_module_base()):
         return batch
 
     def forward(self, input_ids, attention_mask, labels=None, pixel_values=None, image_grid_thw=None,
-                mm_token_type_ids=None):
+                mm_token_type_ids=None, labelled_only=False):
+        """(loss, logits). `labelled_only` (with labels): the logits only where a labelled token is
+        predicted, (N, vocab) as engine.model.labelled_loss returns them: the 152k-word head then runs on
+        the answer's tokens, not on every video token."""
         import torch.nn.functional as F
 
-        from tarsier.engine.model import IGNORE_INDEX
+        from tarsier.engine.model import IGNORE_INDEX, labelled_loss
 
         batch = self._to_device({"input_ids": input_ids, "attention_mask": attention_mask,
                                  "pixel_values": pixel_values, "image_grid_thw": image_grid_thw,
                                  "mm_token_type_ids": mm_token_type_ids})
         self.hf.model.rope_deltas = None   # positions of this batch, not of an earlier generate()
+        if labelled_only and labels is not None:
+            hidden = self.hf.model(**batch, use_cache=False).last_hidden_state
+            return labelled_loss(hidden, self.hf.lm_head, labels)
         logits = self.hf(**batch, use_cache=False).logits
         loss = None
         if labels is not None:
@@ -350,7 +356,7 @@ class QwenVideoModel(_module_base()):
         return loss, logits
 
     def generate(self, clips, instructions: list[str], max_new_tokens: int | None = None,
-                 prefixes: list[str] | None = None):
+                 prefixes: list[str] | None = None, temperature: float = 0.0):
         import torch
 
         from tarsier.engine.model import decode_generations, greedy_kwargs, stop_token_ids
@@ -361,7 +367,8 @@ class QwenVideoModel(_module_base()):
         with torch.inference_mode():
             out = self.hf.generate(**batch, **greedy_kwargs(self.generation_config, max_new_tokens
                                                             or self.config.max_new_tokens, stops,
-                                                            self.tokenizer.pad_token_id))
+                                                            self.tokenizer.pad_token_id, temperature,
+                                                            [self.processor.placeholder_id]))
         return decode_generations(self.tokenizer, out[:, batch["input_ids"].shape[1]:].tolist(), stops)
 
     def trainable_parameters(self):

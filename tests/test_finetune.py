@@ -320,3 +320,28 @@ def test_tarsier2_two_processes_write_the_same_checkpoint_as_one(world, qwen_dir
     # step moves a weight by about 1e-2)
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 1e-4, worst
+
+
+@pytest.mark.parametrize("layout", ["tarsier2", "tarsier1", "nano"])
+def test_labelled_only_forward_gives_the_full_forwards_loss_and_logits(layout, qwen_dir, tmp_path):
+    """The trainers ask for the LM head only where an answer token is predicted (the 152k-word head over
+    every video token was most of a Tarsier2 step): same loss, and the same logits at those positions."""
+    from tarsier.trainers.dpo import labelled_logps, sequence_logps
+
+    folder = {"tarsier2": qwen_dir, "nano": "tiny-random"}.get(layout) or pf.write_llava(tmp_path / "t1")
+    model = ckpt.load(str(folder), device="cpu")
+    g = torch.Generator().manual_seed(0)
+    spec = model.processor.frame_spec(112, 84, 2)
+    clips = [torch.randint(0, 256, (spec.frames, spec.height, spec.width, 3), generator=g,
+                           dtype=torch.uint8).numpy() for _ in range(2)]
+    batch = model.processor.inputs(clips, [INSTRUCTION, "What happens?"],
+                                   answers=["a red circle moves left", "it stops"])
+    labels = batch["labels"]
+    with torch.no_grad():
+        loss, logits = model(**batch)
+        picked_loss, picked = model(**batch, labelled_only=True)
+    mask = labels[:, 1:] != -100
+    assert picked.shape == (int(mask.sum()), logits.shape[-1])
+    assert torch.allclose(picked, logits[:, :-1][mask], atol=1e-4)
+    assert picked_loss.item() == pytest.approx(loss.item(), rel=1e-5)
+    assert torch.allclose(labelled_logps(picked, labels), sequence_logps(logits, labels), atol=1e-4)

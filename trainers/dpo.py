@@ -52,12 +52,20 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     the models' own loss reads them)."""
     from tarsier.engine.model import IGNORE_INDEX
 
+    return labelled_logps(logits[:, :-1][labels[:, 1:].to(logits.device) != IGNORE_INDEX], labels)
+
+
+def labelled_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`sequence_logps` from the logits at the labelled positions only ((N, vocab), row-major, what a
+    model's forward returns with `labelled_only=True`)."""
+    from tarsier.engine.model import IGNORE_INDEX
+
     labels = labels[:, 1:].to(logits.device)
     mask = labels != IGNORE_INDEX
     rows = torch.arange(labels.shape[0], device=logits.device).unsqueeze(1).expand_as(labels)[mask]
-    # log-softmax over the labelled positions only: with a 150k vocabulary the full (B, L, V) float
-    # copy is most of a step's memory
-    picked = logits[:, :-1][mask].float().log_softmax(-1).gather(1, labels[mask].unsqueeze(1)).squeeze(1)
+    # log-softmax over the labelled positions only: with a 150k vocabulary a full (B, L, V) float copy
+    # is most of a step's memory
+    picked = logits.float().log_softmax(-1).gather(1, labels[mask].unsqueeze(1)).squeeze(1)
     return torch.zeros(labels.shape[0], device=logits.device, dtype=picked.dtype).index_add(0, rows, picked)
 
 
@@ -70,9 +78,9 @@ def pair_logps(model, clips, pairs, processor=None, chosen_tokens: list | None =
     prompts = [p.prompt for p in pairs]
     batch = (processor or model.processor).inputs(list(clips) * 2, prompts * 2,
                                    answers=[p.chosen for p in pairs] + [p.rejected for p in pairs])
-    labels = batch.pop("labels")
-    _, logits = model(**batch)
-    logps = sequence_logps(logits, labels)
+    labels = batch["labels"]
+    _, logits = model(**batch, labelled_only=True)
+    logps = labelled_logps(logits, labels)
     if chosen_tokens is not None:
         chosen_tokens.append((labels[:len(pairs), 1:] != IGNORE_INDEX).sum(1).to(logps.device))
     return logps[:len(pairs)], logps[len(pairs):]

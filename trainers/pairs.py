@@ -217,42 +217,15 @@ def apply_corruption(frames: np.ndarray, spec: dict, other: np.ndarray | None = 
 # Candidates: greedy through the model interface, or sampled with a temperature
 # ---------------------------------------------------------------------------------------------
 def sample_descriptions(model, clips, instructions: list[str], *, max_new_tokens: int, temperature: float,
-                        generator) -> list[str]:
-    """Temperature sampling through the interface's forward() (the interface's generate() is greedy):
-    one sequence at a time, without padding, so positions are those of generate(); no KV cache, so
-    each new token runs the whole sequence again (fine for small models, slow for 7B ones)."""
+                        seed: int) -> list[str]:
+    """Temperature samples, batched through the interface's generate() with its KV cache, from a random
+    state of their own (`seed`), so a clip's candidates are the same whatever ran before it."""
     import torch
 
-    from tarsier.engine.model import decode_generations, stop_token_ids
-
-    tok = model.processor.tokenizer
-    stops = stop_token_ids(tok, getattr(model, "generation_config", None))
-    # the video placeholder is never text: fed back, it would ask for another video's worth of tokens
-    placeholders = [i for i in {getattr(model.processor, "video_token_id", None),
-                                getattr(model.processor, "placeholder_id", None)} if i is not None]
-    rows = []
-    with torch.inference_mode():
-        for clip, instruction in zip(clips, instructions):
-            batch = model.processor.inputs([clip], [instruction])
-            ids = batch["input_ids"]
-            per_token = [k for k, v in batch.items()
-                         if torch.is_tensor(v) and k != "input_ids" and tuple(v.shape[:2]) == tuple(ids.shape)]
-            new: list[int] = []
-            for _ in range(max_new_tokens):
-                _, logits = model(**batch)
-                scores = logits[0, -1].float().cpu()
-                scores[placeholders] = float("-inf")
-                probs = torch.softmax(scores / temperature, dim=-1)
-                token = int(torch.multinomial(probs, 1, generator=generator))
-                new.append(token)
-                if token in stops:
-                    break
-                batch["input_ids"] = torch.cat([batch["input_ids"], torch.tensor([[token]])], dim=1)
-                for k in per_token:   # attention 1, token type 0 (text) for the new position
-                    fill = 1 if k == "attention_mask" else 0
-                    batch[k] = torch.cat([batch[k], torch.full((1, 1), fill, dtype=batch[k].dtype)], dim=1)
-            rows.append(new)
-    return [g.text for g in decode_generations(tok, rows, stops)]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        gens = model.generate(clips, instructions, max_new_tokens=max_new_tokens, temperature=temperature)
+    return [g.text for g in gens]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,7 +306,6 @@ def build_pairs(args: PairArgs, *, scorer: Scorer | None = None, model=None,
     tarsier.evaluation.autodq.CandidateScorer: AutoDQ with the --judge). It is needed only when
     there are clips to do. Raises ManifestError (bad manifest), ValueError (bad settings, or a pairs
     file of other settings)."""
-    import torch
 
     from tarsier.common.types import VideoError
     from tarsier.trainers.manifest import load_mixture
@@ -391,7 +363,6 @@ def build_pairs(args: PairArgs, *, scorer: Scorer | None = None, model=None,
     processor = model.processor
     n_frames = int(args.frames or processor.frames)
     max_new = int(args.max_new_tokens or getattr(model.config, "max_new_tokens", 256))
-    generator = torch.Generator().manual_seed(args.seed)
     others = sorted({(str(s.video), s.start, s.end, tuple(s.frame_times or ())) for s in samples})
     decoded: dict[tuple, np.ndarray] = {}
 
@@ -402,10 +373,10 @@ def build_pairs(args: PairArgs, *, scorer: Scorer | None = None, model=None,
             decoded[key] = clip_frames(processor, key[0], key[1], key[2], list(key[3]) or None, n_frames)
         return decoded[key]
 
-    def describe(clips: list[np.ndarray], prompt: str) -> list[str]:
+    def describe(clips: list[np.ndarray], prompt: str, seed: int) -> list[str]:
         if args.temperature > 0:
             return sample_descriptions(model, clips, [prompt] * len(clips), max_new_tokens=max_new,
-                                       temperature=args.temperature, generator=generator)
+                                       temperature=args.temperature, seed=seed)
         return [g.text for g in model.generate(clips, [prompt] * len(clips), max_new_tokens=max_new)]
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -438,7 +409,7 @@ def build_pairs(args: PairArgs, *, scorer: Scorer | None = None, model=None,
                         continue
                     variants.append((spec, corrupted))
                 clips = [frames for _, frames in variants for _ in range(args.samples)]
-                texts = describe(clips, sample.prompt)
+                texts = describe(clips, sample.prompt, rng.getrandbits(63))
                 scores = scorer(sample.answer, texts)
                 k = args.samples
                 clean_scored = [(s["f1"], i) for i, s in enumerate(scores[:k]) if s is not None]

@@ -437,7 +437,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
                 check_context(raw, inputs, mine, clip_frames)
                 tokens += int(inputs["attention_mask"].sum())
                 with accelerator.accumulate(model):
-                    loss, _ = model(**inputs)
+                    loss, _ = model(**inputs, labelled_only=True)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and args.clip_grad > 0:
                         accelerator.clip_grad_norm_(params, args.clip_grad)
