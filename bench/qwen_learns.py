@@ -28,14 +28,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 
-def model_settings(hidden: int, layers: int, vision_width: int, vision_depth: int) -> tuple[dict, dict]:
+def model_settings(hidden: int, layers: int, vision_width: int, vision_depth: int,
+                   tie: bool = False) -> tuple[dict, dict]:
     """Qwen2-VL text / vision settings at a small size: head width 32 in both towers (M-RoPE sections of
-    Qwen2-VL's 2:1:1 split over half the head), the merger projecting to the LLM's width."""
+    Qwen2-VL's 2:1:1 split over half the head), the merger projecting to the LLM's width. `tie`: the LM
+    head shares the embedding (as Qwen2-VL-2B ships), halving the 152,064-row tables the optimizer updates."""
     heads = max(1, hidden // 32)
     half = (hidden // heads) // 2
     text = {"hidden_size": hidden, "intermediate_size": 4 * hidden, "num_hidden_layers": layers,
             "num_attention_heads": heads, "num_key_value_heads": max(1, heads // 2),
-            "max_position_embeddings": 4096,
+            "max_position_embeddings": 4096, "tie_word_embeddings": tie,
             "rope_scaling": {"type": "mrope", "mrope_section": [half // 2, half // 4, half - half // 2 - half // 4]}}
     vision = {"depth": vision_depth, "embed_dim": vision_width, "hidden_size": hidden,
               "num_heads": max(1, vision_width // 32), "mlp_ratio": 4}
@@ -86,9 +88,9 @@ def blank_copy(world: Path, out: Path) -> Path:
     return out
 
 
-def synth(folder: Path, videos: int, seed: int) -> Path:
+def synth(folder: Path, videos: int, seed: int, size: int) -> Path:
     if not (folder / "benchmark.jsonl").is_file():
-        run(["synth", str(folder), "--videos", str(videos), "--seed", str(seed), "-q"])
+        run(["synth", str(folder), "--videos", str(videos), "--seed", str(seed), "--size", str(size), "-q"])
     return folder
 
 
@@ -153,6 +155,11 @@ def main() -> None:
     p.add_argument("--vision-width", type=int, default=64)
     p.add_argument("--vision-depth", type=int, default=2)
     p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--size", type=int, default=112, help="world frame size: 112 px is Tarsier2's 8x8 patches of "
+                   "14 (16 visual tokens a frame after the 2x2 merger); the default 128 rounds up to 140 (25)")
+    p.add_argument("--untied", action="store_true", help="a separate LM head (as the 7B models ship) instead of "
+                   "one tied to the embedding (as Qwen2-VL-2B ships): the optimizer then updates two "
+                   "152,064-row tables a step")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=30)
@@ -169,10 +176,10 @@ def main() -> None:
 
     work = a.work
     work.mkdir(parents=True, exist_ok=True)
-    world = synth(work / f"world-s1-n{a.train_videos}", a.train_videos, 1)
-    bench = synth(work / f"bench-s9001-n{a.bench_videos}", a.bench_videos, 9001)
-    text, vision = model_settings(a.hidden, a.layers, a.vision_width, a.vision_depth)
-    init = work / f"init-h{a.hidden}-l{a.layers}-v{a.vision_width}x{a.vision_depth}"
+    world = synth(work / f"world-s1-n{a.train_videos}-{a.size}px", a.train_videos, 1, a.size)
+    bench = synth(work / f"bench-s9001-n{a.bench_videos}-{a.size}px", a.bench_videos, 9001, a.size)
+    text, vision = model_settings(a.hidden, a.layers, a.vision_width, a.vision_depth, tie=not a.untied)
+    init = work / f"init-h{a.hidden}-l{a.layers}-v{a.vision_width}x{a.vision_depth}{'-untied' if a.untied else ''}"
     if not (init / "config.json").is_file():
         pf.write_qwen2_vl(init, style="llava", text=text, vision=vision, corpus=world_corpus(world), bpe_size=1000)
     import math

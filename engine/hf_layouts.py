@@ -173,14 +173,16 @@ def _rename(key: str, rules) -> str | None:
     return None
 
 
-def load_published(module, state: dict, namings: dict[str, list], targets: dict[str, str], what: str) -> str:
+def load_published(module, state: dict, namings: dict[str, list], targets: dict[str, str], what: str,
+                   optional: frozenset[str] = frozenset()) -> str:
     """Load `state` (tensors under their published names) into `module`, strictly.
 
     `namings`: {naming: [(published prefix, part), ...]} for every naming a checkpoint of the layout has
     been published in; a part ("vision.", "lm.", ...) is a piece of the model, and `targets` says where
     that piece lives in the installed module ({"vision.": "model.visual.", ...}). The naming under which
     every tensor lands on a parameter and every parameter is filled wins; otherwise the closest one is
-    reported with its unmapped tensors and unfilled parameters. Returns the naming's name."""
+    reported with its unmapped tensors and unfilled parameters. `optional`: parameters a checkpoint may
+    leave out (an LM head tied to the embedding, which the caller ties afterwards). Returns the naming's name."""
     expected = set(module.state_dict().keys())
     best = None
     for naming, rules in namings.items():
@@ -196,9 +198,9 @@ def load_published(module, state: dict, namings: dict[str, list], targets: dict[
                     unmapped.append(key)
                 continue
             renamed[target] = tensor
-        missing = sorted(expected - set(renamed))
+        missing = sorted(expected - set(renamed) - optional)
         if not unmapped and not missing:
-            module.load_state_dict(renamed, strict=True, assign=True)
+            module.load_state_dict(renamed, strict=not (optional - set(renamed)), assign=True)
             return naming
         score = len(unmapped) + len(missing)
         if best is None or score < best[0]:

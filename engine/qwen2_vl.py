@@ -269,7 +269,10 @@ def load_qwen2_vl(folder: Path, raw: dict):
     with empty_init():
         hf = Qwen2VLForConditionalGeneration(config)
     targets = installed_targets(hf, QWEN_TARGETS, str(folder))
-    naming = load_published(hf, read_state(folder), QWEN_NAMINGS, targets, str(folder))
+    # a tied head (Qwen2-VL-2B and its fine-tunes) is usually not stored: it is the embedding
+    tied = frozenset(k for k in hf.state_dict() if k.endswith("lm_head.weight")) if config.tie_word_embeddings \
+        else frozenset()
+    naming = load_published(hf, read_state(folder), QWEN_NAMINGS, targets, str(folder), optional=tied)
     if config.tie_word_embeddings:
         hf.tie_weights()
     with_upstream_rope(hf)

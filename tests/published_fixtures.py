@@ -274,7 +274,8 @@ def write_qwen2_vl(folder: str | Path, style: str = "llava", seed: int = 0, nami
     vision_prefix, lm, head = QWEN_NAMINGS[naming or ("wrapper" if style == "llava" else "pre-4.52")]
     state = qwen2_vision_tensors(gen, vision_prefix, vision, text["hidden_size"])
     state.update(decoder_tensors(gen, lm, text, qkv_bias=True))
-    state[f"{head}weight"] = _randn(gen, text["vocab_size"], text["hidden_size"])
+    if not text.get("tie_word_embeddings"):   # tied (as Qwen2-VL-2B ships): the head is the embedding
+        state[f"{head}weight"] = _randn(gen, text["vocab_size"], text["hidden_size"])
     _save_shards({k: v.to(torch.bfloat16) for k, v in state.items()}, folder)
     ids = {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
            "vision_end_token_id": 151653}

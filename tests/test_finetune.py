@@ -345,3 +345,19 @@ def test_labelled_only_forward_gives_the_full_forwards_loss_and_logits(layout, q
     assert torch.allclose(picked, logits[:, :-1][mask], atol=1e-4)
     assert picked_loss.item() == pytest.approx(loss.item(), rel=1e-5)
     assert torch.allclose(labelled_logps(picked, labels), sequence_logps(logits, labels), atol=1e-4)
+
+
+def test_a_tied_head_checkpoint_loads_without_its_head_tensor(tmp_path):
+    """Qwen2-VL-2B (and fine-tunes of it) ties the LM head to the embedding and stores no lm_head tensor."""
+    from safetensors import safe_open
+    from transformers import Qwen2VLForConditionalGeneration
+
+    folder = pf.write_qwen2_vl(tmp_path / "tied", style="qwen2_vl", text={"tie_word_embeddings": True})
+    for shard in folder.glob("*.safetensors"):
+        with safe_open(str(shard), framework="pt") as f:
+            assert not [k for k in f.keys() if "lm_head" in k]  # noqa: SIM118
+    model = ckpt.load(str(folder), device="cpu")
+    assert model.hf.lm_head.weight.data_ptr() == model.hf.get_input_embeddings().weight.data_ptr()
+    batch = clip_inputs(model)
+    plain = Qwen2VLForConditionalGeneration.from_pretrained(str(folder), dtype=torch.float32)
+    assert torch.allclose(our_logits(model.float(), batch), plain_logits(plain, batch), atol=1e-4)
