@@ -1,6 +1,6 @@
 """Decode benchmark: the describe pipeline's video side vs one plain threaded PyAV decode pass.
 
-    python bench/decode.py [--seconds 60] [--repeat 2] [--keep DIR]
+    python bench/decode.py [--seconds 60] [--repeat 2] [--keep DIR] [--agreement N]
 
 Generates (with PyAV, into a temp dir) a 1080p and a 360p h264 video with simple moving content and
 a few cuts, then times, side by side in the same run (best of --repeat):
@@ -9,15 +9,21 @@ a few cuts, then times, side by side in the same run (best of --repeat):
              downscaled frames + candidate buffering + sampling 8 frames of 224x224 per clip);
              the model is a no-op
   scenes   : the same with sample_frames=False (what `tarsier scenes` runs)
-  stock    : the pipeline with PySceneDetect's own frame-score code instead of engine.scenes' faster,
-             bit-identical one (what the detector side cost before)
+  stock    : the pipeline as before issue 22's detector work: 256-px detection frames from swscale's
+             bgr24 output and PySceneDetect's own AdaptiveDetector (same cuts on these videos)
 and reports the ratio pipeline/plain (wall time, and CPU time over all threads, which is less sensitive
-to other load on the machine) and frames decoded / frames in the file. The three are interleaved in
-each repeat round so they see the same machine load.
+to other load on the machine) and frames decoded / frames in the file. The four are interleaved in
+each repeat round so they see the same machine load. Each video's cut times are printed beside those
+of PySceneDetect's own pipeline (scenedetect.detect with its AdaptiveDetector, min_scene_len 0.6 s) and
+of the stock variant.
 
 Then the sparse rows: the same videos encoded with a 1-second GOP, described as
 `--scenes none --max-clip 10 --frames 2` (engine.sparse.SparseReader: seek to the keyframe before
 each sampled frame instead of decoding through) against a plain decode of that file.
+
+Last, with --agreement N: the cut times of the pipeline's detectors (adaptive and content; the default
+detection frames, and the stock 256-px swscale ones) against PySceneDetect's own pipeline on N generated
+videos made to put decisions near the thresholds (pans, flashes, noise): how many differ.
 """
 from __future__ import annotations
 
@@ -74,6 +80,88 @@ def make_yuv_video(path: Path, width: int, height: int, seconds: float, fps: int
     return n
 
 
+def make_hard_video(path: Path, seed: int, width: int = 640, height: int = 360, seconds: float = 12.0,
+                    fps: int = 25) -> None:
+    """A video made to put the detector's decisions near its thresholds: pans (slow and fast) over a
+    multi-scale coloured texture, cuts to other places of the same texture (similar colours) or to a
+    new one, flashes, and sensor noise in every frame."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+
+    def texture():
+        h, w = 2 * height, 2 * width
+        img = np.full((h, w, 3), rng.uniform(60, 190, 3), np.float32)
+        for cells, amp in ((8, 60), (32, 40), (128, 25), (512, 12)):
+            noise = rng.normal(0, 1, (max(2, h * cells // 2048), max(2, w * cells // 2048), 3)).astype(np.float32)
+            img += amp * cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC)
+        return img
+
+    big = texture()
+    c = av.open(str(path), "w")
+    s = c.add_stream("libx264", rate=fps)
+    s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+    s.time_base = Fraction(1, fps)
+    s.options = {"preset": "fast", "crf": "23"}
+    x, y = rng.uniform(0, width), rng.uniform(0, height)
+    vx, vy = rng.normal(0, 6, 2)
+    gain = 1.0
+    for i in range(int(seconds * fps)):
+        r = rng.random()
+        if r < 0.03:      # a cut: elsewhere in the same texture, or (30%) a new one
+            x, y = rng.uniform(0, width), rng.uniform(0, height)
+            vx, vy = rng.normal(0, 6, 2)
+            if rng.random() < 0.3:
+                big = texture()
+        elif r < 0.05:    # a fast pan
+            vx, vy = rng.normal(0, 25, 2)
+        x, y = float(np.clip(x + vx, 0, width - 1)), float(np.clip(y + vy, 0, height - 1))
+        if rng.random() < 0.02:
+            gain = 1.8    # a flash, fading over a few frames
+        frame = big[int(y):int(y) + height, int(x):int(x) + width] * gain
+        gain = 1.0 + (gain - 1.0) * 0.3
+        frame += rng.normal(0, 3, frame.shape).astype(np.float32)
+        f = av.VideoFrame.from_ndarray(np.clip(frame, 0, 255).astype(np.uint8), format="rgb24")
+        f.pts = i
+        for pkt in s.encode(f):
+            c.mux(pkt)
+    for pkt in s.encode():
+        c.mux(pkt)
+    c.close()
+
+
+def agreement(folder: Path, n: int) -> None:
+    """Cuts of the pipeline's detectors vs PySceneDetect's own pipeline on n hard videos: how many cut
+    times differ (in either list), for the default detection frames and for the stock ones."""
+    from functools import partial
+
+    from scenedetect import AdaptiveDetector, ContentDetector, detect
+
+    import tarsier.engine.video as video
+
+    print(f"\ncut agreement with scenedetect.detect() on {n} hard 640x360 videos (12 s, pans, flashes, noise)")
+    totals: dict = {}
+    for k in range(n):
+        path = folder / f"hard_{k}.mp4"
+        if not path.exists():
+            make_hard_video(path, seed=100 + k)
+        for mode, cls in (("adaptive", AdaptiveDetector), ("content", ContentDetector)):
+            ref = {round(s[0].seconds, 6) for s in detect(str(path), cls(min_scene_len=0.6), backend="pyav")[1:]}
+            for label, planes, width in (("default", True, ClipOptions.detect_width), ("stock input", False, 256)):
+                saved = video.DetectionImages
+                video.DetectionImages = partial(video.DetectionImages, planes=planes)
+                try:
+                    got = {round(t, 6) for t in pipeline(path, ClipOptions(scenes=mode, detect_width=width, min_clip=0,
+                                                                           max_clip=None, sample_frames=False))[2]}
+                finally:
+                    video.DetectionImages = saved
+                t = totals.setdefault((mode, label), [0, 0])
+                t[0] += len(got ^ ref)
+                t[1] += len(ref)
+    for (mode, label), (differ, total) in totals.items():
+        print(f"  {mode:8s} {label:12s}: {differ} cut times differ, of {total} PySceneDetect cuts")
+
+
 def plain_decode(path: Path, threads: int = 0) -> int:
     with av.open(str(path)) as c:
         s = c.streams.video[0]
@@ -85,24 +173,36 @@ def plain_decode(path: Path, threads: int = 0) -> int:
     return n
 
 
-def pipeline(path: Path, options: ClipOptions) -> tuple[int, int]:
+def pipeline(path: Path, options: ClipOptions) -> tuple[int, int, list[float]]:
+    """(frames decoded, clips, the detector's cut times)."""
     with VideoReader(path, options) as r:
         clips = 0
         for _clip in r.clips():   # the model would run here: no-op
             clips += 1
-        return r.info.frames_decoded, clips
+        return r.info.frames_decoded, clips, r.stats["cuts"]
 
 
-def stock_pipeline(path: Path) -> tuple[int, int]:
-    """The pipeline with the detectors' stock PySceneDetect frame score (engine.scenes bypassed)."""
-    import tarsier.engine.scenes as scenes
+def pyscenedetect_cuts(path: Path) -> list[float]:
+    """PySceneDetect's own pipeline (full-size BGR frames resized to 256 px by cv2, its AdaptiveDetector)."""
+    from scenedetect import AdaptiveDetector, detect
 
-    fast = scenes._fast_score_class
-    scenes._fast_score_class = lambda base: base
+    return [s[0].seconds for s in detect(str(path), AdaptiveDetector(min_scene_len=0.6), backend="pyav")][1:]
+
+
+def stock_pipeline(path: Path) -> tuple[int, int, list[float]]:
+    """The pipeline as it was before issue 22's detector work: swscale bgr24 detection frames 256 px
+    wide and PySceneDetect's own detector (its frame score, FrameTimecode arithmetic)."""
+    from functools import partial
+
+    import tarsier.engine.video as video
+
+    saved = video.make_detector, video.DetectionImages
+    video.make_detector = partial(video.make_detector, stock=True)
+    video.DetectionImages = partial(video.DetectionImages, planes=False)
     try:
-        return pipeline(path, ClipOptions())
+        return pipeline(path, ClipOptions(detect_width=256))
     finally:
-        scenes._fast_score_class = fast
+        video.make_detector, video.DetectionImages = saved
 
 
 def timed(fn):
@@ -117,6 +217,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", type=Path, default=None, help="write the videos here (reused if present)")
+    ap.add_argument("--agreement", type=int, default=0, metavar="N",
+                    help="also compare cuts with PySceneDetect's own pipeline on N hard generated videos")
     args = ap.parse_args()
 
     tmp = tempfile.TemporaryDirectory() if args.keep is None else None
@@ -140,14 +242,18 @@ def main() -> None:
                 "stock": lambda p=path: stock_pipeline(p)}
         best_w = dict.fromkeys(runs, float("inf"))
         best_c = dict.fromkeys(runs, float("inf"))
-        decoded = clips = 0
-        for _ in range(args.repeat):          # interleaved, so the three see the same machine load
+        results = {}
+        for _ in range(args.repeat):          # interleaved, so the four see the same machine load
             for key, fn in runs.items():
-                w, c, result = timed(fn)
+                w, c, results[key] = timed(fn)
                 best_w[key] = min(best_w[key], w)
                 best_c[key] = min(best_c[key], c)
-                if key == "pipeline":
-                    decoded, clips = result
+        decoded, clips, cuts = results["pipeline"]
+        ref = pyscenedetect_cuts(path)
+        same = [round(x, 6) for x in cuts] == [round(x, 6) for x in ref]
+        print(f"{name}: cuts {[round(x, 3) for x in cuts]}; PySceneDetect's own pipeline "
+              f"{'the same' if same else [round(x, 3) for x in ref]}; stock "
+              f"{'the same' if results['stock'][2] == cuts else 'DIFFERENT'}", flush=True)
         rows.append((name, in_file, best_w, best_c, decoded, clips))
 
     hdr = (f"{'video':6} {'frames':>6} {'plain s':>8} {'plain fps':>9} {'pipeline s':>10} {'ratio':>6} "
@@ -186,6 +292,8 @@ def main() -> None:
             best_sparse = min(best_sparse, c)
         print(f"{name:6} {in_file:6d} {best_plain:11.2f} {best_sparse:12.2f} {best_sparse / best_plain:9.2f} "
               f"{decoded:>5d}/{in_file:<6d} {decoded / in_file:8.3f}")
+    if args.agreement:
+        agreement(folder, args.agreement)
     if tmp:
         tmp.cleanup()
 

@@ -1,9 +1,12 @@
-"""Scene detection (PySceneDetect 0.7 detectors fed from our own decode pass) and the streaming
+"""Scene detection (PySceneDetect 0.7's detectors, fed from our own decode pass) and the streaming
 planner that turns cuts into clips.
 
-Detectors receive `FrameTimecode(Timecode(pts, time_base), fps=average_rate)` built from the real
-frame timestamps (the same way PySceneDetect's own PyAV backend does), so variable frame rate
-video is timed by pts, never by frame counts. Cuts come back as FrameTimecodes; we use `.seconds`.
+Detectors see each frame's real timestamp (pts in the stream's time base, the way PySceneDetect's own
+PyAV backend times frames), so variable frame rate video is timed by pts, never by frame counts, and
+report cuts in seconds. The default (adaptive) and content detectors are PySceneDetect's rules
+re-stated on plain numbers (LeanAdaptive, LeanContent: the same frame score bit for bit and the same
+decisions, tests/test_scene_score.py); the threshold detector is PySceneDetect's own behind the same
+calls (PySceneDetectCuts).
 
 The planner is pure arithmetic on times (no frames), so it is unit-testable on its own:
 
@@ -20,73 +23,227 @@ The planner is pure arithmetic on times (no frames), so it is unit-testable on i
 from __future__ import annotations
 
 import math
-from itertools import pairwise
+from collections import deque
+from fractions import Fraction
+from itertools import compress, pairwise
 
 SCENE_MODES = ("adaptive", "content", "threshold", "none")
 
 _EPS = 1e-6
 
 
-def make_detector(mode: str, threshold: float | None, min_scene_len: float):
-    """A fresh PySceneDetect detector, or None for mode 'none'. Content and adaptive detectors get
-    the same frame score in fewer passes (_fast_score_class): the same numbers, so the same cuts."""
+def make_detector(mode: str, threshold: float | None, min_scene_len: float, time_base: Fraction,
+                  rate: Fraction | float, stock: bool = False):
+    """A fresh cut detector for frames timed in `time_base` units (or None for mode 'none'): feed it
+    `push(pts, bgr_image)` for every frame in order, then `finish(last_pts)`; both return cut times in
+    seconds. Content and adaptive get LeanContent / LeanAdaptive (PySceneDetect's decisions and frame
+    score on plain numbers: the same cuts, tests/test_scene_score.py); threshold, or any mode with
+    `stock=True`, gets PySceneDetect's own detector behind the same calls."""
     if mode == "none":
         return None
+    if mode not in SCENE_MODES:
+        raise ValueError(f"unknown scene mode {mode!r} (choose from {', '.join(SCENE_MODES)})")
+    msl = float(min_scene_len)  # float -> seconds in PySceneDetect 0.7
+    if mode == "adaptive" and not stock:
+        return LeanAdaptive(time_base, msl, *(() if threshold is None else (float(threshold),)))
+    if mode == "content" and not stock:
+        return LeanContent(time_base, msl, *(() if threshold is None else (float(threshold),)))
     from scenedetect.detectors import AdaptiveDetector, ContentDetector, ThresholdDetector
 
-    msl = float(min_scene_len)  # float -> seconds in PySceneDetect 0.7
-    if mode == "adaptive":
-        kw = {} if threshold is None else {"adaptive_threshold": float(threshold)}
-        return _fast_score_class(AdaptiveDetector)(min_scene_len=msl, **kw)
-    if mode == "content":
-        kw = {} if threshold is None else {"threshold": float(threshold)}
-        return _fast_score_class(ContentDetector)(min_scene_len=msl, **kw)
-    if mode == "threshold":
-        kw = {} if threshold is None else {"threshold": float(threshold)}
-        return ThresholdDetector(min_scene_len=msl, **kw)
-    raise ValueError(f"unknown scene mode {mode!r} (choose from {', '.join(SCENE_MODES)})")
+    key = {"adaptive": "adaptive_threshold"}.get(mode, "threshold")
+    kw = {} if threshold is None else {key: float(threshold)}
+    cls = {"adaptive": AdaptiveDetector, "content": ContentDetector, "threshold": ThresholdDetector}[mode]
+    return PySceneDetectCuts(cls(min_scene_len=msl, **kw), time_base, rate)
 
 
-_FAST: dict[type, type] = {}
+class PySceneDetectCuts:
+    """A PySceneDetect detector behind push/finish: each frame gets the FrameTimecode PySceneDetect's
+    PyAV backend would build (`Timecode(pts, time_base)` at the average rate), so variable frame rate
+    video is timed by pts."""
+
+    def __init__(self, detector, time_base: Fraction, rate: Fraction | float):
+        self.detector = detector
+        self.time_base = Fraction(time_base)
+        self.rate = rate
+        # AdaptiveDetector reports a cut window_width frames late
+        self.lag_frames = int(getattr(detector, "window_width", 0) or 0) + 2
+        self._last = None
+
+    def push(self, pts: int, image) -> list[float]:
+        from scenedetect.common import FrameTimecode, Timecode
+
+        self._last = FrameTimecode(Timecode(pts=pts, time_base=self.time_base), fps=self.rate)
+        return [float(c.seconds) for c in self.detector.process_frame(self._last, image)]
+
+    def finish(self) -> list[float]:
+        if self._last is None or not hasattr(self.detector, "post_process"):
+            return []
+        return [float(c.seconds) for c in self.detector.post_process(self._last) or []]
 
 
-def _fast_score_class(base: type) -> type:
-    """`base` (ContentDetector or a subclass) with ContentDetector's frame score computed in fewer
-    passes: one HSV image kept per frame instead of three planes, and each channel's mean absolute
-    difference from cv2.absdiff + cv2.sumElems (exact integer sums, as numpy's int32 sum) instead of
-    two int32 copies, a subtraction, an abs and a sum per channel. The numbers are the very same
-    (same sums, same division, same weighted mean), so the cuts are. With edges weighted, or a stats
-    manager attached, PySceneDetect's own code runs."""
-    if base in _FAST:
-        return _FAST[base]
+def content_score(hsv, last_hsv) -> float:
+    """PySceneDetect ContentDetector's frame score with its default weights (hue, saturation and
+    value 1, edges 0) between two HSV images, in fewer passes: each channel's mean absolute difference
+    from cv2.absdiff + cv2.sumElems (exact integer sums, as numpy's int32 sum) instead of two int32
+    copies, a subtraction, an abs and a sum per channel. Every float operation of PySceneDetect's
+    `sum(c * w) / sum(abs(w))` with weights 1, 1, 1, 0 is kept or exact (x * 1.0, x + 0.0), so the
+    number is the same bit for bit."""
     import cv2
 
-    class FastScore(base):
-        _fast_last = None
+    sums = cv2.sumElems(cv2.absdiff(hsv, last_hsv))
+    pixels = float(hsv.shape[0] * hsv.shape[1])
+    return (sums[0] / pixels + sums[1] / pixels + sums[2] / pixels) / 3.0
 
-        def _calculate_frame_score(self, timecode, frame_img):
-            weights = self._weights
-            if weights.delta_edges > 0.0 or self.stats_manager is not None:
-                return super()._calculate_frame_score(timecode, frame_img)
-            hsv = cv2.cvtColor(frame_img, cv2.COLOR_BGR2HSV)
-            last, self._fast_last = self._fast_last, hsv
-            if last is None:
-                return 0.0
-            sums = cv2.sumElems(cv2.absdiff(hsv, last))
-            pixels = float(hsv.shape[0] * hsv.shape[1])
-            components = (sums[0] / pixels, sums[1] / pixels, sums[2] / pixels, 0.0)
-            return sum(c * w for c, w in zip(components, weights)) / sum(abs(w) for w in weights)
 
-    FastScore.__name__ = FastScore.__qualname__ = f"Fast{base.__name__}"
-    _FAST[base] = FastScore
-    return FastScore
+def _min_length_pts(time_base: Fraction, seconds: float) -> int:
+    """The fewest time_base units d with float(time_base * d) >= seconds: PySceneDetect's
+    `(later - earlier) >= min_scene_len` on Timecode-backed FrameTimecodes of one time base is
+    `float(time_base * max(0, later.pts - earlier.pts)) >= min_scene_len`, monotonic in the pts
+    difference, so comparing the integer difference with d decides the same."""
+    tb = Fraction(time_base)
+    if seconds <= 0.0:
+        return 0
+    d = max(0, math.floor(seconds / float(tb)) - 2)
+    while float(tb * d) < seconds:
+        d += 1
+    return d
+
+
+class _LeanBase:
+    """Shared by LeanAdaptive and LeanContent: HSV of each frame, the frame score, pts -> seconds."""
+
+    lag_frames = 2
+
+    def __init__(self, time_base: Fraction, min_scene_len: float):
+        import cv2
+
+        self._hsv_code = cv2.COLOR_BGR2HSV
+        self._cvt = cv2.cvtColor
+        tb = Fraction(time_base)
+        self._num, self._den = tb.numerator, tb.denominator
+        self.min_scene_len = float(min_scene_len)
+        self._min_pts = _min_length_pts(tb, self.min_scene_len)
+        self._last_hsv = None
+        self.frame_score: float | None = None
+
+    def seconds(self, pts: int) -> float:
+        # int / int is correctly rounded: the same float as PySceneDetect's float(time_base * pts)
+        return pts * self._num / self._den
+
+    def score(self, image) -> float:
+        """ContentDetector._calculate_frame_score (default weights): 0.0 for the first frame."""
+        hsv = self._cvt(image, self._hsv_code)
+        last, self._last_hsv = self._last_hsv, hsv
+        self.frame_score = 0.0 if last is None else content_score(hsv, last)
+        return self.frame_score
+
+    def finish(self) -> list[float]:
+        return []   # neither detector has anything pending at the end (PySceneDetect's post_process: [])
+
+
+class LeanAdaptive(_LeanBase):
+    """PySceneDetect 0.7's AdaptiveDetector (default weights, window_width 2, min_content_val 15) on
+    plain numbers: the frame score of each frame, its ratio to the mean score of the window_width
+    frames on each side, a cut where the ratio reaches adaptive_threshold, the score min_content_val
+    and min_scene_len has passed since the last cut (or the first frame). The same float operations in
+    the same order, and integer pts instead of FrameTimecode/Fraction arithmetic (30-50 us a frame in
+    PySceneDetect), so the same cuts (tests/test_scene_score.py feeds both the same scores)."""
+
+    def __init__(self, time_base: Fraction, min_scene_len: float, adaptive_threshold: float = 3.0,
+                 window_width: int = 2, min_content_val: float = 15.0):
+        if window_width < 1:
+            raise ValueError("window_width must be at least 1.")
+        super().__init__(time_base, min_scene_len)
+        self.adaptive_threshold = float(adaptive_threshold)
+        self.window_width = int(window_width)
+        self.min_content_val = float(min_content_val)
+        self.lag_frames = self.window_width + 2
+        n = 2 * self.window_width + 1
+        self._pts: deque[int] = deque(maxlen=n)
+        self._scores: deque[float] = deque(maxlen=n)
+        self._around = [i != self.window_width for i in range(n)]   # the window without its centre
+        self._last_cut: int | None = None
+
+    def push(self, pts: int, image) -> list[float]:
+        cut = self.push_score(pts, self.score(image))
+        return [] if cut is None else [self.seconds(cut)]
+
+    def push_score(self, pts: int, score: float) -> int | None:
+        """The decision for a frame's score: the pts of a cut, or None."""
+        if self._last_cut is None:
+            self._last_cut = pts
+        scores = self._scores
+        self._pts.append(pts)
+        scores.append(score)
+        w = self.window_width
+        if len(scores) <= 2 * w:
+            return None
+        target_pts, target_score = self._pts[w], scores[w]
+        # PySceneDetect: sum(score for i, (_tc, score) in enumerate(buffer) if i != w) / (2.0 * w),
+        # the same additions in the same order
+        average = sum(compress(scores, self._around)) / (2.0 * w)
+        ratio = 0.0
+        if not abs(average) < 0.00001:
+            ratio = min(target_score / average, 255.0)
+        elif target_score >= self.min_content_val:
+            ratio = 255.0
+        if ratio >= self.adaptive_threshold and target_score >= self.min_content_val \
+                and max(0, target_pts - self._last_cut) >= self._min_pts:
+            self._last_cut = target_pts
+            return target_pts
+        return None
+
+
+class LeanContent(_LeanBase):
+    """PySceneDetect 0.7's ContentDetector (default weights, FlashFilter in MERGE mode over
+    min_scene_len seconds) on plain numbers, as LeanAdaptive: a frame whose score reaches `threshold`
+    is a cut unless it comes within min_scene_len of the previous frame above the threshold; such
+    runs are merged and reported at their last frame above the threshold once min_scene_len passes
+    (the filter's exact rules, including that merging starts only after the first cut)."""
+
+    def __init__(self, time_base: Fraction, min_scene_len: float, threshold: float = 27.0):
+        super().__init__(time_base, min_scene_len)
+        self.threshold = float(threshold)
+        self._last_above: int | None = None
+        self._merge_enabled = False
+        self._merge_triggered = False
+        self._merge_start = 0
+
+    def push(self, pts: int, image) -> list[float]:
+        return [self.seconds(c) for c in self.push_score(pts, self.score(image))]
+
+    def _met(self, a: int, b: int) -> bool:
+        return max(0, b - a) >= self._min_pts
+
+    def push_score(self, pts: int, score: float) -> list[int]:
+        """FlashFilter.filter(above_threshold=score >= threshold): the pts of the cuts reported now."""
+        above = score >= self.threshold
+        if self.min_scene_len <= 0.0:
+            return [pts] if above else []
+        if self._last_above is None:
+            self._last_above = pts
+        met = self._met(self._last_above, pts)
+        if above:
+            self._last_above = pts
+        if self._merge_triggered:
+            if met and not above and self._met(self._merge_start, self._last_above):
+                self._merge_triggered = False
+                return [self._last_above]
+            return []
+        if not above:
+            return []
+        if met:
+            self._merge_enabled = True
+            return [pts]
+        if self._merge_enabled:
+            self._merge_triggered = True
+            self._merge_start = pts
+        return []
 
 
 def detector_lag_frames(detector) -> int:
-    """How many frames behind the current one a cut may be reported (AdaptiveDetector: window_width)."""
-    if detector is None:
-        return 0
-    return int(getattr(detector, "window_width", 0) or 0) + 2
+    """How many frames behind the current one a cut may be reported (adaptive: window_width + 2)."""
+    return 0 if detector is None else int(detector.lag_frames)
 
 
 class ClipPlanner:

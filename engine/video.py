@@ -9,14 +9,17 @@ Design (see also engine/scenes.py and engine/sampling.py):
 
 - Decoding: PyAV, `thread_type = "AUTO"`, `codec_context.thread_count` set explicitly (0 = all
   cores). Every frame is decoded exactly once; nothing seeks, nothing re-opens the file.
-  Per frame, at most two cheap conversions happen, both in swscale with persistent contexts
-  (`frame.reformat()` would rebuild one per call, 4x slower at 1080p) and one swscale thread (the
-  decoder already has the cores): a small BGR image (`detect_width` wide, FAST_BILINEAR, like
-  PySceneDetect's own linear downscale) for the scene detector, and — only for candidate frames
-  that a clip picks (resized lazily, engine.sampling) — an RGB image of the size the model's frame spec asks for
+  Per frame, at most two cheap conversions happen: a small BGR image for the scene detector
+  (`detect_width` wide, 128 px by default: DetectionImages samples it from the decoded yuv420p planes
+  with cv2, or swscale makes it for other formats), and — only for candidate frames that a clip picks
+  (resized lazily, engine.sampling) — an RGB image of the size the model's frame spec asks for
   (engine/interface.py: a square, stretched with no crop and the AREA filter, for Tarsier1 and nano;
-  the aspect-kept size, BICUBIC, for Tarsier2). Full-resolution RGB is never made. Cut times agree exactly with
-  `scenedetect.detect(..., backend="pyav")` on the sample videos (tests/test_video.py).
+  the aspect-kept size, BICUBIC, for Tarsier2), in swscale with a persistent context
+  (`frame.reformat()` would rebuild one per call, 4x slower at 1080p) and one swscale thread (the
+  decoder already has the cores). Full-resolution RGB is never made. Cut times agree exactly with
+  `scenedetect.detect(..., backend="pyav")` on the sample videos and the generated test videos
+  (tests/test_video.py), though the detector sees other pixels than PySceneDetect's own pipeline
+  (BENCHMARKS.md "Decode": on hard synthetic video a few percent of the cuts differ).
 - Time origin: times are seconds from the container's start time (what a player shows as 0:00),
   falling back to the stream's start time, then to the first frame. Negative times (pre-roll) are
   clamped to 0. Clips tile [0, duration) with no gaps or overlaps; the first clip starts at 0 even
@@ -86,7 +89,10 @@ class ClipOptions:
     # The model's frame geometry (engine.interface: SquareGeometry, AspectGeometry): decides each video's
     # frame size from its display size. None = a `frame_size` square.
     geometry: object | None = None
-    detect_width: int = 256         # detection frames are downscaled to this width
+    # detection frames are this wide (engine.video.DetectionImages); PySceneDetect's own pipeline scores
+    # frames 256 px wide: 128 px from the planes cost a fifth of that here and gave the same cuts on the
+    # sample, test and benchmark videos (BENCHMARKS.md "Decode" says where they differ)
+    detect_width: int = 128
     threads: int = 0                # decoder threads; 0 = all cores
     sample_frames: bool = True      # False: clip boundaries only (Clip.frames is empty), as `tarsier scenes`
     max_candidates: int | None = None  # candidate buffer cap; None = derived from max_clip (see module doc)
@@ -135,6 +141,61 @@ def _open_error(path: Path, e: BaseException) -> VideoError:
     return VideoError("open", f"cannot open: {one_line_error(e)}")
 
 
+# frame.colorspace values (AVColorSpace) that swscale converts with BT.601 coefficients: unspecified,
+# BT470BG, SMPTE170M. cv2's I420 -> BGR is BT.601 on limited range, as swscale on a yuv420p frame.
+_BT601_TAGS = frozenset({2, 5, 6})
+
+
+class DetectionImages:
+    """The small BGR image each decoded frame is scored on by the scene detector: `width` wide (at
+    most the frame's width), the height keeping the aspect, both even.
+
+    A BT.601 yuv420p frame (what most decoders give) is sampled straight from its planes: the nearest
+    source pixel of each detection pixel in Y, U and V (cv2.resize INTER_NEAREST into one I420 buffer),
+    then cv2's I420 -> BGR at that small size. swscale's bgr24 output stage at 256 px cost 170-300 us a
+    360p frame, half a decode; this costs about 30 us at 128 px. The pixels differ from PySceneDetect's
+    own pipeline (a full-size BGR frame resized by cv2.resize INTER_LINEAR) by sampling and rounding,
+    as swscale's did; the cuts are the same (tests/test_video.py compares with scenedetect.detect()).
+    Other frames (other pixel formats, BT.709 and other colour tags), or every frame with
+    `planes=False`, go through swscale to bgr24 (FAST_BILINEAR, a persistent context, one thread)."""
+
+    def __init__(self, src_width: int, src_height: int, width: int, planes: bool = True):
+        import cv2
+        from av.video.reformatter import VideoReformatter
+
+        dw = min(width, src_width) or src_width
+        dh = max(2, round(src_height * dw / max(1, src_width)))
+        self.width, self.height = max(2, dw - dw % 2), dh - dh % 2
+        w, h = self.width, self.height
+        self._i420 = np.empty((h * 3 // 2, w), np.uint8)
+        flat = self._i420.reshape(-1)
+        self._y = flat[: w * h].reshape(h, w)
+        self._u = flat[w * h: w * h * 5 // 4].reshape(h // 2, w // 2)
+        self._v = flat[w * h * 5 // 4:].reshape(h // 2, w // 2)
+        self._cv2 = cv2
+        self._planes = planes
+        self._scaler = VideoReformatter()
+        self.sampled = self.scaled = 0   # frames taken each way (reader.stats)
+
+    def __call__(self, frame) -> np.ndarray:
+        cv2 = self._cv2
+        if self._planes and frame.format.name == "yuv420p" and frame.colorspace in _BT601_TAGS:
+            py, pu, pv = frame.planes
+            frombuffer, nearest = np.frombuffer, cv2.INTER_NEAREST
+            y, u, v = self._y, self._u, self._v
+            cv2.resize(frombuffer(py, np.uint8).reshape(py.height, py.line_size)[:, : py.width],
+                       (y.shape[1], y.shape[0]), dst=y, interpolation=nearest)
+            cv2.resize(frombuffer(pu, np.uint8).reshape(pu.height, pu.line_size)[:, : pu.width],
+                       (u.shape[1], u.shape[0]), dst=u, interpolation=nearest)
+            cv2.resize(frombuffer(pv, np.uint8).reshape(pv.height, pv.line_size)[:, : pv.width],
+                       (v.shape[1], v.shape[0]), dst=v, interpolation=nearest)
+            self.sampled += 1
+            return cv2.cvtColor(self._i420, cv2.COLOR_YUV2BGR_I420)
+        self.scaled += 1
+        return self._scaler.reformat(frame, width=self.width, height=self.height, format="bgr24",
+                                     interpolation="FAST_BILINEAR", threads=1).to_ndarray()
+
+
 # Decoded frames held by candidates not resized yet (engine.sampling): 40 frames at 1080p, 10 at 4K.
 PENDING_BYTES = 128 << 20
 
@@ -150,7 +211,8 @@ class VideoReader:
         self.options.validate()   # ValueError: a usage error, not a bad video
         self.warnings: list[str] = []
         self.stats: dict = {"detect_size": None, "max_buffer": 0, "buffer_cap": 0, "candidates": 0,
-                            "decimations": 0, "cuts": [], "cuts_dropped": 0, "resized": 0, "max_pending": 0}
+                            "decimations": 0, "cuts": [], "cuts_dropped": 0, "resized": 0, "max_pending": 0,
+                            "detect_from_planes": 0, "detect_scaled": 0}
         self._container = None
         self._used = False
 
@@ -276,24 +338,21 @@ class VideoReader:
             self.close()
 
     def _clips(self) -> Iterator[Clip]:
-        from scenedetect.common import FrameTimecode, Timecode
-
         o = self.options
         info = self.info
         tb = Fraction(self._tb)
+        tb_num, tb_den = tb.numerator, tb.denominator
+        tb_float = float(tb)
         rate = self._rate
-        detector = make_detector(o.scenes, o.threshold, o.min_scene_len)
+        detector = make_detector(o.scenes, o.threshold, o.min_scene_len, tb, rate)
         stated_end = info.duration   # the container's (or stream's) own duration, 0 when it has none
         planner = ClipPlanner(o.min_clip, o.max_clip, expected_end=info.duration or None,
                               detecting=detector is not None)
         lag_frames = detector_lag_frames(detector)
         recent: deque[float] = deque(maxlen=max(1, lag_frames + 1))
 
-        # detection frame size (downscaled, even)
-        dw = min(o.detect_width, self._src_w) or self._src_w
-        dh = max(2, round(self._src_h * dw / max(1, self._src_w)))
-        dw, dh = max(2, dw - dw % 2), dh - dh % 2
-        self.stats["detect_size"] = (dw, dh) if detector is not None else None
+        detect_image = DetectionImages(self._src_w, self._src_h, o.detect_width) if detector is not None else None
+        self.stats["detect_size"] = (detect_image.width, detect_image.height) if detect_image else None
 
         spec = self.frame_spec
         # candidate buffer
@@ -316,7 +375,7 @@ class VideoReader:
         # Persistent swscale contexts: frame.reformat() builds a new one per call (4x slower at 1080p).
         from av.video.reformatter import VideoReformatter
 
-        det_scaler, cand_scaler = VideoReformatter(), VideoReformatter()
+        cand_scaler = VideoReformatter()
 
         def resize(frame) -> np.ndarray:
             img = cand_scaler.reformat(frame, width=scale_w, height=scale_h, format="rgb24",
@@ -335,13 +394,14 @@ class VideoReader:
         prev_t = 0.0
         last_dur = 0.0
         index = 0
-        last_tc = None
+        last_pts = None
 
         def frame_time(frame) -> float:
             nonlocal origin
             if frame.pts is None:
                 return prev_t + (last_dur or frame_iv)
-            t = float(frame.pts * tb)
+            # int / int is correctly rounded: float(frame.pts * tb) without Fraction arithmetic
+            t = frame.pts * tb_num / tb_den
             if origin is None:
                 origin = t
             return t - origin
@@ -376,18 +436,15 @@ class VideoReader:
                 t = max(0.0, frame_time(frame))
                 t = max(t, prev_t)   # broken (non-monotonic) timestamps: keep time moving forward
                 if frame.duration:
-                    last_dur = float(frame.duration * tb)
+                    last_dur = frame.duration * tb_num / tb_den
                 elif info.frames_decoded > 1 and t > prev_t:
                     last_dur = t - prev_t
                 prev_t = t
 
                 if detector is not None:
-                    det = det_scaler.reformat(frame, width=dw, height=dh, format="bgr24",
-                                              interpolation="FAST_BILINEAR", threads=1).to_ndarray()
-                    pts = round(t / tb)
-                    last_tc = FrameTimecode(Timecode(pts=pts, time_base=tb), fps=rate)
-                    for cut in detector.process_frame(last_tc, det):
-                        planner.add_cut(float(cut.seconds))
+                    last_pts = round(t / tb_float)   # (t / tb would divide by float(tb) too)
+                    for cut in detector.push(last_pts, detect_image(frame)):
+                        planner.add_cut(cut)
                     recent.append(t)
 
                 if buf.wants(t):
@@ -418,10 +475,10 @@ class VideoReader:
                     thin_at = len(buf.items) + 4 * o.frames
                 frame = next(frames_iter, None)
 
-            if detector is not None and last_tc is not None and hasattr(detector, "post_process"):
+            if detector is not None and last_pts is not None:
                 try:
-                    for cut in detector.post_process(last_tc) or []:
-                        planner.add_cut(float(cut.seconds))
+                    for cut in detector.finish():
+                        planner.add_cut(cut)
                 except Exception as e:  # noqa: BLE001 - a detector bug must not lose the video
                     self.warnings.append(f"scene detector post-processing failed: {one_line_error(e)}")
             end = prev_t + (last_dur or frame_iv)
@@ -446,6 +503,8 @@ class VideoReader:
             self.stats.update(max_buffer=buf.max_len, candidates=buf.kept, decimations=buf.decimations,
                               cuts=list(planner.cuts_seen), cuts_dropped=planner.cuts_dropped,
                               resized=buf.resized, max_pending=buf.max_pending_seen)
+            if detect_image is not None:
+                self.stats.update(detect_from_planes=detect_image.sampled, detect_scaled=detect_image.scaled)
 
 
 def read_clips(path: str | os.PathLike, options: ClipOptions | None = None) -> tuple[VideoInfo, list[Clip]]:

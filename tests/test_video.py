@@ -155,7 +155,8 @@ def test_hd_is_downscaled_for_detection(videos):
     with VideoReader(gv.path, ClipOptions()) as r:
         assert (r.info.width, r.info.height) == (1920, 1080)
         clips = list(r.clips())
-        assert r.stats["detect_size"] == (256, 144)
+        assert r.stats["detect_size"] == (128, 72)
+        assert r.stats["detect_from_planes"] == r.info.frames_decoded == 20
     assert starts(clips) == pytest.approx([1.0], abs=0.2)
 
 
@@ -304,15 +305,27 @@ def test_shared_samples(shared_videos):
 
 
 @pytest.mark.parametrize("mode", ["adaptive", "content", "threshold"])
-def test_cuts_agree_with_pyscenedetect_own_pipeline(shared_videos, mode):
-    """Same detector, fed by our single pass (downscaled frames, real pts) vs scenedetect.detect()."""
+def test_cuts_agree_with_pyscenedetect_own_pipeline(shared_videos, videos, video_dir, mode):
+    """Same detector rules, fed by our single pass (128-px frames sampled from the decoded planes, real
+    pts; engine.scenes' lean adaptive/content detectors) vs scenedetect.detect() (full-size BGR frames
+    resized to 256 px by cv2, PySceneDetect's own detectors): the sample videos, the generated ones
+    with known cuts, and one stored as yuv444p (its detection frames come from swscale instead)."""
     from scenedetect import AdaptiveDetector, ContentDetector, ThresholdDetector, detect
 
+    yuv444 = video_dir / "cuts_yuv444.mp4"
+    if not yuv444.exists():
+        videogen.make_video(yuv444, [(2.0, 0), (1.5, 1), (2.5, 2), (2.0, 3)], fps=25, pix_fmt="yuv444p")
+    generated = [videos[k].path for k in ("cuts", "short_scene", "vfr", "hd", "late")]
     cls = {"adaptive": AdaptiveDetector, "content": ContentDetector, "threshold": ThresholdDetector}[mode]
-    for p in sorted(shared_videos.glob("*.mp4")):
+    cuts = 0
+    for p in [*sorted(shared_videos.glob("*.mp4")), *generated, yuv444]:
         ref = [s[0].seconds for s in detect(str(p), cls(min_scene_len=0.6), backend="pyav")][1:]
-        _, clips = read_clips(p, ClipOptions(scenes=mode, min_clip=0, max_clip=None, sample_frames=False))
+        with VideoReader(p, ClipOptions(scenes=mode, min_clip=0, max_clip=None, sample_frames=False)) as r:
+            clips = list(r.clips())
+            assert r.stats["detect_scaled" if p == yuv444 else "detect_from_planes"] == r.info.frames_decoded
         assert starts(clips) == pytest.approx(ref, abs=1e-3), p.name
+        cuts += len(ref)
+    assert cuts >= (2 if mode == "threshold" else 10)   # the threshold detector cuts only in fades.mp4
 
 
 def test_permission_error_is_clear(videos, monkeypatch):
