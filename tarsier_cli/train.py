@@ -106,7 +106,8 @@ VisionInit = Annotated[Path | None, typer.Option(help="A `tarsier train tower` f
 GradCkpt = Annotated[bool, typer.Option(show_default=False, help="Gradient checkpointing in the LLM (less memory, slower).")]
 FeatCache = Annotated[str, typer.Option(help="Tower feature cache: auto (user cache), off, or a folder.")]
 CacheRam = Annotated[str, typer.Option(help="RAM for tower features kept in memory (e.g. 4GB, 512MB); the rest "
-                                           "is read from the disk cache when a batch needs it.")]
+                                           "is read from the disk cache when a batch needs it. With "
+                                           "--train-vision: RAM for decoded frames kept for reuse.")]
 Frames = Annotated[int | None, typer.Option(help="Frames per sample (default: the model's).", min=1)]
 Workers = Annotated[int, typer.Option(help="Decode worker processes (0 = half the CPU cores, at most 4; 1 = decode in-process).", min=0)]
 GroupByLength = Annotated[int, typer.Option(help="Sort this many batches' worth of samples by length before "

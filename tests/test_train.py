@@ -276,3 +276,23 @@ def test_demo_whole_story_in_miniature(tmp_path, train_tower):
     assert not (tmp_path / "home" / "models" / "nano").exists()
     # the shipped nano scored on the same benchmark in the same run
     assert set(summary["shipped"]["scores"]["fine"]) >= {"precision", "recall", "f1"}
+
+
+def test_frame_source_for_a_trained_tower_keeps_only_its_ram_budget(world, tmp_path):
+    """--train-vision decodes frames instead of reading cached features; those frames stay within
+    --cache-ram too (the most recently used), and what was let go is decoded again, equal."""
+    from tarsier.trainers.data import FrameSource, clip_key
+    from tarsier.trainers.manifest import load_mixture
+    from tarsier.trainers.train import build_or_load
+
+    samples = list({clip_key(s): s for s in load_mixture(world / "stage2" / "mixture.json").samples}.values())
+    model, _ = build_or_load(args(world, tmp_path / "unused"), [s.answer for s in samples])
+    expected = FrameSource(model, 4).get(samples)
+    per_clip = expected[0].numel() * expected[0].element_size()
+    small = FrameSource(model, 4, ram_bytes=2 * per_clip + 1)
+    for _ in range(2):
+        assert torch.equal(small.get(samples), expected)
+    assert small.decoded == 2 * len(samples) and small.held == 2 * per_clip
+    assert list(small.cache) == [clip_key(s) for s in samples[-2:]]
+    small.get(samples[-1:])
+    assert small.decoded == 2 * len(samples)   # still held: not decoded again

@@ -224,22 +224,43 @@ def _bounded_map(pool, jobs, window: int):
 
 
 class FrameSource:
-    """Raw frames per batch (for --train-vision, where features change every step)."""
+    """Raw frames per batch (for --train-vision, where features change every step). The most recently
+    used clips' frames, up to `ram_bytes`, stay decoded; the rest are decoded again when drawn, so a
+    run's memory does not grow with the dataset (nano: 16 frames at 64 px, 196 KB a clip)."""
 
-    def __init__(self, model, frames: int, workers: int = 0):
+    def __init__(self, model, frames: int, workers: int = 0, ram_bytes: int = 4 << 30):
+        from collections import OrderedDict
+
         self.model = model
         self.frames = frames
-        self.cache: dict[tuple, torch.Tensor] = {}
+        self.ram_bytes = ram_bytes
+        self.cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self.held = 0
+        self.decoded = 0
 
     def get(self, samples) -> torch.Tensor:
         out = []
         for s in samples:
             key = clip_key(s)
-            if key not in self.cache:
-                self.cache[key] = torch.from_numpy(
+            clip = self.cache.get(key)
+            if clip is None:
+                clip = torch.from_numpy(
                     _decode((str(s.video), self.frames, self.model.frame_size, s.start, s.end, s.frame_times)))
-            out.append(self.cache[key])
+                self.decoded += 1
+                self._keep(key, clip)
+            else:
+                self.cache.move_to_end(key)
+            out.append(clip)
         return torch.stack(out)
+
+    def _keep(self, key: tuple, clip: torch.Tensor) -> None:
+        size = clip.numel() * clip.element_size()
+        if size > self.ram_bytes:
+            return
+        while self.held + size > self.ram_bytes:
+            self.held -= (old := self.cache.popitem(last=False)[1]).numel() * old.element_size()
+        self.cache[key] = clip
+        self.held += size
 
 
 def collate(model, samples, frames_per_clip: int) -> dict[str, torch.Tensor]:

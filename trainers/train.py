@@ -345,7 +345,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         if not accelerator.is_main_process:
             source_data.ensure(samples)
     else:
-        source_data = FrameSource(model, frames, workers=args.workers)
+        source_data = FrameSource(model, frames, workers=args.workers, ram_bytes=parse_bytes(args.cache_ram))
 
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
