@@ -147,50 +147,53 @@ _BT601_TAGS = frozenset({2, 5, 6})
 
 
 class DetectionImages:
-    """The small BGR image each decoded frame is scored on by the scene detector: `width` wide (at
-    most the frame's width), the height keeping the aspect, both even.
+    """The small BGR image each decoded frame is scored on by the scene detector: every `step`-th
+    pixel of every `step`-th row, step = max(1, frame width // width), so `width` to 2*width - 1
+    pixels wide (the whole frame below `width`), both sides even.
 
-    A BT.601 yuv420p frame (what most decoders give) is sampled straight from its planes: the nearest
-    source pixel of each detection pixel in Y, U and V (cv2.resize INTER_NEAREST into one I420 buffer),
-    then cv2's I420 -> BGR at that small size. swscale's bgr24 output stage at 256 px cost 170-300 us a
-    360p frame, half a decode; this costs about 30 us at 128 px. The pixels differ from PySceneDetect's
-    own pipeline (a full-size BGR frame resized by cv2.resize INTER_LINEAR) by sampling and rounding,
-    as swscale's did; the cuts are the same (tests/test_video.py compares with scenedetect.detect()).
-    Other frames (other pixel formats, BT.709 and other colour tags), or every frame with
-    `planes=False`, go through swscale to bgr24 (FAST_BILINEAR, a persistent context, one thread)."""
+    A BT.601 yuv420p frame (what most decoders give) is sampled straight from its planes with numpy
+    strides (Y, U and V, into one I420 buffer), then converted by cv2's I420 -> BGR at that small size:
+    about 40 us a 360p frame at 128 px, where swscale's bgr24 output at 256 px cost 170-300 us (half
+    a decode). The pixels differ from PySceneDetect's own pipeline (a full-size BGR frame resized to
+    256 px by cv2.resize INTER_LINEAR) by sampling and rounding, as swscale's did; the cuts are the same
+    on the sample and test videos (tests/test_video.py compares with scenedetect.detect()). Other
+    frames (other pixel formats, BT.709 and other colour tags, a size change mid-stream), or every
+    frame with `planes=False`, go through swscale to bgr24 of the same size (FAST_BILINEAR, a persistent
+    context, one thread)."""
 
     def __init__(self, src_width: int, src_height: int, width: int, planes: bool = True):
         import cv2
         from av.video.reformatter import VideoReformatter
 
-        dw = min(width, src_width) or src_width
-        dh = max(2, round(src_height * dw / max(1, src_width)))
-        self.width, self.height = max(2, dw - dw % 2), dh - dh % 2
+        self._src = (src_width, src_height)
+        step = self.step = max(1, src_width // max(1, width))
+        w, h = max(2, src_width // step), max(2, src_height // step)
+        self.width, self.height = w - w % 2, h - h % 2
         w, h = self.width, self.height
         self._i420 = np.empty((h * 3 // 2, w), np.uint8)
         flat = self._i420.reshape(-1)
         self._y = flat[: w * h].reshape(h, w)
         self._u = flat[w * h: w * h * 5 // 4].reshape(h // 2, w // 2)
         self._v = flat[w * h * 5 // 4:].reshape(h // 2, w // 2)
+        # the sampled rows and columns of each plane (chroma planes are half size: the same step)
+        self._luma_rows, self._luma_cols = slice(0, h * step, step), slice(0, w * step, step)
+        self._chroma_rows, self._chroma_cols = slice(0, h // 2 * step, step), slice(0, w // 2 * step, step)
         self._cv2 = cv2
         self._planes = planes
         self._scaler = VideoReformatter()
         self.sampled = self.scaled = 0   # frames taken each way (reader.stats)
 
     def __call__(self, frame) -> np.ndarray:
-        cv2 = self._cv2
-        if self._planes and frame.format.name == "yuv420p" and frame.colorspace in _BT601_TAGS:
+        if self._planes and frame.format.name == "yuv420p" and frame.colorspace in _BT601_TAGS \
+                and (frame.width, frame.height) == self._src:
             py, pu, pv = frame.planes
-            frombuffer, nearest = np.frombuffer, cv2.INTER_NEAREST
-            y, u, v = self._y, self._u, self._v
-            cv2.resize(frombuffer(py, np.uint8).reshape(py.height, py.line_size)[:, : py.width],
-                       (y.shape[1], y.shape[0]), dst=y, interpolation=nearest)
-            cv2.resize(frombuffer(pu, np.uint8).reshape(pu.height, pu.line_size)[:, : pu.width],
-                       (u.shape[1], u.shape[0]), dst=u, interpolation=nearest)
-            cv2.resize(frombuffer(pv, np.uint8).reshape(pv.height, pv.line_size)[:, : pv.width],
-                       (v.shape[1], v.shape[0]), dst=v, interpolation=nearest)
+            frombuffer, copyto, u8 = np.frombuffer, np.copyto, np.uint8
+            rows, cols = self._chroma_rows, self._chroma_cols
+            copyto(self._y, frombuffer(py, u8).reshape(py.height, py.line_size)[self._luma_rows, self._luma_cols])
+            copyto(self._u, frombuffer(pu, u8).reshape(pu.height, pu.line_size)[rows, cols])
+            copyto(self._v, frombuffer(pv, u8).reshape(pv.height, pv.line_size)[rows, cols])
             self.sampled += 1
-            return cv2.cvtColor(self._i420, cv2.COLOR_YUV2BGR_I420)
+            return self._cv2.cvtColor(self._i420, self._cv2.COLOR_YUV2BGR_I420)
         self.scaled += 1
         return self._scaler.reformat(frame, width=self.width, height=self.height, format="bgr24",
                                      interpolation="FAST_BILINEAR", threads=1).to_ndarray()
