@@ -10,9 +10,10 @@ Design (see also engine/scenes.py and engine/sampling.py):
 - Decoding: PyAV, `thread_type = "AUTO"`, `codec_context.thread_count` set explicitly (0 = all
   cores). Every frame is decoded exactly once; nothing seeks, nothing re-opens the file.
   Per frame, at most two cheap conversions happen: a small BGR image for the scene detector
-  (`detect_width` wide, 128 px by default: DetectionImages samples it from the decoded yuv420p planes
-  with cv2, or swscale makes it for other formats), and — only for candidate frames that a clip picks
-  (resized lazily, engine.sampling) — an RGB image of the size the model's frame spec asks for
+  (about `detect_width` wide, 128 px by default: DetectionImages samples it from the decoded yuv420p
+  planes with numpy strides and cv2's I420 -> BGR, or swscale makes it for other formats), and — only
+  for candidate frames that a clip picks (resized lazily, engine.sampling) — an RGB image of the size
+  the model's frame spec asks for
   (engine/interface.py: a square, stretched with no crop and the AREA filter, for Tarsier1 and nano;
   the aspect-kept size, BICUBIC, for Tarsier2), in swscale with a persistent context
   (`frame.reformat()` would rebuild one per call, 4x slower at 1080p) and one swscale thread (the
@@ -89,9 +90,10 @@ class ClipOptions:
     # The model's frame geometry (engine.interface: SquareGeometry, AspectGeometry): decides each video's
     # frame size from its display size. None = a `frame_size` square.
     geometry: object | None = None
-    # detection frames are this wide (engine.video.DetectionImages); PySceneDetect's own pipeline scores
-    # frames 256 px wide: 128 px from the planes cost a fifth of that here and gave the same cuts on the
-    # sample, test and benchmark videos (BENCHMARKS.md "Decode" says where they differ)
+    # detection frames take every (frame width // detect_width)-th pixel: detect_width to 2*detect_width-1
+    # wide (DetectionImages). PySceneDetect's own pipeline scores frames resized to 256 px; 128 px sampled
+    # from the planes cost about a fifth of that here and gave the same cuts on the sample, test and
+    # benchmark videos (BENCHMARKS.md "Decode": on hard synthetic video some cuts differ)
     detect_width: int = 128
     threads: int = 0                # decoder threads; 0 = all cores
     sample_frames: bool = True      # False: clip boundaries only (Clip.frames is empty), as `tarsier scenes`
