@@ -160,6 +160,23 @@ def test_hd_is_downscaled_for_detection(videos):
     assert starts(clips) == pytest.approx([1.0], abs=0.2)
 
 
+def test_detection_images_from_planes_are_swscales_colours(videos):
+    """Unsampled (step 1), a detection image from the planes is cv2's I420 -> BGR of the very pixels
+    swscale converts for PySceneDetect's own pipeline: the same image up to rounding (swapped chroma
+    planes or the wrong range would be tens of levels off)."""
+    from tarsier.engine.video import DetectionImages
+
+    with av.open(str(videos["cuts"].path)) as c:
+        images = None
+        for f in c.decode(video=0):
+            if images is None:
+                images = DetectionImages(f.width, f.height, f.width)
+                assert (images.step, images.width, images.height) == (1, f.width, f.height)
+            diff = np.abs(images(f).astype(np.int16) - f.to_ndarray(format="bgr24").astype(np.int16))
+            assert diff.mean() < 2 and np.percentile(diff, 99) <= 8
+        assert images.sampled == videos["cuts"].frames and images.scaled == 0
+
+
 def test_single_frame_video_is_one_short_clip(videos):
     gv = videos["single"]
     info, clips = read_clips(gv.path, ClipOptions())
