@@ -160,8 +160,8 @@ class DetectionImages:
     256 px by cv2.resize INTER_LINEAR) by sampling and rounding, as swscale's did; the cuts are the same
     on the sample and test videos (tests/test_video.py compares with scenedetect.detect()). Other
     frames (other pixel formats, BT.709 and other colour tags, a size change mid-stream), or every
-    frame with `planes=False`, go through swscale to bgr24 of the same size (FAST_BILINEAR, a persistent
-    context, one thread)."""
+    frame with `planes=False` (then exactly `width` wide), go through swscale to bgr24 of that size
+    (FAST_BILINEAR, a persistent context, one thread)."""
 
     def __init__(self, src_width: int, src_height: int, width: int, planes: bool = True):
         import cv2
@@ -169,8 +169,12 @@ class DetectionImages:
 
         self._src = (src_width, src_height)
         step = self.step = max(1, src_width // max(1, width))
-        w, h = max(2, src_width // step), max(2, src_height // step)
-        self.width, self.height = w - w % 2, h - h % 2
+        if planes:
+            w, h = max(2, src_width // step), max(2, src_height // step)
+        else:   # swscale alone: exactly `width` wide (at most the frame's), as before the planes
+            w = min(width, src_width) or src_width
+            h = max(2, round(src_height * w / max(1, src_width)))
+        self.width, self.height = max(2, w - w % 2), h - h % 2
         w, h = self.width, self.height
         self._i420 = np.empty((h * 3 // 2, w), np.uint8)
         flat = self._i420.reshape(-1)
