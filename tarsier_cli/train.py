@@ -294,6 +294,9 @@ def dpo(
                                                    "rejected ones are pushed down. 0 = plain DPO.", min=0.0)] = 0.0,
     precompute_ref: Annotated[bool, typer.Option(show_default=False, help="Compute the reference log-probs once before training and "
                                                       "store them in the run folder (one model in memory, not two).")] = False,
+    ref_logps: Annotated[Path | None, typer.Option(help="With --precompute-ref: read the reference log-probs from an "
+                                                        "earlier run from the same --init on the same pairs "
+                                                        "(its RUN/ref_logps.jsonl) instead of computing them.")] = None,
     lora: Lora = False, lora_r: LoraR = 16, frames: Frames = None, seed: Seed = 0, save_every: SaveEvery = 0,
     log_every: LogEvery = 10, resume: Resume = False, device: Device = "auto", threads: Threads = 0,
     stop_after: StopAfter = None,
@@ -316,7 +319,7 @@ def dpo(
                    lr=lr, warmup=warmup, weight_decay=weight_decay, clip_grad=clip_grad, beta=beta, sft_weight=sft_weight,
                    precompute_ref=precompute_ref, lora=lora, lora_r=lora_r, lora_alpha=2 * lora_r, frames=frames,
                    seed=seed, save_every=save_every, log_every=log_every, resume=resume, device=device, threads=threads,
-                   stop_after=stop_after, swap_labels=swap_labels)
+                   stop_after=stop_after, swap_labels=swap_labels, ref_logps=str(ref_logps) if ref_logps else None)
     progress = Progress(TextColumn("[bold]dpo"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.4f} margin {task.fields[margin]:.3f} "
                                    "acc {task.fields[acc]:.2f}"), TimeRemainingColumn(), console=err_console)

@@ -416,6 +416,27 @@ def test_precomputed_reference_trains_like_the_frozen_copy(hand_pairs, start, tm
     assert len(rows) == len(load_pairs(hand_pairs)) and all(r["chosen"] < 0 and r["rejected"] < 0 for r in rows)
 
 
+@pytest.mark.parametrize("swap", [False, True], ids=["seed-run", "control"])
+def test_reference_log_probs_are_reused_from_an_earlier_run(hand_pairs, start, tmp_path, swap):
+    """Runs from one start on one pairs file (other seeds, the swapped control) read the first run's
+    reference log-probs instead of computing them again, and train exactly as if they had."""
+    first = tmp_path / "first"
+    train_dpo(dargs(hand_pairs, first, start, steps=1, precompute_ref=True, seed=1))
+    computed, reused = tmp_path / "computed", tmp_path / "reused"
+    kw = dict(steps=2, precompute_ref=True, seed=2, swap_labels=swap)
+    train_dpo(dargs(hand_pairs, computed, start, **kw))
+    train_dpo(dargs(hand_pairs, reused, start, ref_logps=str(first / "ref_logps.jsonl"), **kw))
+    for x, y in zip(metrics(computed), metrics(reused), strict=True):
+        for key in ("loss", "reward_margin", "reward_accuracy"):
+            assert x[key] == pytest.approx(y[key], abs=1e-5), key
+    assert (reused / "ref_logps.jsonl").read_text() == (computed / "ref_logps.jsonl").read_text()
+    with pytest.raises(ValueError, match="not of"):
+        other = tmp_path / "other-start"
+        ckpt.load("tiny-random", device="cpu").save(other)
+        train_dpo(dargs(hand_pairs, tmp_path / "wrong", other, ref_logps=str(first / "ref_logps.jsonl"),
+                        **kw))
+
+
 def test_swapped_labels_control(hand_pairs, start, tmp_path):
     run = tmp_path / "control"
     train_dpo(dargs(hand_pairs, run, start, steps=1, swap_labels=True))

@@ -129,6 +129,9 @@ class DPOArgs:
     # the control run: chosen and rejected swapped in a seeded random half of the pairs, so a gain that
     # survives it does not come from the preference signal
     swap_labels: bool = False
+    # with precompute_ref: the reference log-probs an earlier run from the same start computed on these
+    # pairs (its RUN/ref_logps.jsonl), instead of computing them again
+    ref_logps: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,16 +241,28 @@ def precompute_reference(model, pairs, frames: ClipFrames, batch: int, status) -
     return out
 
 
-def write_reference(path: Path, pairs, values) -> None:
-    atomic_write(path, "".join(json.dumps({"source": p.source, "chosen": c, "rejected": r}) + "\n"
+def write_reference(path: Path, pairs, values, start: str | None = None, swapped=()) -> None:
+    """One row per pair: its source, the reference's log-probs of its chosen and rejected texts as the
+    pairs file has them (a control run's swaps undone), and the model they come from."""
+    swapped = set(swapped)
+    atomic_write(path, "".join(json.dumps({"source": p.source, "start": start,
+                                           **dict(zip(("rejected", "chosen") if p.source in swapped
+                                                      else ("chosen", "rejected"), (c, r)))}) + "\n"
                                for p, (c, r) in zip(pairs, values)))
 
 
-def read_reference(path: Path, pairs) -> list[tuple[float, float]]:
+def read_reference(path: Path, pairs, start: str | None = None, swapped=()) -> list[tuple[float, float]]:
+    """(chosen, rejected) per pair as this run orders them (`swapped`: the control run's swapped pairs)."""
     rows = list(read_jsonl(path, strict=True))
     if [r["source"] for r in rows] != [p.source for p in pairs]:
         raise ValueError(f"{path} was computed for other pairs than {pairs[0].source.rsplit(':', 1)[0]}")
-    return [(float(r["chosen"]), float(r["rejected"])) for r in rows]
+    other = next((r["start"] for r in rows if r.get("start") not in (None, start)), None)
+    if start is not None and other is not None:
+        raise ValueError(f"{path} holds the log-probs of {other}, not of {start}")
+    # files from before the start was recorded hold the values in their run's own order
+    swapped = set(swapped) if rows and "start" in rows[0] else set()
+    return [(float(r["rejected"]), float(r["chosen"])) if r["source"] in swapped
+            else (float(r["chosen"]), float(r["rejected"])) for r in rows]
 
 
 def swap_labels(pairs, seed: int) -> list[str]:
@@ -293,6 +308,11 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
                          f"({world} x {args.grad_accum})")
     set_seed(args.seed)
 
+    if args.ref_logps and not args.precompute_ref:
+        raise ValueError("reference log-probs from a file (--ref-logps) replace the frozen reference copy: "
+                         "use them with --precompute-ref")
+    if args.ref_logps and not Path(args.ref_logps).is_file():
+        raise ValueError(f"--ref-logps: {args.ref_logps} is not a file")
     pairs = load_pairs(args.data)   # every row validated before anything trains
     swapped = swap_labels(pairs, args.seed) if args.swap_labels else []
     resume_from = latest_checkpoint(run) if args.resume else None
@@ -330,13 +350,16 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
     if args.precompute_ref:
         path = run / REF_LOGPS
         if resume_from is not None:
-            ref_table = read_reference(path, pairs)
+            ref_table = read_reference(path, pairs, swapped=swapped)
         else:
-            # the policy has not moved yet: it is the reference
-            ref_table = precompute_reference(model, pairs, frames, max(1, micro), status)
+            if args.ref_logps:
+                ref_table = read_reference(Path(args.ref_logps), pairs, start=source, swapped=swapped)
+                status(f"reference log-probs of {len(pairs)} pairs read from {args.ref_logps}")
+            else:   # the policy has not moved yet: it is the reference
+                ref_table = precompute_reference(model, pairs, frames, max(1, micro), status)
             if accelerator.is_main_process:
                 run.mkdir(parents=True, exist_ok=True)
-                write_reference(path, pairs, ref_table)
+                write_reference(path, pairs, ref_table, start=source, swapped=swapped)
     index = {id(p): i for i, p in enumerate(pairs)}
 
     params = [p for p in model.parameters() if p.requires_grad]

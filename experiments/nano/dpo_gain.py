@@ -51,6 +51,8 @@ def main() -> None:
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--sft-weight", type=float, default=0.0, help="RPO's NLL term on the chosen answers")
     p.add_argument("--no-control", action="store_true", help="skip the swapped-labels run (a settings search)")
+    p.add_argument("--ref-logps", type=Path, help="the start's reference log-probs of these pairs from an earlier "
+                   "run (RUN/ref_logps.jsonl; default: computed by the first run here)")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     log, seconds = a.out / "commands.log", {}
@@ -65,12 +67,16 @@ def main() -> None:
     if not a.no_control:
         runs.append((f"control: swapped labels, seed {a.seeds[0]}", a.out / f"swapped-s{a.seeds[0]}",
                      ["--seed", str(a.seeds[0]), "--swap-labels"]))
+    reference = a.ref_logps   # the start's log-probs of the pairs, computed by the first run, read by the rest
     for name, folder, extra in runs:
+        if reference is not None and reference.is_file():
+            extra = [*extra, "--ref-logps", str(reference)]
         if not (folder / "final").is_dir():
             seconds[name] = round(run(["tarsier", "train", "dpo", "-d", str(pairs), "--init", a.start, "-o", str(folder),
                                        "--steps", str(a.steps), "-b", str(a.batch_size), "--lr", str(a.lr),
                                        "--beta", str(a.beta), "--sft-weight", str(a.sft_weight), "--precompute-ref", "--save-every", "60", "--resume",
                                        *extra], log))
+        reference = reference or folder / "ref_logps.jsonl"
         last = json.loads((folder / "metrics.jsonl").read_text().splitlines()[-1])
         rows[name] = {**scores(str(folder / "final"), a.bench, a.out / f"eval-{folder.name}", log, seconds, name),
                       "reward_margin": round(last["reward_margin"], 3), "reward_accuracy": round(last["reward_accuracy"], 3)}
