@@ -279,9 +279,12 @@ def load_qwen2_vl(folder: Path, raw: dict):
     pre = read_preprocessor(folder)
     name = str(raw.get("_name_or_path") or "tarsier2")
     tok.padding_side = "left"
+    # a fine-tune trained on N frames says so (`num_frames`, the video processor's own key), so that describe
+    # feeds it what it learnt from; published checkpoints leave it out: upstream's 16
+    frames = int(pre.get("num_frames") or QWEN_FRAMES)
     processor = QwenProcessor(tok, _chat_template(folder, tok), qwen_geometry(pre, config.vision_config), pre,
-                              config.vision_config, name=name)
-    model = QwenVideoModel(hf, processor, QwenVideoConfig(name=name))
+                              config.vision_config, name=name, frames=frames)
+    model = QwenVideoModel(hf, processor, QwenVideoConfig(name=name, frames=frames))
     model.published_naming = naming
     model.generation_config = generation_config(folder)
     return model
@@ -392,7 +395,7 @@ class QwenVideoModel(_module_base()):
         (folder / "preprocessor_config.json").write_text(json.dumps({
             "min_pixels": g.processor_min_pixels, "max_pixels": g.processor_max_pixels,
             "patch_size": self.processor.patch, "merge_size": self.processor.merge,
-            "temporal_patch_size": self.processor.temporal,
+            "temporal_patch_size": self.processor.temporal, "num_frames": self.processor.frames,
             "image_mean": list(self.processor.video_processor.image_mean),
             "image_std": list(self.processor.video_processor.image_std),
             "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2VLProcessor"}, indent=2),

@@ -115,6 +115,10 @@ def test_tarsier2_fine_tune_is_a_standard_qwen2_vl_folder(stage1_run):
     config = json.loads((final / "config.json").read_text())
     assert config["architectures"] == ["Qwen2VLForConditionalGeneration"] and config["model_type"] == "qwen2_vl"
     ours = ckpt.load_folder(final).eval()
+    # trained on 2 frames (targs): describe feeds the fine-tune 2 frames too
+    assert json.loads((final / "preprocessor_config.json").read_text())["num_frames"] == 2
+    assert ours.processor.frames == ours.config.frames == 2
+    assert ours.processor.frame_spec(160, 90).frames == 2
     plain = Qwen2VLForConditionalGeneration.from_pretrained(str(final), trust_remote_code=False).eval()
     batch = clip_inputs(ours)
     a, b = our_logits(ours, batch), plain_logits(plain, batch)
