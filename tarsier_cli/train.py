@@ -101,7 +101,8 @@ Init = Annotated[str, typer.Option(help="Where training starts: a published mode
                                         "tarsier-7b, or a hub id owner/name), a checkpoint or run folder of either "
                                         "published layout or the project's own, or a preset to build a FRESH "
                                         "model from its config (nano: a fresh nano on its shipped tower, the "
-                                        "recipe's start, not the shipped trained weights; tiny-random).")]
+                                        "recipe's start, not the shipped trained weights; tiny-random), or "
+                                        "nano-demo (the model `tarsier demo` installed).")]
 VisionInit = Annotated[Path | None, typer.Option(help="A `tarsier train tower` folder: the tower of a fresh model (--init PRESET). Default: the one the preset ships (nano's); `none`: a random tower.")]
 GradCkpt = Annotated[bool, typer.Option(show_default=False, help="Gradient checkpointing in the LLM (less memory, slower).")]
 FeatCache = Annotated[str, typer.Option(help="Tower feature cache: auto (user cache), off, or a folder.")]

@@ -296,3 +296,19 @@ def test_frame_source_for_a_trained_tower_keeps_only_its_ram_budget(world, tmp_p
     assert list(small.cache) == [clip_key(s) for s in samples[-2:]]
     small.get(samples[-1:])
     assert small.decoded == 2 * len(samples)   # still held: not decoded again
+
+
+def test_init_from_the_demo_installed_model(world, tmp_path, tarsier_home):
+    """`--init nano-demo` continues from what `tarsier demo` installed; before the demo ran it says so."""
+    from tarsier.engine.checkpoint import ModelNotFound, cache_model_dir
+    from tarsier.trainers.train import build_or_load
+
+    with pytest.raises(ModelNotFound, match="not installed here"):
+        build_or_load(args(world, tmp_path / "a", init="nano-demo"), ["a red circle"])
+    installed = cache_model_dir("nano-demo")
+    demo = ckpt.load("tiny-random", device="cpu")
+    demo.save(installed)
+    model, source = build_or_load(args(world, tmp_path / "b", init="nano-demo"), ["a red circle"])
+    assert source == str(installed)
+    for (n, p), (_, q) in zip(model.named_parameters(), demo.named_parameters(), strict=True):
+        assert torch.equal(p, q), n

@@ -91,7 +91,15 @@ def build_or_load(args: TrainArgs, texts: list[str], config_overrides: dict | No
         return published, args.init
     preset = ckpt.read_preset(args.init)
     if "config" not in preset:
-        raise ckpt.ModelNotFound(f"preset {args.init!r} has no config to build a fresh model from")
+        # a trained preset with no recipe of its own (nano-demo): its installed weights are the start
+        installed = ckpt.trained_preset_dir(args.init)
+        if (installed / "config.json").is_file():
+            if args.vision_init or args.projector or config_overrides:
+                raise ValueError("--vision-init and projector settings are for a fresh model; a checkpoint brings "
+                                 "its own")
+            return ckpt.load_folder(installed), str(installed)
+        raise ckpt.ModelNotFound(f"preset {args.init!r} is not installed here ({installed}) and has no config to "
+                                 "build a fresh model from")
     for section, values in (config_overrides or {}).items():
         preset["config"][section].update(values)
     from tarsier.engine.tokenizer import build_bpe_tokenizer
