@@ -5,10 +5,9 @@ computed once per distinct clip (decoded in worker processes, encoded in batches
 disk in safetensors, keyed by the clip and the tower's config. Every later step skips decoding
 and the tower entirely. Only a bounded set of clips' features is held in RAM (`cache_ram`, least
 recently used first out); the rest is read back from its file when a batch needs it, so a run's
-memory does not grow with the dataset (at 32,000 clips, holding all of them took 22.9 GiB).
-The clips held live in one preallocated block of slots, not in a tensor each: with a tensor per
-clip, evicted clips' memory stayed with the process (RSS kept growing past the budget while
-training drew clips back from disk), since the allocator rarely returns freed blocks to the OS."""
+memory does not grow with the dataset (at 32,000 clips, holding all of them took 22.9 GiB). The
+clips held live in one preallocated block (SlotCache), which also bounds the decoded frames of
+--train-vision runs (FrameSource)."""
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +15,7 @@ import json
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -68,6 +68,67 @@ def parse_bytes(text: str | int) -> int:
     return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
 
 
+class SlotCache:
+    """The most recently used tensors of one shape, up to `ram_bytes`, held in one block allocated at the first
+    `put` (least recently used out first). Not a tensor each: evicted tensors' memory stayed with the process
+    (RSS kept growing past the budget while training drew clips back), since the allocator rarely returns
+    freed blocks to the OS. A tensor of another shape, or larger than the budget, is not held."""
+
+    def __init__(self, ram_bytes: int):
+        self.ram_bytes = int(ram_bytes)
+        self.slots: OrderedDict[tuple, int] = OrderedDict()   # key -> its slot in `pool`, least recent first
+        self.pool: torch.Tensor | None = None                 # (slots, *shape), made at the first put
+        self._free: list[int] = []
+
+    def __contains__(self, key) -> bool:
+        return key in self.slots
+
+    def __iter__(self):
+        return iter(self.slots)
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def __getitem__(self, key) -> int:
+        return self.slots[key]
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.pool is None else len(self.slots) * self.pool[0].numel() * self.pool.element_size()
+
+    def put(self, key, value: torch.Tensor) -> None:
+        if self.pool is None:
+            slots = self.ram_bytes // (value.numel() * value.element_size())
+            if slots < 1:
+                return
+            self.pool = torch.empty((slots, *value.shape), dtype=value.dtype)
+            self._free = list(range(slots - 1, -1, -1))
+        if tuple(value.shape) != tuple(self.pool.shape[1:]):
+            return
+        slot = self.slots.pop(key, None)
+        if slot is None:
+            slot = self._free.pop() if self._free else self.slots.popitem(last=False)[1]
+        self.pool[slot].copy_(value)
+        self.slots[key] = slot
+
+    def batch(self, keys: list, load: Callable[[int, tuple], torch.Tensor]) -> torch.Tensor:
+        """(len(keys), *shape): the held rows from the block, the others from `load(i, key)`, then held."""
+        out = None
+        for i, key in enumerate(keys):
+            slot = self.slots.get(key)
+            if slot is not None:
+                self.slots.move_to_end(key)
+                row = self.pool[slot]
+            else:
+                row = load(i, key)
+            if out is None:
+                out = torch.empty((len(keys), *row.shape), dtype=row.dtype)
+            out[i] = row   # copied before `put` can reuse the slot of a row read earlier in this batch
+            if slot is None:
+                self.put(key, row)
+        return out
+
+
 class FeatureStore:
     """Tower features per clip: every clip on disk (DIR/<fingerprint>/<xx>/<key>.safetensors), the most
     recently used ones in RAM up to `ram_bytes`."""
@@ -81,9 +142,7 @@ class FeatureStore:
         self.folder = Path(root) / self.fingerprint
         self.workers = workers or default_decode_workers()
         self.ram_bytes = int(ram_bytes)
-        self.memory: OrderedDict[tuple, int] = OrderedDict()   # clip -> its slot in `pool`, least recent first
-        self.pool: torch.Tensor | None = None                  # (slots, N, P, Dv), made at the first clip
-        self._free: list[int] = []
+        self.memory = SlotCache(ram_bytes)   # clip -> (N, P, Dv) features, the most recently used
         self.on_disk: set[tuple] = set()
         self.computed = 0
         self.loaded = 0          # clips found in the disk cache instead of computed
@@ -107,48 +166,26 @@ class FeatureStore:
 
     @property
     def memory_bytes(self) -> int:
-        return 0 if self.pool is None else len(self.memory) * self.pool[0].numel() * self.pool.element_size()
+        return self.memory.nbytes
+
+    @property
+    def pool(self) -> torch.Tensor | None:
+        return self.memory.pool
 
     def get(self, samples) -> torch.Tensor:
         """(B, N, P, Dv) features for a batch of samples."""
         self.ensure(samples)
-        out = None
-        for i, s in enumerate(samples):
-            key = clip_key(s)
-            slot = self.memory.get(key)
-            if slot is not None:
-                self.memory.move_to_end(key)
-                feats = self.pool[slot]
-            else:
-                try:
-                    feats = load_file(str(self.path_for(key)))["features"]
-                except FileNotFoundError:   # removed under a running job (`tarsier cache --all`): compute again
-                    self.on_disk.discard(key)
-                    self.ensure([s])
-                    feats = load_file(str(self.path_for(key)))["features"]
-                self.disk_reads += 1
-            if out is None:
-                out = torch.empty((len(samples), *feats.shape), dtype=feats.dtype)
-            out[i] = feats   # copied before _keep can reuse the slot of a clip read earlier in this batch
-            if slot is None:
-                self._keep(key, feats)
-        return out
+        return self.memory.batch([clip_key(s) for s in samples], lambda i, key: self._read(samples[i], key))
 
-    def _keep(self, key: tuple, feats: torch.Tensor) -> None:
-        """Hold a clip's features in RAM, in the slot of the least recently used clip once all are taken."""
-        if self.pool is None:
-            slots = self.ram_bytes // (feats.numel() * feats.element_size())
-            if slots < 1:
-                return
-            self.pool = torch.empty((slots, *feats.shape), dtype=feats.dtype)
-            self._free = list(range(slots - 1, -1, -1))
-        if tuple(feats.shape) != tuple(self.pool.shape[1:]):
-            return
-        slot = self.memory.pop(key, None)
-        if slot is None:
-            slot = self._free.pop() if self._free else self.memory.popitem(last=False)[1]
-        self.pool[slot].copy_(feats)
-        self.memory[key] = slot
+    def _read(self, sample, key: tuple) -> torch.Tensor:
+        try:
+            feats = load_file(str(self.path_for(key)))["features"]
+        except FileNotFoundError:   # removed under a running job (`tarsier cache --all`): compute again
+            self.on_disk.discard(key)
+            self.ensure([sample])
+            feats = load_file(str(self.path_for(key)))["features"]
+        self.disk_reads += 1
+        return feats
 
     # 4 clips (64 frames) per tower call: on 2 CPU cores the tower ran 1.68x faster than at 16 clips,
     # whose activations spill out of cache (bench/train_speed.py)
@@ -199,7 +236,7 @@ class FeatureStore:
             f = f.contiguous()
             save_safetensors(self.path_for(key), {"features": f})
             self.on_disk.add(key)
-            self._keep(key, f)
+            self.memory.put(key, f)
             self.computed += 1
         if progress:
             progress(len(pending))
@@ -225,42 +262,26 @@ def _bounded_map(pool, jobs, window: int):
 
 class FrameSource:
     """Raw frames per batch (for --train-vision, where features change every step). The most recently
-    used clips' frames, up to `ram_bytes`, stay decoded; the rest are decoded again when drawn, so a
-    run's memory does not grow with the dataset (nano: 16 frames at 64 px, 196 KB a clip)."""
+    used clips' frames, up to `ram_bytes`, stay decoded (a SlotCache); the rest are decoded again when
+    drawn, so a run's memory does not grow with the dataset (nano: 16 frames at 64 px, 196 KB a clip)."""
 
     def __init__(self, model, frames: int, workers: int = 0, ram_bytes: int = 4 << 30):
-        from collections import OrderedDict
-
         self.model = model
         self.frames = frames
-        self.ram_bytes = ram_bytes
-        self.cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self.held = 0
+        self.cache = SlotCache(ram_bytes)
         self.decoded = 0
 
-    def get(self, samples) -> torch.Tensor:
-        out = []
-        for s in samples:
-            key = clip_key(s)
-            clip = self.cache.get(key)
-            if clip is None:
-                clip = torch.from_numpy(
-                    _decode((str(s.video), self.frames, self.model.frame_size, s.start, s.end, s.frame_times)))
-                self.decoded += 1
-                self._keep(key, clip)
-            else:
-                self.cache.move_to_end(key)
-            out.append(clip)
-        return torch.stack(out)
+    @property
+    def held(self) -> int:
+        return self.cache.nbytes
 
-    def _keep(self, key: tuple, clip: torch.Tensor) -> None:
-        size = clip.numel() * clip.element_size()
-        if size > self.ram_bytes:
-            return
-        while self.held + size > self.ram_bytes:
-            self.held -= (old := self.cache.popitem(last=False)[1]).numel() * old.element_size()
-        self.cache[key] = clip
-        self.held += size
+    def get(self, samples) -> torch.Tensor:
+        return self.cache.batch([clip_key(s) for s in samples], lambda i, key: self._decode_clip(samples[i]))
+
+    def _decode_clip(self, s) -> torch.Tensor:
+        self.decoded += 1
+        return torch.from_numpy(_decode((str(s.video), self.frames, self.model.frame_size, s.start, s.end,
+                                         s.frame_times)))
 
 
 def collate(model, samples, frames_per_clip: int) -> dict[str, torch.Tensor]:
