@@ -78,25 +78,25 @@ def build_or_load(args: TrainArgs, texts: list[str], config_overrides: dict | No
     "projector": {...}}) is merged over a fresh model's preset config, one section at a time."""
     from tarsier.trainers.finetune import load_init
 
-    init = Path(args.init).expanduser()
-    if init.is_dir():
+    def from_checkpoint() -> None:
         if args.vision_init or args.projector or config_overrides:
             raise ValueError("--vision-init and projector settings are for a fresh model; a checkpoint brings its own")
+
+    init = Path(args.init).expanduser()
+    if init.is_dir():
+        from_checkpoint()
         folder = resolve_run_checkpoint(init)
         return ckpt.load_folder(folder), str(folder)
     published = load_init(args.init)   # tarsier2-7b, tarsier-7b, owner/name: the published weights
     if published is not None:
-        if args.vision_init or args.projector or config_overrides:
-            raise ValueError("--vision-init and projector settings are for a fresh model; a checkpoint brings its own")
+        from_checkpoint()
         return published, args.init
     preset = ckpt.read_preset(args.init)
     if "config" not in preset:
         # a trained preset with no recipe of its own (nano-demo): its installed weights are the start
         installed = ckpt.trained_preset_dir(args.init)
-        if (installed / "config.json").is_file():
-            if args.vision_init or args.projector or config_overrides:
-                raise ValueError("--vision-init and projector settings are for a fresh model; a checkpoint brings "
-                                 "its own")
+        if (installed / ckpt.CONFIG_NAME).is_file():
+            from_checkpoint()
             return ckpt.load_folder(installed), str(installed)
         raise ckpt.ModelNotFound(f"preset {args.init!r} is not installed here ({installed}) and has no config to "
                                  "build a fresh model from")
