@@ -45,39 +45,50 @@ from tarsier.engine.sparse import SparseReader
 from tarsier.engine.video import ClipOptions, VideoReader
 
 
-def make_yuv_video(path: Path, width: int, height: int, seconds: float, fps: int = 25,
-                   scene_len: float = 12.0, gop: int | None = None) -> int:
-    """Fast generator: per-scene textured YUV planes, a moving bright square; h264 (fast preset)."""
-    rng = np.random.default_rng(0)
+def write_h264(path: Path, images, width: int, height: int, fps: int, image_format: str, options: dict,
+               gop: int | None = None) -> None:
+    """Encode `images` (ndarrays in `image_format`, one per frame, pts 0, 1, ...) as yuv420p h264."""
     c = av.open(str(path), "w")
     s = c.add_stream("libx264", rate=fps)
     s.width, s.height, s.pix_fmt = width, height, "yuv420p"
     s.time_base = Fraction(1, fps)
-    s.options = {"preset": "fast"}
+    s.options = options
     if gop:
         s.codec_context.gop_size = gop
+    for i, img in enumerate(images):
+        f = av.VideoFrame.from_ndarray(img, format=image_format)
+        f.pts = i
+        for pkt in s.encode(f):
+            c.mux(pkt)
+    for pkt in s.encode():
+        c.mux(pkt)
+    c.close()
+
+
+def make_yuv_video(path: Path, width: int, height: int, seconds: float, fps: int = 25,
+                   scene_len: float = 12.0, gop: int | None = None) -> int:
+    """Fast generator: per-scene textured YUV planes, a moving bright square; h264 (fast preset)."""
+    rng = np.random.default_rng(0)
     n = int(seconds * fps)
     per_scene = int(scene_len * fps)
     side = height // 5
-    base = None
-    for i in range(n):
-        if i % per_scene == 0:   # a cut: new background
-            yv = rng.integers(40, 200)
-            tex = rng.integers(-20, 21, size=(height // 16 + 1, width // 16 + 1), dtype=np.int16)
-            y = np.clip(yv + np.kron(tex, np.ones((16, 16), np.int16))[:height, :width], 0, 255).astype(np.uint8)
-            u = np.full((height // 2, width // 2), rng.integers(60, 200), np.uint8)
-            v = np.full((height // 2, width // 2), rng.integers(60, 200), np.uint8)
-            base = np.concatenate([y, u.reshape(-1, width), v.reshape(-1, width)])
-        img = base.copy()
-        x = int((i % per_scene) / per_scene * (width - side))
-        img[height // 3: height // 3 + side, x: x + side] = 235
-        f = av.VideoFrame.from_ndarray(img, format="yuv420p")
-        f.pts = i
-        for p in s.encode(f):
-            c.mux(p)
-    for p in s.encode():
-        c.mux(p)
-    c.close()
+
+    def images():
+        base = None
+        for i in range(n):
+            if i % per_scene == 0:   # a cut: new background
+                yv = rng.integers(40, 200)
+                tex = rng.integers(-20, 21, size=(height // 16 + 1, width // 16 + 1), dtype=np.int16)
+                y = np.clip(yv + np.kron(tex, np.ones((16, 16), np.int16))[:height, :width], 0, 255).astype(np.uint8)
+                u = np.full((height // 2, width // 2), rng.integers(60, 200), np.uint8)
+                v = np.full((height // 2, width // 2), rng.integers(60, 200), np.uint8)
+                base = np.concatenate([y, u.reshape(-1, width), v.reshape(-1, width)])
+            img = base.copy()
+            x = int((i % per_scene) / per_scene * (width - side))
+            img[height // 3: height // 3 + side, x: x + side] = 235
+            yield img
+
+    write_h264(path, images(), width, height, fps, "yuv420p", {"preset": "fast"}, gop)
     return n
 
 
@@ -98,37 +109,29 @@ def make_hard_video(path: Path, seed: int, width: int = 640, height: int = 360, 
             img += amp * cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC)
         return img
 
-    big = texture()
-    c = av.open(str(path), "w")
-    s = c.add_stream("libx264", rate=fps)
-    s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-    s.time_base = Fraction(1, fps)
-    s.options = {"preset": "fast", "crf": "23"}
-    x, y = rng.uniform(0, width), rng.uniform(0, height)
-    vx, vy = rng.normal(0, 6, 2)
-    gain = 1.0
-    for i in range(int(seconds * fps)):
-        r = rng.random()
-        if r < 0.03:      # a cut: elsewhere in the same texture, or (30%) a new one
-            x, y = rng.uniform(0, width), rng.uniform(0, height)
-            vx, vy = rng.normal(0, 6, 2)
-            if rng.random() < 0.3:
-                big = texture()
-        elif r < 0.05:    # a fast pan
-            vx, vy = rng.normal(0, 25, 2)
-        x, y = float(np.clip(x + vx, 0, width - 1)), float(np.clip(y + vy, 0, height - 1))
-        if rng.random() < 0.02:
-            gain = 1.8    # a flash, fading over a few frames
-        frame = big[int(y):int(y) + height, int(x):int(x) + width] * gain
-        gain = 1.0 + (gain - 1.0) * 0.3
-        frame += rng.normal(0, 3, frame.shape).astype(np.float32)
-        f = av.VideoFrame.from_ndarray(np.clip(frame, 0, 255).astype(np.uint8), format="rgb24")
-        f.pts = i
-        for pkt in s.encode(f):
-            c.mux(pkt)
-    for pkt in s.encode():
-        c.mux(pkt)
-    c.close()
+    def images():
+        big = texture()
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        vx, vy = rng.normal(0, 6, 2)
+        gain = 1.0
+        for _ in range(int(seconds * fps)):
+            r = rng.random()
+            if r < 0.03:      # a cut: elsewhere in the same texture, or (30%) a new one
+                x, y = rng.uniform(0, width), rng.uniform(0, height)
+                vx, vy = rng.normal(0, 6, 2)
+                if rng.random() < 0.3:
+                    big = texture()
+            elif r < 0.05:    # a fast pan
+                vx, vy = rng.normal(0, 25, 2)
+            x, y = float(np.clip(x + vx, 0, width - 1)), float(np.clip(y + vy, 0, height - 1))
+            if rng.random() < 0.02:
+                gain = 1.8    # a flash, fading over a few frames
+            frame = big[int(y):int(y) + height, int(x):int(x) + width] * gain
+            gain = 1.0 + (gain - 1.0) * 0.3
+            frame += rng.normal(0, 3, frame.shape).astype(np.float32)
+            yield np.clip(frame, 0, 255).astype(np.uint8)
+
+    write_h264(path, images(), width, height, fps, "rgb24", {"preset": "fast", "crf": "23"})
 
 
 def agreement(folder: Path, n: int) -> None:
