@@ -126,6 +126,10 @@ class _LeanBase:
         self._last_hsv = None
         self.frame_score: float | None = None
 
+    def _met(self, a: int, b: int) -> bool:
+        """min_scene_len has passed from pts a to pts b."""
+        return max(0, b - a) >= self._min_pts
+
     def seconds(self, pts: int) -> float:
         # int / int is correctly rounded: the same float as PySceneDetect's float(time_base * pts)
         return pts * self._num / self._den
@@ -188,7 +192,7 @@ class LeanAdaptive(_LeanBase):
         elif target_score >= self.min_content_val:
             ratio = 255.0
         if ratio >= self.adaptive_threshold and target_score >= self.min_content_val \
-                and max(0, target_pts - self._last_cut) >= self._min_pts:
+                and self._met(self._last_cut, target_pts):
             self._last_cut = target_pts
             return target_pts
         return None
@@ -211,9 +215,6 @@ class LeanContent(_LeanBase):
 
     def push(self, pts: int, image) -> list[float]:
         return [self.seconds(c) for c in self.push_score(pts, self.score(image))]
-
-    def _met(self, a: int, b: int) -> bool:
-        return max(0, b - a) >= self._min_pts
 
     def push_score(self, pts: int, score: float) -> list[int]:
         """FlashFilter.filter(above_threshold=score >= threshold): the pts of the cuts reported now."""
