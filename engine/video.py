@@ -44,7 +44,9 @@ Design (see also engine/scenes.py and engine/sampling.py):
   dozen to ~110 candidates are held whatever the video length. A candidate holds its decoded frame
   until a clip picks it (then it is resized) or thinning drops it (never resized); at most
   PENDING_BYTES of decoded frames are held (beyond that the oldest are resized on the spot,
-  the same pixels either way). At 1080p, 135 of the 600 candidates of bench/decode.py are resized.
+  the same pixels either way). Thinning starts at 4*frames candidates and comes again every
+  2*frames, before a 1080p scene fills that budget (about 40 frames): at 1080p, 42 of the 600
+  candidates of bench/decode.py are resized (32 picked), where thinning at 8*frames resized 135.
   A hard cap (`reader.stats["buffer_cap"]`, from the max_clip bound, or max(256, 8*frames) with
   max_clip=None, or `max_candidates`) is enforced by dropping every other candidate and doubling
   the keep interval. `reader.stats["max_buffer"]` reports the most candidates ever held.
@@ -397,7 +399,7 @@ class VideoReader:
         buf = CandidateBuffer(base_interval=base_iv, cap=cap, resize=resize,
                               max_pending=max(2 * o.frames, PENDING_BYTES // frame_bytes))
         self.stats["buffer_cap"] = buf.cap
-        thin_at = 8 * o.frames
+        thin_at = 4 * o.frames
 
         origin = self._origin
         prev_t = 0.0
@@ -467,7 +469,7 @@ class VideoReader:
                 spans = planner.ready(now_end, safe)
                 if spans:
                     yield from emit(spans)
-                    thin_at = min(thin_at, len(buf.items) + 8 * o.frames)
+                    thin_at = min(thin_at, len(buf.items) + 4 * o.frames)
                 # Thin old candidates of a long open region: every clip that will hold a candidate
                 # older than `safe` is at least lmin = min(open length, max_clip/2) long, so one
                 # candidate per lmin / (1.25 * frames) seconds is enough there (memory small, not
@@ -481,7 +483,7 @@ class VideoReader:
                     if ratio >= 2:
                         gap = unit * 2 ** math.floor(math.log2(ratio))
                         buf.thin_before(safe, planner.seg_start, gap)
-                    thin_at = len(buf.items) + 4 * o.frames
+                    thin_at = len(buf.items) + 2 * o.frames
                 frame = next(frames_iter, None)
 
             if detector is not None and last_pts is not None:

@@ -66,3 +66,19 @@ def test_lazy_frames_are_those_resizing_on_arrival_gives(tmp_path, monkeypatch, 
     for a, b in zip(clips, eager):
         assert np.array_equal(a.frames, b.frames)
     assert clips[0].frames.shape[1:] == (32, 32, 3)
+
+
+def test_a_long_scene_is_thinned_before_its_candidates_must_be_resized(tmp_path, monkeypatch):
+    # a 1080p frame is 3 MB, so the pending budget holds about 40 candidates: a long scene used to fill
+    # it before the first thinning (at 64 candidates) and then resize the oldest on every new one, only
+    # for most of them to be thinned away; thinning now comes first, so about the picked ones are resized
+    import av
+
+    gv = videogen.make_video(tmp_path / "v.mp4", [(14.0, 1)], fps=25, size=(96, 64))
+    with av.open(str(gv.path)) as c:
+        frame_bytes = sum(p.buffer_size for p in next(c.decode(video=0)).planes)
+    monkeypatch.setattr(video, "PENDING_BYTES", 41 * frame_bytes)
+    clips, stats = _clips(gv.path, ClipOptions(scenes="none", max_clip=None, min_clip=0))
+    picked = sum(len(c.frame_times) for c in clips)
+    assert stats["candidates"] > 100 and picked == 8
+    assert stats["resized"] <= picked + 4, stats
