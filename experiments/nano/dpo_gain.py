@@ -44,6 +44,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--pairs", type=Path, help="an existing pairs file (default: OUT/pairs.jsonl, built here)")
     p.add_argument("--clips", type=int, default=400, help="training clips to build pairs from")
+    p.add_argument("--samples", type=int, default=1, help="dpo-pairs candidates per clip and corruption")
+    p.add_argument("--temperature", type=float, default=0.0, help="dpo-pairs sampling temperature (0: greedy)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--steps", type=int, default=240)
     p.add_argument("--batch-size", type=int, default=8)
@@ -61,7 +63,8 @@ def main() -> None:
     if not a.pairs:
         seconds["pairs"] = round(run(["tarsier", "train", "dpo-pairs", "--model", a.start, "-d",
                                       str(a.world / "stage2" / "describe.jsonl"), "--task", "describe/fine",
-                                      "--limit", str(a.clips), "-o", str(pairs), "--judge", "exact", "-q"], log))
+                                      "--limit", str(a.clips), "-o", str(pairs), "--judge", "exact", "-q",
+                                      "--samples", str(a.samples), "--temperature", str(a.temperature)], log))
     rows = {"start": scores(a.start, a.bench, a.out / "eval-start", log, seconds, "start")}
     runs = [(f"dpo seed {s}", a.out / f"dpo-s{s}", ["--seed", str(s)]) for s in a.seeds]
     if not a.no_control:
