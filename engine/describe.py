@@ -29,9 +29,9 @@ from tarsier.engine.lock import output_lock
 from tarsier.engine.options import DescribeOptions
 from tarsier.engine.prepare import PreparedRun, check_usage, model_id, prepare_run
 from tarsier.engine.records import describe_clips
-from tarsier.engine.resume_plan import expand_stdin, finished_early, finished_records, remember, request_key
+from tarsier.engine.resume_plan import expand_stdin, finished_early, finished_records, manifests, remember, request_key
 from tarsier.engine.tracker import DescribeSummary, VideoState, VideoTracker, left_to_do
-from tarsier.engine.writers import SUBTITLE_WRITERS, JsonlWriter, rebuild_manifests
+from tarsier.engine.writers import SUBTITLE_WRITERS, JsonlWriter
 
 
 def describe(inputs: list[str], options: DescribeOptions | None = None, *,
@@ -99,9 +99,8 @@ def _describe(inputs: list[str], options: DescribeOptions, progress) -> Describe
         for sink in sinks:
             sink.close()
     if run.jsonl_path is not None:
-        summary.manifests = rebuild_manifests(out.formats, run.out, run.jsonl_path, run.record_key, videos=run.videos,
-                                              clips_dir=curation.o.clips_path, stems=run.stems,
-                                              shard_size=out.shard_size)
+        manifests(summary, notify, out, run.out, run.jsonl_path, run.record_key, videos=run.videos,
+                  clips_dir=curation.o.clips_path, stems=run.stems)
     summary.seconds = time.perf_counter() - t0
     return summary
 

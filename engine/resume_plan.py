@@ -154,9 +154,20 @@ def finished_early(key: str | None, inputs: list[str], options: DescribeOptions,
         return None
     notify("start", videos=len(videos), todo=0, skipped=skipped)
     summary = DescribeSummary(videos=len(videos), videos_skipped=skipped, clips_skipped=clips, jsonl=jsonl)
-    summary.manifests = rebuild_manifests(out_options.formats, out, jsonl, record_key, videos=videos, stems=stems,
-                                          clips_dir=curation.o.clips_path, shard_size=out_options.shard_size)
+    manifests(summary, notify, out_options, out, jsonl, record_key, videos=videos, stems=stems,
+              clips_dir=curation.o.clips_path)
     return summary
 
 
-__all__ = ["expand_stdin", "finished_early", "finished_records", "remember", "request_key"]
+def manifests(summary, notify, out_options, out: Path, jsonl: Path, record_key: dict, **kw) -> None:
+    """Rebuild the run's trainer manifests into `summary.manifests`; a video whose caption could not
+    be put where its trainer looks (txt beside the source) is an error of that video."""
+    failed: dict[str, str] = {}
+    summary.manifests = rebuild_manifests(out_options.formats, out, jsonl, record_key, failed=failed,
+                                          shard_size=out_options.shard_size, **kw)
+    for rel, message in failed.items():
+        summary.errors.append((rel, message))
+        notify("error", video=rel, message=f"{rel}: {message}")
+
+
+__all__ = ["expand_stdin", "finished_early", "finished_records", "manifests", "remember", "request_key"]

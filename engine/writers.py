@@ -9,7 +9,8 @@ Captions and manifests for video-generator trainers (`-f txt,csv,ltx,parquet,web
 written at the end of a run from every described clip of the JSONL (so a rerun rebuilds them from
 the whole log, earlier runs included), each atomically. They list clips, not videos: with
 `--clips DIR` each row names the clip file; without it a row names the source video, and formats
-whose consumer reads whole files (txt, ltx, webdataset) keep only the videos that are one clip.
+whose consumer reads whole files (txt, ltx, webdataset) keep only the videos that are one clip (txt
+then writes the caption beside the source video, never over a caption it did not write).
 
 Every file but the JSONL log is written through tarsier.common.files' atomic writes. The CLI reads
 the registry when it starts, so what only a writer needs (csv, tarfile, pyarrow) is imported by it.
@@ -199,30 +200,65 @@ def clip_span(rec: dict) -> tuple[float, float]:
 
 class TxtWriter(ManifestWriter):
     """diffusion-pipe / musubi-tuner: the caption in `<media>.txt` beside each clip file (with
-    --clips), else OUT/<video>.txt mirroring the input tree for videos that are one clip."""
+    --clips), else beside each source video that is one clip (`a/x.mp4` -> `a/x.txt`; `x.mp4` beside
+    `x.mov` -> `x.mp4.txt`), where those trainers look for it.
 
-    format, help = "txt", "caption beside each clip file"
+    Beside the sources the input tree is not ours: a caption file already there is replaced only when
+    this output folder wrote it (its ledger, `TXT_LEDGER`, lists every caption it wrote there), so a
+    user's own captions are never overwritten. Such a caption, or one that cannot be written (a
+    read-only folder), is a failure of that video (`failed`: video key -> one-line reason)."""
+
+    format, help = "txt", "caption beside each clip file, or each one-clip video"
     whole_files = True
+    ledger_name = "txt-captions-written.json"
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.failed: dict[str, str] = {}
 
     def path_for(self, rec: dict, media: Path) -> Path:
         if rec.get("clip_file") and self.clips_dir is not None:
             return media.with_suffix(".txt")
-        rel = Path(rec["video"])
-        name = rel.name if rec["video"] in self.stems else rel.stem
-        return self.output_dir / rel.parent / f"{name}.txt"
+        name = media.name if rec["video"] in self.stems else media.stem
+        return media.with_name(f"{name}.txt")
 
     def write(self, records: list[dict]) -> int:
-        rows = self.rows(records)
-        for rec, media in rows:
+        ledger_path = self.output_dir / self.ledger_name
+        try:
+            ours = set(json.loads(ledger_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            ours = set()
+        written = set(ours)
+        listed = 0
+        for rec, media in self.rows(records):
             path = self.path_for(rec, media)
+            beside_source = not (rec.get("clip_file") and self.clips_dir is not None)
             text = rec["description"].strip() + "\n"
             try:
-                if path.read_text(encoding="utf-8") == text:
-                    continue   # a rerun rewrites only what changed
+                current = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                current = None
             except (OSError, UnicodeDecodeError):
-                pass
-            atomic_write(path, text)
-        return len(rows)
+                current = ""
+            if current == text:
+                listed += 1
+                continue   # a rerun rewrites only what changed
+            if beside_source and current is not None and str(path) not in ours:
+                self.failed[rec["video"]] = f"caption not written: {path} is there and was not written by tarsier"
+                continue
+            try:
+                atomic_write(path, text)
+            except OSError as e:
+                if not beside_source:
+                    raise   # the output folder itself: a full disk is the run's error
+                self.failed[rec["video"]] = f"caption not written: {path}: {e.strerror or e}"
+                continue
+            listed += 1
+            if beside_source:
+                written.add(str(path))
+        if written != ours:
+            atomic_write(ledger_path, json.dumps(sorted(written), indent=1) + "\n")
+        return listed
 
 
 class CsvWriter(ManifestWriter):
@@ -409,18 +445,20 @@ def described_clips(paths, record_key: dict) -> list[dict]:
 
 
 def rebuild_manifests(formats, output_dir: Path, jsonl: Path, record_key: dict, *, videos, clips_dir: Path | None,
-                      stems: set[str], shard_size: int) -> dict[str, tuple[int, int]]:
+                      stems: set[str], shard_size: int, failed: dict | None = None) -> dict[str, tuple[int, int]]:
     """The manifest formats of `formats`, from every described clip of the JSONL log with this key
     (earlier runs included); `videos`: the run's engine VideoInputs (rows without a clip file name
     their source)."""
     if not set(formats) & set(MANIFEST_WRITERS):
         return {}
-    return write_manifests(formats, output_dir, described_clips([jsonl], record_key), clips_dir=clips_dir,
+    return write_manifests(formats, output_dir, described_clips([jsonl], record_key), failed, clips_dir=clips_dir,
                            sources={v.rel: v.path for v in videos}, stems=stems, shard_size=shard_size)
 
 
-def write_manifests(formats, output_dir: Path, records: list[dict], **kw) -> dict[str, tuple[int, int]]:
-    """Every manifest format of `formats`; returns format -> (clips listed, clips left out)."""
+def write_manifests(formats, output_dir: Path, records: list[dict], failed: dict | None = None,
+                    **kw) -> dict[str, tuple[int, int]]:
+    """Every manifest format of `formats`; returns format -> (clips listed, clips left out). `failed`
+    gets video key -> one-line reason for the videos a writer could not serve (txt beside a source)."""
     done = {}
     for fmt in formats:
         if fmt in MANIFEST_WRITERS:
@@ -429,6 +467,8 @@ def write_manifests(formats, output_dir: Path, records: list[dict], **kw) -> dic
                 done[fmt] = (writer.write(records), writer.left_out)
             except OSError as e:
                 raise output_error(e.filename or output_dir, e) from None
+            if failed is not None:
+                failed.update(getattr(writer, "failed", {}))
     return done
 
 

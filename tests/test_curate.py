@@ -186,16 +186,21 @@ def test_every_manifest_parses_with_its_readers(tmp_path, av_video, videos):
 
 
 def test_manifests_without_clips_list_whole_videos_only(tmp_path, videos, tiny):
-    out = tmp_path / "out"
-    s = describe([str(videos["cuts"].path), str(videos["late"].path)], model=tiny, output_dir=out,
+    out, data = tmp_path / "out", tmp_path / "data"
+    data.mkdir()
+    for name in ("cuts", "late"):   # copies: the captions go beside the sources
+        (data / f"{name}.mp4").write_bytes(videos[name].path.read_bytes())
+    s = describe([str(data / "cuts.mp4"), str(data / "late.mp4")], model=tiny, output_dir=out,
                  max_new_tokens=2, workers=0, min_clip=3.0, formats=("jsonl", "txt", "ltx", "csv"))
     assert s.exit_code == 0
     recs = jsonl(out)
     one = [r for r in recs if r["n_clips"] == 1]
     assert [r["video"] for r in one] == ["late.mp4"]
     items = json.loads((out / "dataset.json").read_text())
-    assert [(out / i["media_path"]).resolve() for i in items] == [videos["late"].path.resolve()]
-    assert (out / "late.txt").read_text().strip() == one[0]["description"].strip()
+    assert [(out / i["media_path"]).resolve() for i in items] == [(data / "late.mp4").resolve()]
+    # diffusion-pipe's layout: the caption beside the video, same base name; none for a video of several clips
+    assert (data / "late.txt").read_text() == one[0]["description"].strip() + "\n"
+    assert not (data / "cuts.txt").exists() and not list(out.glob("*.txt"))
     assert s.manifests["ltx"] == (1, len(recs) - 1)
     with open(out / "dataset.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -341,3 +346,48 @@ def test_copied_last_clip_ends_with_the_video(tmp_path, shared_videos):
     dest = {sp.index: tmp_path / f"{sp.index}.mp4" for sp in spans}
     results = cut_clips(src, spans, dest, video_end=info.duration)
     assert results[len(spans) - 1].end == pytest.approx(info.duration) == pytest.approx(239239 / 24000)
+
+
+def test_txt_beside_sources_never_replaces_a_caption_tarsier_did_not_write(tmp_path, videos, tiny):
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    for name in ("late", "cuts"):
+        (data / f"{name}.mp4").write_bytes(videos["late"].path.read_bytes())   # two one-clip videos
+    (data / "cuts.txt").write_text("my own caption\n")
+    args = ["describe", str(data), "-o", str(out), "-m", "tiny-random", "-f", "jsonl,txt", "--max-new-tokens", "2",
+            "--workers", "0", "--min-clip", "3", "-q"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 1, first.output           # that video's caption did not reach its trainer
+    assert "cuts.mp4: caption not written" in first.output and "was not written by tarsier" in first.output
+    assert (data / "cuts.txt").read_text() == "my own caption\n"
+    late = (data / "late.txt").read_text()
+    assert late.strip() and late != "my own caption\n"
+    # the caption it wrote is its own to rewrite: a changed record replaces it on the next run
+    (data / "late.txt").write_text("stale\n")
+    (data / "cuts.txt").unlink()                          # the user moved theirs away: now it is written
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert (data / "late.txt").read_text() == late and (data / "cuts.txt").read_text().strip()
+
+
+def test_txt_beside_a_read_only_source_is_an_error_of_that_video(tmp_path, videos, tiny, monkeypatch):
+    import errno
+
+    import tarsier.engine.writers as writers
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "late.mp4").write_bytes(videos["late"].path.read_bytes())
+    real_write = writers.atomic_write
+
+    def read_only_sources(path, data_, **kw):   # what a read-only folder answers (root ignores chmod)
+        if Path(path).parent == data:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_write(path, data_, **kw)
+
+    monkeypatch.setattr(writers, "atomic_write", read_only_sources)
+    s = describe([str(data)], model=tiny, output_dir=tmp_path / "out", max_new_tokens=2, workers=0,
+                 min_clip=3.0, formats=("jsonl", "txt"))
+    assert s.exit_code == 1 and [rel for rel, _ in s.errors] == ["late.mp4"]
+    assert s.errors[0][1] == f"caption not written: {data / 'late.txt'}: Permission denied"
+    assert not list(data.glob("*.txt"))
