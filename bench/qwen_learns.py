@@ -12,6 +12,7 @@ folder loads with plain `Qwen2VLForConditionalGeneration.from_pretrained` (no re
 
     python bench/qwen_learns.py --work /tmp/qwen-learns                      # the 30-minute recipe per arm
     python bench/qwen_learns.py --work /tmp/qwen-smoke --smoke               # a minute or two: the plumbing
+    python bench/qwen_learns.py --work /tmp/qwen-gpu --device cuda --stage2-steps 4000   # on a GPU
 
 Everything is resumable: worlds, blank copies and finished training runs are reused from --work.
 """
@@ -103,7 +104,7 @@ def run(args: list[str]) -> float:
 
 def train_arm(name: str, world: Path, init: Path, work: Path, a) -> tuple[Path, dict]:
     """stage 1 then stage 2 on `world`, vision trained too; the final folder and the seconds and steps/s of each."""
-    common = ["--device", "cpu", "-b", str(a.batch), "--frames", str(a.frames), "--train-vision",
+    common = ["--device", a.device, "-b", str(a.batch), "--frames", str(a.frames), "--train-vision",
               "--log-every", "10", "--save-every", "100", "--resume", "--warmup", str(a.warmup)]
     s1, s2 = work / f"{name}-stage1", work / f"{name}-stage2"
     times = {}
@@ -119,13 +120,13 @@ def train_arm(name: str, world: Path, init: Path, work: Path, a) -> tuple[Path, 
     return s2 / "final", times
 
 
-def fine_f1(model_dir: Path, bench: Path, work: Path, name: str, batch: int) -> dict:
+def fine_f1(model_dir: Path, bench: Path, work: Path, name: str, batch: int, device: str = "cpu") -> dict:
     """Describe the benchmark's videos at the fine grain and score them with the exact judge."""
     import tarsier
     from tarsier.engine.describe import describe
     from tarsier.evaluation import make_judge, score_file
 
-    model = tarsier.load(str(model_dir), device="cpu")
+    model = tarsier.load(str(model_dir), device=device)
     out = work / f"describe-{name}"
     describe([str(bench / "videos")], model=model, grain="fine", scenes="none", max_clip=None, batch_size=batch,
              output_dir=out, formats=("jsonl",), overwrite=True)
@@ -166,6 +167,8 @@ def main() -> None:
     p.add_argument("--stage1-steps", type=int, default=150)
     p.add_argument("--stage2-steps", type=int, default=450)
     p.add_argument("--arms", default="video,blank", help="video, blank or both (comma-separated)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is lent: the same recipe in minutes, "
+                   "room for more steps (--stage2-steps) and a larger model (--hidden, --vision-width)")
     p.add_argument("--smoke", action="store_true", help="a minute or two: 16 training videos, 4 benchmark "
                    "videos, 3 + 3 steps of batch 2, video arm only")
     a = p.parse_args()
@@ -200,7 +203,7 @@ def main() -> None:
             arm_world = blank_copy(world, work / f"{world.name}-blank")
             arm_bench = blank_copy(bench, work / f"{bench.name}-blank")
         final, times = train_arm(arm, arm_world, init, work, a)
-        scores = fine_f1(final, arm_bench, work, arm, batch=16)
+        scores = fine_f1(final, arm_bench, work, arm, batch=16, device=a.device)
         results[arm] = {**scores, **times, "plain_transformers": plain_transformers_loads(final)}
         print(f"{arm}: {json.dumps(results[arm])}", flush=True)
     summary = {"settings": vars(a) | {"work": str(a.work)}, "parameters": params, "results": results}
