@@ -257,14 +257,27 @@ QWEN_NAMINGS = {   # (vision, decoder, head) prefixes
 
 def write_qwen2_vl(folder: str | Path, style: str = "llava", seed: int = 0, naming: str | None = None,
                    generation: dict | None = None, text: dict | None = None, vision: dict | None = None,
-                   corpus: str | None = None, bpe_size: int = 320) -> Path:
+                   corpus: str | None = None, bpe_size: int = 320, special_base: int = 151643) -> Path:
     """style "llava": upstream's LLaVA-style wrapper config (Tarsier2-Recap-7b), tensors in the wrapper's
     names; style "qwen2_vl": a Qwen2-VL config (Tarsier2-7b-0115), tensors in the pre-4.52 names.
     `naming` overrides the tensor names; `generation` the generation_config.json; `text` / `vision` settings
     over QWEN_TEXT / QWEN_VISION (sizes: bench/qwen_learns.py trains a larger one); the tokenizer's BPE is
-    learnt from `corpus` (default CORPUS) with `bpe_size` real tokens."""
+    learnt from `corpus` (default CORPUS) with `bpe_size` real tokens. `special_base`: the id of the first
+    special token (Qwen2's 151643, the published value); a lower one gives a compact vocabulary (its size
+    the specials' end rounded up to 64) with every special id, in config, tokenizer and generation config,
+    moved down by the same amount: the same layout with a small tokenizer, as tiny test models have."""
     text = {**QWEN_TEXT, **(text or {})}
     vision = {**QWEN_VISION, **(vision or {})}
+    shift = special_base - 151643
+
+    def moved(ids):
+        return [i + shift for i in ids] if isinstance(ids, list) else ids + shift
+
+    if shift:
+        text = {**text, "bos_token_id": moved(text["bos_token_id"]), "eos_token_id": moved(text["eos_token_id"])}
+        text["vocab_size"] = -(-(special_base + len(QWEN_SPECIALS)) // 64) * 64
+        generation = {k: moved(v) if k.endswith("token_id") else v
+                      for k, v in (generation if generation is not None else QWEN_GENERATION).items()}
     import torch
     from transformers import PreTrainedTokenizerFast
 
@@ -277,11 +290,11 @@ def write_qwen2_vl(folder: str | Path, style: str = "llava", seed: int = 0, nami
     if not text.get("tie_word_embeddings"):   # tied (as Qwen2-VL-2B ships): the head is the embedding
         state[f"{head}weight"] = _randn(gen, text["vocab_size"], text["hidden_size"])
     _save_shards({k: v.to(torch.bfloat16) for k, v in state.items()}, folder)
-    ids = {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
-           "vision_end_token_id": 151653}
+    ids = {"image_token_id": 151655 + shift, "video_token_id": 151656 + shift, "vision_start_token_id": 151652 + shift,
+           "vision_end_token_id": 151653 + shift}
     if style == "llava":
         raw = {"_name_or_path": "omni-research/Tarsier2-Recap-7b", "architectures": ["TarsierForConditionalGeneration"],
-               "model_type": "llava", "image_token_index": 151655, "projection_head": None,
+               "model_type": "llava", "image_token_index": 151655 + shift, "projection_head": None,
                "vision_feature_layer": -1, "torch_dtype": "bfloat16", "transformers_version": "4.47.1",
                "text_config": text, "vision_config": vision}
     else:
@@ -289,7 +302,7 @@ def write_qwen2_vl(folder: str | Path, style: str = "llava", seed: int = 0, nami
                "model_type": "qwen2_vl", **{k: v for k, v in text.items() if k != "model_type"},
                **ids, "vision_config": vision, "transformers_version": "4.47.1"}
     _write_json(folder / "config.json", raw)
-    tok = PreTrainedTokenizerFast(tokenizer_object=_bpe([], 151643, QWEN_SPECIALS, corpus or CORPUS, bpe_size),
+    tok = PreTrainedTokenizerFast(tokenizer_object=_bpe([], special_base, QWEN_SPECIALS, corpus or CORPUS, bpe_size),
                                   eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tok.save_pretrained(str(folder))
     cfg = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))

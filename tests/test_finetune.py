@@ -365,3 +365,19 @@ def test_a_tied_head_checkpoint_loads_without_its_head_tensor(tmp_path):
     batch = clip_inputs(model)
     plain = Qwen2VLForConditionalGeneration.from_pretrained(str(folder), dtype=torch.float32)
     assert torch.allclose(our_logits(model.float(), batch), plain_logits(plain, batch), atol=1e-4)
+
+
+def test_a_compact_vocabulary_checkpoint_is_the_same_layout(tmp_path):
+    """bench/qwen_learns.py --vocab compact: the specials right after a small BPE (ids 1024..1037 instead of
+    151643..151656), every id moved alike; the model, processor and plain transformers read them from the files."""
+    from transformers import Qwen2VLForConditionalGeneration
+
+    folder = pf.write_qwen2_vl(tmp_path / "compact", style="qwen2_vl", special_base=1024)
+    config = json.loads((folder / "config.json").read_text())
+    assert (config["vocab_size"], config["video_token_id"], config["eos_token_id"]) == (1088, 1037, 1026)
+    assert json.loads((folder / "generation_config.json").read_text())["eos_token_id"] == [1026, 1024]
+    model = ckpt.load(str(folder), device="cpu")
+    batch = clip_inputs(model)
+    assert int((batch["input_ids"] == 1036).sum()) > 0 and int(batch["input_ids"].max()) < 1088   # <|image_pad|>
+    plain = Qwen2VLForConditionalGeneration.from_pretrained(str(folder), dtype=torch.float32)
+    assert torch.allclose(our_logits(model.float(), batch), plain_logits(plain, batch), atol=1e-4)
