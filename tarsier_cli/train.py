@@ -210,8 +210,9 @@ def tower(
 
 
 Corruption = Annotated[list[str] | None, typer.Option(
-    "--corruption", "-c", help="Corruptions for the rejected candidates: reverse, shuffle, drop, swap "
-                               "(repeat or comma-separate) [default: all four].")]
+    "--corruption", "-c", help="Corruptions for the rejected candidates: reverse, shuffle, drop, swap, or "
+                               "none (the clean clip's own lower-ranked samples; needs --samples >= 2) "
+                               "(repeat or comma-separate) [default: the four corruptions].")]
 
 
 @train_app.command("dpo-pairs")

@@ -269,6 +269,49 @@ def test_pairs_kept_when_the_judge_ranks_chosen_above_rejected(world, tmp_path):
     assert any(x.startswith("margin ") and x.endswith("below 1.500") for x in reasons)
 
 
+def test_on_policy_pairs_take_rejected_from_the_clean_clips_other_samples(world, tmp_path):
+    """--corruption none: no corrupted copy is described; the chosen text is the best clean sample and the
+    rejected ones are the clean samples the judge ranks below it (a copy of the chosen text is dropped)."""
+    from tarsier.evaluation.autodq import CandidateScorer
+    from tarsier.evaluation.exact import ExactJudge, parse_events
+
+    rows = _first_fine(world, 2)
+    manifest = tmp_path / "fine.jsonl"
+    for r in rows:
+        item = r["messages"][0]["content"][0]["video"]
+        item["video_file"] = str((world / "stage2" / item["video_file"]).resolve())
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model = ckpt.load("tiny-random", device="cpu")
+    refs = [(clip_frames(model.processor, r["messages"][0]["content"][0]["video"]["video_file"]), _reference_of(r))
+            for r in rows]
+    drawn = []
+
+    def describe(clip):   # the k samples of a clip: its reference, half its events, the reference again
+        ref = next(ref for frames, ref in refs if np.array_equal(clip, frames))
+        events = [e.sentence() for e in parse_events(ref)]
+        text = [ref, " ".join(events[: max(1, len(events) // 2)]), ref][sum(1 for d in drawn if d == ref)]
+        drawn.append(ref)
+        return text
+
+    spy = Spy(model, describe)
+    out = tmp_path / "pairs.jsonl"
+    args = PairArgs(model="test", data=str(manifest), out=str(out), corruptions=("none",), samples=3,
+                    temperature=1.0, min_margin=0.0, device="cpu")
+    run = build_pairs(args, model=model, scorer=CandidateScorer(ExactJudge()))
+    assert len(spy.clips) == 2 * 3 and all(any(np.array_equal(c, f) for f, _ in refs) for c in spy.clips)
+    raw = [json.loads(x) for x in out.read_text().splitlines()]
+    assert run.kept == len(raw) == 2
+    for row, (_frames, ref) in zip(raw, refs):
+        assert row["corruption"] == {"kind": "none"} and row["chosen"][0]["content"][0]["text"] == ref
+        assert row["scores"]["chosen"]["f1"] == 1.0 > row["scores"]["rejected"]["f1"]
+    reasons = [d["reason"] for rec in _ledger(tmp_path / "pairs.clips.jsonl") for d in rec["dropped"]]
+    assert reasons == ["the same text as the chosen candidate"] * 2
+    load_pairs(out)
+    with pytest.raises(ValueError, match="--samples 2"):
+        build_pairs(PairArgs(**{**args.__dict__, "samples": 1, "temperature": 0.0, "out": str(tmp_path / "x.jsonl")}),
+                    model=model)
+
+
 def test_temperature_sampling(world, tmp_path):
     model = ckpt.load("tiny-random", device="cpu")
     clip = clip_frames(model.processor, world / "videos" / "s5_00001.mp4")

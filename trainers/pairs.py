@@ -32,6 +32,9 @@ Corruptions, as recorded (N = frames per clip, indices into the clean clip's N f
     shuffle  a seeded permutation other than the identity and the reverse
     drop     a span [a, b) of the frames removed; the rest resampled to N frames (uniform, first and last kept)
     swap     frames [a, b) replaced by the same positions of another clip (`other`: its video and window)
+    none     no corruption: the rejected candidates are the clean clip's own samples the judge ranks below
+             the chosen one (the model's own errors on the real video; needs --samples >= 2 and a
+             temperature). Not in the default set: it asks for no extra generation, only other samples.
 """
 from __future__ import annotations
 
@@ -50,7 +53,9 @@ from tarsier.common.files import atomic_write, read_jsonl
 from tarsier.common.messages import assistant_turn, parse_messages_sample, user_turn, video_spec
 from tarsier.trainers.manifest import ManifestError, checked_rows
 
-CORRUPTIONS = ("reverse", "shuffle", "drop", "swap")
+CORRUPTIONS = ("reverse", "shuffle", "drop", "swap")   # the default set
+ON_POLICY = "none"                                      # rejected: the clean clip's lower-ranked samples
+KINDS = (*CORRUPTIONS, ON_POLICY)
 Scorer = Callable[[str, list[str]], list[dict | None]]   # (reference, candidate texts) -> a score per text
 LEDGER_SUFFIX = ".clips.jsonl"
 
@@ -317,10 +322,13 @@ def build_pairs(args: PairArgs, *, scorer: Scorer | None = None, model=None,
     if args.temperature == 0 and args.samples > 1:
         raise ValueError("greedy decoding gives one candidate; use --temperature > 0 for several samples")
     for kind in args.corruptions:
-        if kind not in CORRUPTIONS:
-            raise ValueError(f"unknown corruption {kind!r}; choose from {', '.join(CORRUPTIONS)}")
+        if kind not in KINDS:
+            raise ValueError(f"unknown corruption {kind!r}; choose from {', '.join(KINDS)}")
     if not args.corruptions:
         raise ValueError("at least one corruption is needed")
+    if ON_POLICY in args.corruptions and args.samples < 2:
+        raise ValueError("--corruption none takes its rejected candidates from the clean clip's other samples: "
+                         "use --samples 2 or more (with --temperature > 0)")
     samples = load_mixture(args.data).samples
     if args.task:
         samples = [s for s in samples if s.task.startswith(args.task)]
@@ -392,6 +400,8 @@ def build_pairs(args: PairArgs, *, scorer: Scorer | None = None, model=None,
                 variants: list[tuple[dict | None, np.ndarray]] = [(None, clean)]
                 dropped: list[dict] = []
                 for kind in args.corruptions:
+                    if kind == ON_POLICY:
+                        continue   # no frames of its own: its candidates are the clean samples
                     spec = plan_corruption(kind, len(clean), rng)
                     other_frames = None
                     if kind == "swap":
@@ -419,9 +429,12 @@ def build_pairs(args: PairArgs, *, scorer: Scorer | None = None, model=None,
                 else:
                     best = max(clean_scored, key=lambda x: (x[0], -x[1]))[1]
                     chosen, chosen_score = texts[best], scores[best]
-                    for v, (spec, _) in enumerate(variants[1:], start=1):
+                    groups = [(spec, range(v * k, (v + 1) * k)) for v, (spec, _) in enumerate(variants[1:], start=1)]
+                    if ON_POLICY in args.corruptions:
+                        groups.insert(0, ({"kind": ON_POLICY}, [j for j in range(k) if j != best]))
+                    for spec, candidates in groups:
                         seen: set[str] = set()
-                        for j in range(v * k, (v + 1) * k):
+                        for j in candidates:
                             text, score = texts[j], scores[j]
                             if text in seen:
                                 continue
