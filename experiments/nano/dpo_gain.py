@@ -46,6 +46,8 @@ def main() -> None:
     p.add_argument("--clips", type=int, default=400, help="training clips to build pairs from")
     p.add_argument("--samples", type=int, default=1, help="dpo-pairs candidates per clip and corruption")
     p.add_argument("--temperature", type=float, default=0.0, help="dpo-pairs sampling temperature (0: greedy)")
+    p.add_argument("--corruption", default="reverse,shuffle,drop,swap", help="dpo-pairs --corruption (none: "
+                   "rejected texts from the clean clip's own lower-ranked samples)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--steps", type=int, default=240)
     p.add_argument("--batch-size", type=int, default=8)
@@ -64,7 +66,8 @@ def main() -> None:
         seconds["pairs"] = round(run(["tarsier", "train", "dpo-pairs", "--model", a.start, "-d",
                                       str(a.world / "stage2" / "describe.jsonl"), "--task", "describe/fine",
                                       "--limit", str(a.clips), "-o", str(pairs), "--judge", "exact", "-q",
-                                      "--samples", str(a.samples), "--temperature", str(a.temperature)], log))
+                                      "--samples", str(a.samples), "--temperature", str(a.temperature),
+                                      "--corruption", a.corruption], log))
     rows = {"start": scores(a.start, a.bench, a.out / "eval-start", log, seconds, "start")}
     runs = [(f"dpo seed {s}", a.out / f"dpo-s{s}", ["--seed", str(s)]) for s in a.seeds]
     if not a.no_control:
