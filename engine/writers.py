@@ -168,10 +168,15 @@ class ManifestWriter:
         self.stems = stems
         self.shard_size = max(1, int(shard_size))
         self.left_out = 0     # clips with no file of their own (multi-clip videos without --clips)
+        self.failed: dict[str, str] = {}   # video key -> why its entry could not be written (txt beside a source)
+
+    def cut(self, rec: dict) -> bool:
+        """The clip has a file of its own under --clips (else a row names its source video)."""
+        return bool(rec.get("clip_file")) and self.clips_dir is not None
 
     def media(self, rec: dict) -> Path | None:
         """The file a trainer reads for this clip, absolute (symlinks kept as given)."""
-        if rec.get("clip_file") and self.clips_dir is not None:
+        if self.cut(rec):
             return Path(os.path.abspath(self.clips_dir / rec["clip_file"]))
         if self.clips_dir is None and (not self.whole_files or rec.get("n_clips") == 1):
             src = self.sources.get(rec["video"])
@@ -204,20 +209,16 @@ class TxtWriter(ManifestWriter):
     `x.mov` -> `x.mp4.txt`), where those trainers look for it.
 
     Beside the sources the input tree is not ours: a caption file already there is replaced only when
-    this output folder wrote it (its ledger, `TXT_LEDGER`, lists every caption it wrote there), so a
+    this output folder wrote it (its ledger, `ledger_name`, lists every caption it wrote there), so a
     user's own captions are never overwritten. Such a caption, or one that cannot be written (a
     read-only folder), is a failure of that video (`failed`: video key -> one-line reason)."""
 
     format, help = "txt", "caption beside each clip file, or each one-clip video"
     whole_files = True
-    ledger_name = "txt-captions-written.json"
-
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
-        self.failed: dict[str, str] = {}
+    ledger_name = "txt-captions-written.json"   # in the output folder: the captions written beside sources
 
     def path_for(self, rec: dict, media: Path) -> Path:
-        if rec.get("clip_file") and self.clips_dir is not None:
+        if self.cut(rec):
             return media.with_suffix(".txt")
         name = media.name if rec["video"] in self.stems else media.stem
         return media.with_name(f"{name}.txt")
@@ -232,7 +233,7 @@ class TxtWriter(ManifestWriter):
         listed = 0
         for rec, media in self.rows(records):
             path = self.path_for(rec, media)
-            beside_source = not (rec.get("clip_file") and self.clips_dir is not None)
+            beside_source = not self.cut(rec)
             text = rec["description"].strip() + "\n"
             try:
                 current = path.read_text(encoding="utf-8")
@@ -337,7 +338,7 @@ class WebDatasetWriter(ManifestWriter):
     whole_files = True
 
     def media(self, rec: dict) -> Path | None:   # a shard holds clip files: never a whole source video
-        if rec.get("clip_file") and self.clips_dir is not None:
+        if self.cut(rec):
             path = Path(os.path.abspath(self.clips_dir / rec["clip_file"]))
             return path if path.is_file() else None
         return None
@@ -468,7 +469,7 @@ def write_manifests(formats, output_dir: Path, records: list[dict], failed: dict
             except OSError as e:
                 raise output_error(e.filename or output_dir, e) from None
             if failed is not None:
-                failed.update(getattr(writer, "failed", {}))
+                failed.update(writer.failed)
     return done
 
 

@@ -195,6 +195,17 @@ def _first_fine(world: Path, n: int) -> list[dict]:
     return [r for r in rows if r["task"] == FINE][:n]
 
 
+def _fine_manifest(world: Path, folder: Path, n: int) -> tuple[list[dict], Path]:
+    """The first n fine rows of the world's stage-2 manifest, video paths absolute, written to folder/fine.jsonl."""
+    rows = _first_fine(world, n)
+    manifest = folder / "fine.jsonl"
+    for r in rows:
+        item = r["messages"][0]["content"][0]["video"]
+        item["video_file"] = str((world / "stage2" / item["video_file"]).resolve())
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows, manifest
+
+
 def _reference_of(row: dict) -> str:
     return row["messages"][1]["content"][0]["text"]
 
@@ -205,12 +216,7 @@ def test_pairs_kept_when_the_judge_ranks_chosen_above_rejected(world, tmp_path):
     from tarsier.evaluation.autodq import CandidateScorer
     from tarsier.evaluation.exact import ExactJudge, parse_events, score
 
-    rows = _first_fine(world, 3)
-    manifest = tmp_path / "fine.jsonl"
-    for r in rows:
-        item = r["messages"][0]["content"][0]["video"]
-        item["video_file"] = str((world / "stage2" / item["video_file"]).resolve())
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows, manifest = _fine_manifest(world, tmp_path, 3)
     model = ckpt.load("tiny-random", device="cpu")
     cleans = {}
     for r in rows:
@@ -275,12 +281,7 @@ def test_on_policy_pairs_take_rejected_from_the_clean_clips_other_samples(world,
     from tarsier.evaluation.autodq import CandidateScorer
     from tarsier.evaluation.exact import ExactJudge, parse_events
 
-    rows = _first_fine(world, 2)
-    manifest = tmp_path / "fine.jsonl"
-    for r in rows:
-        item = r["messages"][0]["content"][0]["video"]
-        item["video_file"] = str((world / "stage2" / item["video_file"]).resolve())
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows, manifest = _fine_manifest(world, tmp_path, 2)
     model = ckpt.load("tiny-random", device="cpu")
     refs = [(clip_frames(model.processor, r["messages"][0]["content"][0]["video"]["video_file"]), _reference_of(r))
             for r in rows]
