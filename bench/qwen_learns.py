@@ -12,6 +12,8 @@ folder loads with plain `Qwen2VLForConditionalGeneration.from_pretrained` (no re
 
     python bench/qwen_learns.py --work /tmp/qwen-learns                      # the 30-minute recipe per arm
     python bench/qwen_learns.py --work /tmp/qwen-smoke --smoke               # a minute or two: the plumbing
+    python bench/qwen_learns.py --work /tmp/qwen-s0 --vocab compact --vision-width 128 --vision-depth 4 \
+        --frames 16 --stage0-steps 1000 --freeze-vision          # third try: a pretrained encoder (stage 0)
     python bench/qwen_learns.py --work /tmp/qwen-gpu --device cuda --stage2-steps 4000   # on a GPU
 
 Everything is resumable: worlds, blank copies and finished training runs are reused from --work.
@@ -104,8 +106,10 @@ def run(args: list[str]) -> float:
 
 def train_arm(name: str, world: Path, init: Path, work: Path, a) -> tuple[Path, dict]:
     """stage 1 then stage 2 on `world`, vision trained too; the final folder and the seconds and steps/s of each."""
-    common = ["--device", a.device, "-b", str(a.batch), "--frames", str(a.frames), "--train-vision",
+    common = ["--device", a.device, "-b", str(a.batch), "--frames", str(a.frames),
               "--log-every", "10", "--save-every", "100", "--resume", "--warmup", str(a.warmup)]
+    if not a.freeze_vision:
+        common.append("--train-vision")
     s1, s2 = work / f"{name}-stage1", work / f"{name}-stage2"
     times = {}
     times["stage1_s"] = run(["train", "stage1", "-d", str(world / "stage1" / "mixture.json"), "-o", str(s1),
@@ -170,6 +174,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--stage1-steps", type=int, default=150)
     p.add_argument("--stage2-steps", type=int, default=450)
+    p.add_argument("--stage0-steps", type=int, default=0, help="first pretrain the vision encoder on rendered "
+                   "frames with the world's exact ground truth (bench/qwen_stage0.py), standing in for the pretrained "
+                   "encoder every real Tarsier2 starts from; 0: no stage 0 (the first two tries)")
+    p.add_argument("--stage0-batch", type=int, default=32)
+    p.add_argument("--freeze-vision", action="store_true", help="stages 1 and 2 keep the vision encoder frozen, "
+                   "as the papers do (after stage 0); default: it trains with them (--train-vision)")
     p.add_argument("--arms", default="video,blank", help="video, blank or both (comma-separated)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is lent: the same recipe in minutes, "
                    "room for more steps (--stage2-steps) and a larger model (--hidden, --vision-width)")
@@ -179,6 +189,7 @@ def main() -> None:
     if a.smoke:
         a.train_videos, a.bench_videos, a.stage1_steps, a.stage2_steps = 16, 4, 3, 3
         a.batch, a.warmup, a.arms = 2, 1, "video"
+        a.stage0_steps = min(a.stage0_steps, 3)
     import published_fixtures as pf
 
     work = a.work
@@ -202,6 +213,16 @@ def main() -> None:
     rows = json.loads((init / "config.json").read_text())["text_config"]["vocab_size"]
     print(f"model: LLM {a.layers} x {a.hidden}, vision {a.vision_depth} x {a.vision_width}, "
           f"{params / 1e6:.1f}M parameters ({rows:,}-row vocabulary)")
+
+    if a.stage0_steps:
+        from qwen_stage0 import pretrain
+
+        encoder = work / f"{init.name}-stage0-{a.stage0_steps}x{a.stage0_batch}"
+        stage0 = pretrain(init, encoder, a.size, a.stage0_steps, a.stage0_batch, 2e-3, scenes=64 if a.smoke else 6000,
+                          per_scene=3,
+                          heldout=bench)
+        print(f"stage 0: {json.dumps(stage0['metrics'])}", flush=True)
+        init = encoder
 
     results = {}
     for arm in a.arms.split(","):

@@ -212,6 +212,30 @@ class _Head:
         return torch.cat([grid.amax(-1), grid.amax(-2)], dim=-1)
 
 
+def cell_loss(out, slots, bg, cam, cells: int):
+    """The read-out's loss: `out` (B, cells², _Head.size) from a linear head on each cell's features,
+    against a frame's targets (`frame_targets`, batched). Any encoder whose features come in a
+    cells x cells grid trains with it (nano's tower; bench/qwen_stage0.py's Qwen2-VL encoder)."""
+    import torch
+    import torch.nn.functional as F
+
+    pred_slots, pred_bg, pred_cam = _Head.split(out)
+    # each cell answers for the identities whose centre lies in it; every cell sees the background
+    present = slots[..., 0].unsqueeze(1) * _cell_mask(slots, cells)            # (B, cells², 35)
+    presence = F.binary_cross_entropy_with_logits(pred_slots[..., 0], present,
+                                                  pos_weight=torch.tensor(POS_WEIGHT))
+    # colour and kind on their own as well: every triangle teaches "triangle", whatever its colour,
+    # five and seven times as often as its one identity does (shape is what the tower learns last)
+    presence = presence + F.binary_cross_entropy_with_logits(_Head.parts(out), _Head.part_targets(present),
+                                                             pos_weight=torch.tensor(POS_WEIGHT / 3))
+    attr = ((pred_slots[..., 1:] - slots[:, None, :, 1:]) ** 2).mean(-1)
+    attr = (attr * present).sum() / present.sum().clamp(min=1.0)
+    cells_bg = bg[:, None].expand(-1, cells * cells)
+    cells_cam = cam[:, None].expand(-1, cells * cells, -1)
+    return presence * 3 + attr + F.cross_entropy(pred_bg.flatten(0, 1), cells_bg.flatten()) \
+        + F.mse_loss(pred_cam, cells_cam)
+
+
 def _pooler(tower, vcfg, pool: int):
     """uint8 frames (B, S, S, 3) -> (B, cells², Dv): the normalisation, block and pooling of
     VideoLLM.encode_frames + project, so the head reads exactly what the projector will."""
@@ -234,7 +258,6 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print, config_o
     ({"vision": {...}, "projector": {...}}) is merged over the preset's config, one section at a time
     (experiments/nano/tower_arch.py compares architectures this way)."""
     import torch
-    import torch.nn.functional as F
 
     from tarsier.engine import checkpoint as ckpt
     from tarsier.engine.config import ModelConfig
@@ -268,22 +291,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print, config_o
     log(f"tower: {len(data['frames'])} labelled frames in {time.perf_counter() - t0:.1f}s")
 
     def loss_fn(frames, slots, bg, cam):
-        out = head(pooled(frames))                                                   # (B, cells², size)
-        pred_slots, pred_bg, pred_cam = _Head.split(out)
-        # each cell answers for the identities whose centre lies in it; every cell sees the background
-        present = slots[..., 0].unsqueeze(1) * _cell_mask(slots, cells)            # (B, cells², 35)
-        presence = F.binary_cross_entropy_with_logits(pred_slots[..., 0], present,
-                                                      pos_weight=torch.tensor(POS_WEIGHT))
-        # colour and kind on their own as well: every triangle teaches "triangle", whatever its colour,
-        # five and seven times as often as its one identity does (shape is what the tower learns last)
-        presence = presence + F.binary_cross_entropy_with_logits(_Head.parts(out), _Head.part_targets(present),
-                                                                 pos_weight=torch.tensor(POS_WEIGHT / 3))
-        attr = ((pred_slots[..., 1:] - slots[:, None, :, 1:]) ** 2).mean(-1)
-        attr = (attr * present).sum() / present.sum().clamp(min=1.0)
-        cells_bg = bg[:, None].expand(-1, cells * cells)
-        cells_cam = cam[:, None].expand(-1, cells * cells, -1)
-        return presence * 3 + attr + F.cross_entropy(pred_bg.flatten(0, 1), cells_bg.flatten()) \
-            + F.mse_loss(pred_cam, cells_cam)
+        return cell_loss(head(pooled(frames)), slots, bg, cam, cells)
 
     params = list(tower.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)

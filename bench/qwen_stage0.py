@@ -1,0 +1,126 @@
+"""Stage 0 for a Qwen2-VL-layout checkpoint: pretrain its vision encoder on the synthetic world's frames.
+
+Every real Tarsier2 starts from Qwen2-VL's pretrained vision encoder; none loads offline, and one trained
+from scratch through the caption loss alone learnt the background colour at best (BENCHMARKS.md, "Does a
+published architecture learn from the video?"). So, as nano's tower was (trainers/tower.py), the encoder is
+pretrained once with the world's exact ground truth: its merged tokens (one per 2x2 patch cell, the tokens
+the LLM reads) go through a linear head that must tell which of the world's 35 colour-shape identities has
+its centre in that cell, and its position, size and orientation; every cell also reads the background and
+the camera offset (`trainers.tower.cell_loss`). Frames are fed exactly as describe feeds them: the
+checkpoint's own processor (every frame twice, Qwen2-VL's patch order and normalisation), one frame a video.
+
+The patch embedding, the vision blocks and the merger train; the LLM does not. The result is written with
+the model interface's `save`: a standard transformers Qwen2-VL folder that `tarsier train stage1 --init`
+reads, plus `stage0.json` (settings and held-out metrics).
+
+    python bench/qwen_stage0.py --init INIT --out OUT --size 112 --heldout BENCH_WORLD
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+
+def encoder_cells(model):
+    """uint8 frames (B, S, S, 3) -> the merged visual tokens (B, cells², LLM width), as the LLM receives them."""
+    import torch
+
+    visual = model.hf.model.visual
+
+    def cells(frames_u8) -> torch.Tensor:
+        pixels, grid = model.processor.pixels([f[None] for f in frames_u8.numpy()])
+        merged = visual(pixels.to(model.dtype), grid_thw=grid).pooler_output
+        return merged.view(len(frames_u8), -1, merged.shape[-1])
+
+    return cells
+
+
+def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float, scenes: int, per_scene: int,
+             heldout: Path | None, seed: int = 0, scene_seed: int = 777, log=print) -> dict:
+    import torch
+
+    import tarsier
+    from tarsier.trainers.tower import _Head, cell_loss, evaluate_tower, load_world_frames, render_scene_frames
+
+    done = out / "stage0.json"
+    if done.is_file():
+        log(f"{out} already holds a stage-0 encoder")
+        return json.loads(done.read_text())
+    torch.manual_seed(seed)
+    model = tarsier.load(str(init), device="cpu")
+    visual = model.hf.model.visual
+    model.hf.requires_grad_(False)
+    visual.requires_grad_(True)
+    cells_of = encoder_cells(model)
+    width = model.hf.config.text_config.hidden_size
+    head = torch.nn.Linear(width, _Head.size)
+
+    t0 = time.perf_counter()
+    data = {k: torch.from_numpy(v) for k, v in
+            render_scene_frames(scene_seed, scenes, per_scene, size, render_size=size).items()}
+    n = len(data["frames"])
+    probe = cells_of(data["frames"][:1])
+    cells = int(round(probe.shape[1] ** 0.5))
+    log(f"stage 0: {n} labelled frames in {time.perf_counter() - t0:.1f}s; {probe.shape[1]} tokens a frame")
+
+    params = list(visual.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    warmup = min(50, steps // 10 + 1)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        p = (step - warmup) / max(1, steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    gen = torch.Generator().manual_seed(seed)
+    visual.train()
+    t0 = time.perf_counter()
+    for step in range(steps):
+        idx = torch.randint(n, (batch,), generator=gen)
+        loss = cell_loss(head(cells_of(data["frames"][idx])), data["slots"][idx], data["background"][idx],
+                         data["camera"][idx], cells)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"stage 0 step {step + 1}/{steps} loss {loss.item():.4f} "
+                f"({(step + 1) * batch / (time.perf_counter() - t0):.0f} frames/s)")
+    visual.eval()
+    metrics = {"train_frames": n, "seconds": round(time.perf_counter() - t0, 1), "cells": cells * cells}
+    if heldout:
+        held = {k: torch.from_numpy(v) for k, v in load_world_frames(heldout, size, 100, 3).items()}
+        metrics.update(evaluate_tower(visual, head, cells_of, held))
+        log("stage 0 held-out: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
+    model.save(out)
+    summary = {"init": str(init), "metrics": metrics, "settings": {
+        "size": size, "steps": steps, "batch": batch, "lr": lr, "scenes": scenes, "per_scene": per_scene,
+        "seed": seed, "scene_seed": scene_seed}}
+    done.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")   # last: the folder is complete
+    return summary
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--init", type=Path, required=True, help="a Qwen2-VL-layout checkpoint folder")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--size", type=int, default=112, help="the world's frame size")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--scenes", type=int, default=8000)
+    p.add_argument("--per-scene", type=int, default=3)
+    p.add_argument("--heldout", type=Path, help="a `tarsier synth` folder of another seed for held-out metrics")
+    a = p.parse_args()
+    summary = pretrain(a.init, a.out, a.size, a.steps, a.batch, a.lr, a.scenes, a.per_scene, a.heldout)
+    print(json.dumps(summary["metrics"]))
+
+
+if __name__ == "__main__":
+    main()
