@@ -13,7 +13,7 @@ folder loads with plain `Qwen2VLForConditionalGeneration.from_pretrained` (no re
     python bench/qwen_learns.py --work /tmp/qwen-learns                      # the 30-minute recipe per arm
     python bench/qwen_learns.py --work /tmp/qwen-smoke --smoke               # a minute or two: the plumbing
     python bench/qwen_learns.py --work /tmp/qwen-s0 --vocab compact --vision-width 128 --vision-depth 4 \
-        --frames 16 --stage0-steps 1000 --freeze-vision          # third try: a pretrained encoder (stage 0)
+        --frames 16 --stage0-steps 3000 --stage0-distill 1 --freeze-vision   # third try: stage 0 first
     python bench/qwen_learns.py --work /tmp/qwen-gpu --device cuda --stage2-steps 4000   # on a GPU
 
 Everything is resumable: worlds, blank copies and finished training runs are reused from --work.
@@ -178,6 +178,8 @@ def main() -> None:
                    "frames with the world's exact ground truth (bench/qwen_stage0.py), standing in for the pretrained "
                    "encoder every real Tarsier2 starts from; 0: no stage 0 (the first two tries)")
     p.add_argument("--stage0-batch", type=int, default=32)
+    p.add_argument("--stage0-distill", type=float, default=0.0, help="stage 0 also regresses nano's shipped tower "
+                   "features from each merged token, with this weight (bench/qwen_stage0.py --distill)")
     p.add_argument("--freeze-vision", action="store_true", help="stages 1 and 2 keep the vision encoder frozen, "
                    "as the papers do (after stage 0); default: it trains with them (--train-vision)")
     p.add_argument("--arms", default="video,blank", help="video, blank or both (comma-separated)")
@@ -217,10 +219,10 @@ def main() -> None:
     if a.stage0_steps:
         from qwen_stage0 import pretrain
 
-        encoder = work / f"{init.name}-stage0-{a.stage0_steps}x{a.stage0_batch}"
-        stage0 = pretrain(init, encoder, a.size, a.stage0_steps, a.stage0_batch, 2e-3, scenes=64 if a.smoke else 6000,
-                          per_scene=3,
-                          heldout=bench)
+        encoder = work / (f"{init.name}-stage0-{a.stage0_steps}x{a.stage0_batch}"
+                          f"{f'-distill{a.stage0_distill:g}' if a.stage0_distill else ''}")
+        stage0 = pretrain(init, encoder, a.size, a.stage0_steps, a.stage0_batch, 2e-3,
+                          scenes=64 if a.smoke else 10000, per_scene=3, heldout=bench, distill=a.stage0_distill)
         print(f"stage 0: {json.dumps(stage0['metrics'])}", flush=True)
         init = encoder
 
