@@ -6,8 +6,11 @@ scores the start and every run on a held-out benchmark (`tarsier eval bench`, fi
 Every step is the CLI command a user would run (printed as it runs); a rerun skips the steps whose output
 exists. The table it prints is what BENCHMARKS.md's "DPO on nano" records.
 
-    tarsier synth H --videos 100 --seed 9001      # held out: a seed no training data used
-    python experiments/nano/dpo_gain.py --start nano --world W --bench H --out R
+    tarsier synth W --videos 500 --seed 2024      # training clips for the pairs
+    tarsier synth H --videos 300 --seed 7777      # held out: a seed no training data used
+    # the recipe that gains (BENCHMARKS.md): on-policy pairs from the shipped nano's own samples
+    python experiments/nano/dpo_gain.py --start nano --world W --bench H --out R --clips 400 --samples 4 \
+        --temperature 0.7 --corruption none --steps 120 --lr 5e-5 --sft-weight 1
 """
 from __future__ import annotations
 
