@@ -104,6 +104,9 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
         log(f"stage 0: teacher features {tuple(teacher_maps.shape)}")
     probe = cells_of(data["frames"][:1])
     cells = int(round(probe.shape[1] ** 0.5))
+    if teacher_maps is not None and teacher_maps.shape[1] != probe.shape[1]:
+        raise ValueError(f"--distill needs the teacher's {teacher_maps.shape[1]} cells a frame; {size}-px frames give "
+                         f"{probe.shape[1]} merged tokens (112 px at patch 14 and merge 2 give 16)")
     log(f"stage 0: {n} labelled frames in {time.perf_counter() - t0:.1f}s; {probe.shape[1]} tokens a frame")
 
     params = list(visual.parameters()) + list(head.parameters()) + (list(student.parameters()) if distill else [])

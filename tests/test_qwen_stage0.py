@@ -1,0 +1,52 @@
+"""bench/qwen_stage0.py, the stage 0 of issue 20's proof: it trains a Qwen2-VL-layout checkpoint's vision
+encoder (patch embedding, blocks, merger) and nothing else, and writes a folder plain transformers loads."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import published_fixtures as pf
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    from transformers import Qwen2VLForConditionalGeneration
+
+    model, info = Qwen2VLForConditionalGeneration.from_pretrained(str(folder), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("distill", [0.0, 1.0])
+def test_stage0_trains_the_encoder_only_and_writes_a_standard_folder(distill, tmp_path):
+    from qwen_stage0 import pretrain
+
+    init = pf.write_qwen2_vl(tmp_path / "init", style="qwen2_vl", special_base=1024)
+    export = tmp_path / "init-standard"
+    import tarsier
+
+    tarsier.load(str(init), device="cpu").save(export)   # the same weights in today's names, to compare
+    before = weights(export)
+    out = tmp_path / "stage0"
+    summary = pretrain(init, out, size=112, steps=3, batch=4, lr=2e-3, scenes=4, per_scene=2, heldout=None,
+                       distill=distill, log=lambda _: None)
+    assert summary["metrics"]["cells"] == 16 and summary["settings"]["distill"] == distill
+    after = weights(out)
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("model.visual.") for k in moved)
+    assert any(".merger." in k for k in moved) and any(".blocks." in k for k in moved)
+    # a second call finds the finished folder and trains nothing
+    assert pretrain(init, out, size=112, steps=3, batch=4, lr=2e-3, scenes=4, per_scene=2, heldout=None,
+                    distill=distill, log=lambda _: None) == summary
+
+
+def test_distillation_needs_the_teachers_grid(tmp_path):
+    from qwen_stage0 import pretrain
+
+    init = pf.write_qwen2_vl(tmp_path / "init", style="qwen2_vl", special_base=1024)
+    with pytest.raises(ValueError, match="teacher's 16 cells"):
+        pretrain(init, tmp_path / "out", size=56, steps=1, batch=2, lr=2e-3, scenes=2, per_scene=1, heldout=None,
+                 distill=1.0, log=lambda _: None)
