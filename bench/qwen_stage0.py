@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -43,24 +42,16 @@ def nano_teacher():
     as a feature teacher: uint8 frames (B, 64, 64, 3) -> its 4 x 4 feature map (B, 16, 512), the grid a
     112-px frame's merged Qwen2-VL tokens cover, row by row as they are."""
     import torch
-    from safetensors.torch import load_file
 
-    from tarsier.engine.config import VisionConfig, tuples_from_json
-    from tarsier.engine.model import build_vision_tower, tower_features
-    from tarsier.trainers.tower import shipped_tower
+    from tarsier.trainers.tower import _pooler, load_saved_tower, shipped_tower
 
-    folder = shipped_tower("nano")
-    vcfg = VisionConfig(**tuples_from_json(json.loads((folder / "tower.json").read_text())["vision"]))
-    tower = build_vision_tower(vcfg)
-    tower.load_state_dict(load_file(str(folder / "tower.safetensors")), strict=True)
-    tower.eval().requires_grad_(False)
-    mean = torch.tensor(vcfg.mean).view(1, 3, 1, 1)
-    std = torch.tensor(vcfg.std).view(1, 3, 1, 1)
+    tower, vcfg = load_saved_tower(shipped_tower("nano"))
+    tower.requires_grad_(False)
+    unpooled = _pooler(tower, vcfg, pool=1)
 
     def features(frames_u8) -> torch.Tensor:
-        x = frames_u8.permute(0, 3, 1, 2).float().div(255.0)
         with torch.no_grad():
-            return tower_features(tower, vcfg, (x - mean) / std)
+            return unpooled(frames_u8)
 
     return features, vcfg.image_size
 
@@ -73,6 +64,7 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
     import torch
 
     import tarsier
+    from tarsier.trainers.schedule import lr_lambda
     from tarsier.trainers.tower import _Head, cell_loss, evaluate_tower, load_world_frames, render_scene_frames
 
     done = out / "stage0.json"
@@ -111,15 +103,7 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
 
     params = list(visual.parameters()) + list(head.parameters()) + (list(student.parameters()) if distill else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    warmup = min(50, steps // 10 + 1)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        p = (step - warmup) / max(1, steps - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(min(50, steps // 10 + 1), steps, 0.1))
     gen = torch.Generator().manual_seed(seed)
     visual.train()
     t0 = time.perf_counter()

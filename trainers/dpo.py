@@ -290,9 +290,10 @@ def train_dpo(args: DPOArgs, on_log: Callable[[dict], None] | None = None,
 
     from tarsier.trainers.manifest import Mixture, MixtureEntry
     from tarsier.trainers.pairs import load_pairs
+    from tarsier.trainers.schedule import lr_lambda
     from tarsier.trainers.state import load_trainer_state, save_trainer_state
     from tarsier.trainers.threads import cpu_threads
-    from tarsier.trainers.train import adamw, checkpoint_step, latest_checkpoint, lr_lambda, truncate_metrics
+    from tarsier.trainers.train import adamw, checkpoint_step, latest_checkpoint, truncate_metrics
 
     status = on_status or (lambda msg: None)
     if args.beta <= 0:

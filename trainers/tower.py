@@ -262,6 +262,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print, config_o
     from tarsier.engine import checkpoint as ckpt
     from tarsier.engine.config import ModelConfig
     from tarsier.engine.model import build_vision_tower, resolve_vision_config
+    from tarsier.trainers.schedule import lr_lambda
 
     out = Path(args.out)
     done = out / "tower.json"
@@ -295,14 +296,7 @@ def pretrain_tower(args: TowerArgs, log: Callable[[str], None] = print, config_o
 
     params = list(tower.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-
-    def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return (step + 1) / args.warmup
-        p = (step - args.warmup) / max(1, args.steps - args.warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(args.warmup, args.steps, 0.1))
     gen = torch.Generator().manual_seed(args.seed)
     n = len(data["frames"])
     tower.train()
@@ -371,23 +365,29 @@ def evaluate_tower(tower, head, pooled, held: dict) -> dict:
     }
 
 
-def check_saved_tower(folder: str | Path, frames: dict[str, np.ndarray], pool: int) -> dict:
-    """Held-out metrics of a saved tower and its head on labelled frames (as `render_scene_frames`
-    or `load_world_frames` give them), pooled into cells as the projector pools them."""
-    import torch
+def load_saved_tower(folder: str | Path):
+    """(tower in eval mode, its VisionConfig) from a folder `pretrain_tower` wrote."""
     from safetensors.torch import load_file
 
     from tarsier.engine.config import VisionConfig, tuples_from_json
     from tarsier.engine.model import build_vision_tower
 
     folder = Path(folder)
-    meta = json.loads((folder / "tower.json").read_text())["vision"]
-    vcfg = VisionConfig(**tuples_from_json(meta))
+    vcfg = VisionConfig(**tuples_from_json(json.loads((folder / "tower.json").read_text())["vision"]))
     tower = build_vision_tower(vcfg)
     tower.load_state_dict(load_file(str(folder / "tower.safetensors")), strict=True)
+    return tower.eval(), vcfg
+
+
+def check_saved_tower(folder: str | Path, frames: dict[str, np.ndarray], pool: int) -> dict:
+    """Held-out metrics of a saved tower and its head on labelled frames (as `render_scene_frames`
+    or `load_world_frames` give them), pooled into cells as the projector pools them."""
+    import torch
+    from safetensors.torch import load_file
+
+    tower, vcfg = load_saved_tower(folder)
     head = torch.nn.Linear(vcfg.width, _Head.size)
-    head.load_state_dict(load_file(str(folder / "head.safetensors")), strict=True)
-    tower.eval()
+    head.load_state_dict(load_file(str(Path(folder) / "head.safetensors")), strict=True)
     return evaluate_tower(tower, head, _pooler(tower, vcfg, pool),
                           {k: torch.from_numpy(v) for k, v in frames.items()})
 

@@ -19,7 +19,6 @@ Run folder:
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ import torch
 from tarsier.common.files import atomic_write, normal_permissions, save_safetensors
 from tarsier.engine import checkpoint as ckpt
 from tarsier.engine.config import ModelConfig
+from tarsier.trainers.schedule import lr_lambda
 
 STAGES = ("stage1", "stage2")
 
@@ -159,16 +159,6 @@ def adamw(params, lr: float, weight_decay: float, fsdp: bool = False):
     return torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
                               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
                              lr=lr, fused=not fsdp)
-
-
-def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return f
 
 
 # ---------------------------------------------------------------------------------------------
