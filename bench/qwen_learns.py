@@ -169,6 +169,9 @@ def main() -> None:
                    help="published: Qwen2's 152,064 rows with its special-token ids (the LM head is then most of a "
                    "step's work); compact: the same layout with the specials right after the 1,000 BPE tokens "
                    "(1,088 rows), as tiny test models have: about 3x the steps in the same time")
+    p.add_argument("--init-std", type=float, default=0.02, help="spread of the random weights: 0.02 is Qwen2-VL's "
+                   "initializer_range; the first three tries drew them at 0.2 (the test fixtures' spread), which "
+                   "started stage 0 at a loss of 146 instead of 6")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=30)
@@ -200,10 +203,10 @@ def main() -> None:
     bench = synth(work / f"bench-s9001-n{a.bench_videos}-{a.size}px", a.bench_videos, 9001, a.size)
     text, vision = model_settings(a.hidden, a.layers, a.vision_width, a.vision_depth, tie=not a.untied)
     init = work / (f"init-h{a.hidden}-l{a.layers}-v{a.vision_width}x{a.vision_depth}{'-untied' if a.untied else ''}"
-                   f"{'-compact' if a.vocab == 'compact' else ''}")
+                   f"{'-compact' if a.vocab == 'compact' else ''}{f'-std{a.init_std:g}' if a.init_std != 0.2 else ''}")
     if not (init / "config.json").is_file():
         pf.write_qwen2_vl(init, style="llava", text=text, vision=vision, corpus=world_corpus(world), bpe_size=1000,
-                          special_base=1024 if a.vocab == "compact" else 151643)
+                          special_base=1024 if a.vocab == "compact" else 151643, std=a.init_std)
     import math
 
     from safetensors import safe_open

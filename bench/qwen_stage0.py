@@ -23,18 +23,84 @@ import time
 from pathlib import Path
 
 
-def encoder_cells(model):
-    """uint8 frames (B, S, S, 3) -> the merged visual tokens (B, cells², LLM width), as the LLM receives them."""
+def encoder_cells(model, with_patches: bool = False):
+    """uint8 frames (B, S, S, 3) -> the merged visual tokens (B, cells², LLM width), as the LLM receives them;
+    `with_patches`: also the blocks' output before the merger (B, patches, encoder width), in the processor's
+    patch order."""
     import torch
 
     visual = model.hf.model.visual
 
     def cells(frames_u8) -> torch.Tensor:
         pixels, grid = model.processor.pixels([f[None] for f in frames_u8.numpy()])
-        merged = visual(pixels.to(model.dtype), grid_thw=grid).pooler_output
-        return merged.view(len(frames_u8), -1, merged.shape[-1])
+        out = visual(pixels.to(model.dtype), grid_thw=grid)
+        merged = out.pooler_output.view(len(frames_u8), -1, out.pooler_output.shape[-1])
+        if with_patches:
+            return merged, out.last_hidden_state.view(len(frames_u8), -1, out.last_hidden_state.shape[-1])
+        return merged
 
     return cells
+
+
+def _kind_maps_job(args: tuple):
+    """Worker: per-pixel shape kinds (0 background, 1 + SHAPES index) of the instants `render_scene_frames`
+    renders for these scenes (the same plans, the same random instants), drawn in the renderer's order and
+    geometry: an object covers what it covers on screen once it is more than half faded in."""
+    import random
+
+    import numpy as np
+
+    from tarsier.world.plan import CUTS_PROB, PAN_PROB, plan_video
+    from tarsier.world.render import _shape_mask, frame_state, pixel_grids
+    from tarsier.world.vocabulary import SHAPES
+
+    seed, first, count, per_scene, size = args
+    yy, xx, _ = pixel_grids(size)
+    maps = []
+    for index in range(first, first + count):
+        plan = plan_video(seed, index, CUTS_PROB, PAN_PROB)
+        rng = random.Random(f"{seed}:{index}:tower")
+        for _ in range(per_scene):
+            state = frame_state(plan, rng.uniform(0.0, plan["duration"]))
+            kinds = np.zeros((size, size), np.uint8)
+            cx, cy = state.camera
+            for o in state.objects:
+                if o.alpha <= 0.5:
+                    continue
+                px, py, pr = (o.x - cx) * size, (o.y - cy) * size, o.r * size
+                x0, x1 = max(0, int(px - pr - 2)), min(size, int(px + pr + 3))
+                y0, y1 = max(0, int(py - pr - 2)), min(size, int(py + pr + 3))
+                if x0 >= x1 or y0 >= y1:
+                    continue
+                mask = _shape_mask(o.shape, xx[y0:y1, x0:x1] - px, yy[y0:y1, x0:x1] - py, pr, o.angle, np)
+                kinds[y0:y1, x0:x1][mask] = 1 + SHAPES.index(o.shape)
+            maps.append(kinds)
+    return np.stack(maps)
+
+
+def patch_kinds(seed: int, scenes: int, per_scene: int, size: int, patch: int, merge: int):
+    """(N, patches, 1 + len(SHAPES)) float16: the share of each patch's pixels that each shape kind (or the
+    background) covers, patches in the processor's order (merge windows row by row, each window's patches
+    row by row), for the frames `render_scene_frames(seed, scenes, per_scene, size, render_size=size)` gives."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import numpy as np
+
+    from tarsier.world.vocabulary import SHAPES
+
+    jobs = [(seed, i, min(64, scenes - i), per_scene, size) for i in range(0, scenes, 64)]
+    with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
+        kinds = np.concatenate(list(pool.map(_kind_maps_job, jobs)))
+    g, w = size // patch, size // patch // merge
+    classes = 1 + len(SHAPES)
+    out = np.zeros((len(kinds), g * g, classes), np.float16)
+    for i in range(0, len(kinds), 1024):
+        onehot = np.eye(classes, dtype=np.float32)[kinds[i:i + 1024]]              # (n, S, S, classes)
+        share = onehot.reshape(-1, g, patch, g, patch, classes).mean((2, 4))      # (n, g, g, classes)
+        share = share.reshape(-1, w, merge, w, merge, classes).transpose(0, 1, 3, 2, 4, 5)
+        out[i:i + 1024] = share.reshape(-1, g * g, classes)
+    return out
 
 
 def nano_teacher():
@@ -57,15 +123,20 @@ def nano_teacher():
 
 
 def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float, scenes: int, per_scene: int,
-             heldout: Path | None, seed: int = 0, scene_seed: int = 777, distill: float = 0.0, log=print) -> dict:
+             heldout: Path | None, seed: int = 0, scene_seed: int = 777, distill: float = 0.0, dense: float = 0.0,
+             log=print) -> dict:
     """`distill` > 0: also regress nano's tower features (`nano_teacher`) from each merged token through a
     linear map, with this weight: a dense target in every cell of every frame, where the read-out's
-    presence targets are sparse (a ViT learnt colours from them but barely shapes)."""
+    presence targets are sparse (a ViT learnt colours from them but barely shapes).
+    `dense` > 0: also label every patch (token labelling): a linear map from each patch's feature before
+    the merger must give the share of its pixels each shape kind covers (`patch_kinds`), with this weight;
+    every patch a shape touches says which kind it is, not only the cell its centre lies in."""
     import torch
 
     import tarsier
     from tarsier.trainers.schedule import lr_lambda
     from tarsier.trainers.tower import _Head, cell_loss, evaluate_tower, load_world_frames, render_scene_frames
+    from tarsier.world.vocabulary import SHAPES
 
     done = out / "stage0.json"
     if done.is_file():
@@ -77,9 +148,12 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
     model.hf.requires_grad_(False)
     visual.requires_grad_(True)
     cells_of = encoder_cells(model)
+    cells_and_patches = encoder_cells(model, with_patches=True)
     width = model.hf.config.text_config.hidden_size
+    vcfg = model.hf.config.vision_config
     head = torch.nn.Linear(width, _Head.size)
     student = torch.nn.Linear(width, 512)   # merged token -> the teacher's feature (used with `distill`)
+    labeller = torch.nn.Linear(vcfg.embed_dim, 1 + len(SHAPES))   # patch feature -> its kind shares (`dense`)
 
     t0 = time.perf_counter()
     data = {k: torch.from_numpy(v) for k, v in
@@ -94,6 +168,11 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
         mu, sd = teacher_maps.mean((0, 1)), teacher_maps.std((0, 1)).clamp(min=1e-6)
         teacher_maps = (teacher_maps - mu) / sd
         log(f"stage 0: teacher features {tuple(teacher_maps.shape)}")
+    kinds = None
+    if dense:
+        kinds = torch.from_numpy(patch_kinds(scene_seed, scenes, per_scene, size, vcfg.patch_size,
+                                             vcfg.spatial_merge_size))
+        log(f"stage 0: patch kind shares {tuple(kinds.shape)}")
     probe = cells_of(data["frames"][:1])
     cells = int(round(probe.shape[1] ** 0.5))
     if teacher_maps is not None and teacher_maps.shape[1] != probe.shape[1]:
@@ -101,7 +180,8 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
                          f"{probe.shape[1]} merged tokens (112 px at patch 14 and merge 2 give 16)")
     log(f"stage 0: {n} labelled frames in {time.perf_counter() - t0:.1f}s; {probe.shape[1]} tokens a frame")
 
-    params = list(visual.parameters()) + list(head.parameters()) + (list(student.parameters()) if distill else [])
+    params = list(visual.parameters()) + list(head.parameters()) + (list(student.parameters()) if distill else []) \
+        + (list(labeller.parameters()) if dense else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(min(50, steps // 10 + 1), steps, 0.1))
     gen = torch.Generator().manual_seed(seed)
@@ -109,10 +189,16 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
     t0 = time.perf_counter()
     for step in range(steps):
         idx = torch.randint(n, (batch,), generator=gen)
-        merged = cells_of(data["frames"][idx])
+        if dense:
+            merged, patches = cells_and_patches(data["frames"][idx])
+        else:
+            merged = cells_of(data["frames"][idx])
         loss = cell_loss(head(merged), data["slots"][idx], data["background"][idx], data["camera"][idx], cells)
         if distill:
             loss = loss + distill * torch.nn.functional.mse_loss(student(merged), teacher_maps[idx])
+        if dense:
+            shares = kinds[idx].float()
+            loss = loss - dense * (shares * torch.log_softmax(labeller(patches), -1)).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -123,6 +209,9 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
                 f"({(step + 1) * batch / (time.perf_counter() - t0):.0f} frames/s)")
     visual.eval()
     metrics = {"train_frames": n, "seconds": round(time.perf_counter() - t0, 1), "cells": cells * cells}
+    # the same read-out on frames it trained on: tells a slow learner (both low) from one that memorises
+    seen = {k: v[:2000] for k, v in data.items()}
+    metrics["train_sample"] = {k: v for k, v in evaluate_tower(visual, head, cells_of, seen).items() if "frames" not in k}
     if heldout:
         held = {k: torch.from_numpy(v) for k, v in load_world_frames(heldout, size, 100, 3).items()}
         metrics.update(evaluate_tower(visual, head, cells_of, held))
@@ -130,7 +219,7 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
     model.save(out)
     summary = {"init": str(init), "metrics": metrics, "settings": {
         "size": size, "steps": steps, "batch": batch, "lr": lr, "scenes": scenes, "per_scene": per_scene,
-        "seed": seed, "scene_seed": scene_seed, "distill": distill}}
+        "seed": seed, "scene_seed": scene_seed, "distill": distill, "dense": dense}}
     done.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")   # last: the folder is complete
     return summary
 
@@ -146,11 +235,12 @@ def main() -> None:
     p.add_argument("--scenes", type=int, default=8000)
     p.add_argument("--per-scene", type=int, default=3)
     p.add_argument("--heldout", type=Path, help="a `tarsier synth` folder of another seed for held-out metrics")
+    p.add_argument("--dense", type=float, default=0.0, help="weight of the per-patch shape-kind labels (0: none)")
     p.add_argument("--distill", type=float, default=0.0, help="weight of the regression onto nano's tower features "
                    "(0: the read-out's loss alone)")
     a = p.parse_args()
     summary = pretrain(a.init, a.out, a.size, a.steps, a.batch, a.lr, a.scenes, a.per_scene, a.heldout,
-                       distill=a.distill)
+                       distill=a.distill, dense=a.dense)
     print(json.dumps(summary["metrics"]))
 
 

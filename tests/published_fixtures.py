@@ -128,8 +128,8 @@ def _norm(gen, prefix: str, d: int, bias: bool = True) -> dict:
     return out
 
 
-def _linear(gen, prefix: str, d_out: int, d_in: int, bias: bool = True) -> dict:
-    out = {f"{prefix}.weight": _randn(gen, d_out, d_in)}
+def _linear(gen, prefix: str, d_out: int, d_in: int, bias: bool = True, std: float = 0.2) -> dict:
+    out = {f"{prefix}.weight": _randn(gen, d_out, d_in, std=std)}
     if bias:
         out[f"{prefix}.bias"] = _randn(gen, d_out, std=0.02)
     return out
@@ -157,21 +157,21 @@ def clip_vision_tensors(gen, prefix: str, cfg: dict) -> dict:
     return out
 
 
-def decoder_tensors(gen, prefix: str, cfg: dict, qkv_bias: bool) -> dict:
+def decoder_tensors(gen, prefix: str, cfg: dict, qkv_bias: bool, std: float = 0.2) -> dict:
     """A Llama/Qwen2 decoder under its published names: embed_tokens, layers.N.{self_attn,mlp,norms}, norm."""
     d, inner, vocab = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     head = d // cfg["num_attention_heads"]
     kv = cfg["num_key_value_heads"] * head
-    out = {f"{prefix}embed_tokens.weight": _randn(gen, vocab, d)}
+    out = {f"{prefix}embed_tokens.weight": _randn(gen, vocab, d, std=std)}
     for i in range(cfg["num_hidden_layers"]):
         layer = f"{prefix}layers.{i}."
-        out.update(_linear(gen, f"{layer}self_attn.q_proj", d, d, qkv_bias))
-        out.update(_linear(gen, f"{layer}self_attn.k_proj", kv, d, qkv_bias))
-        out.update(_linear(gen, f"{layer}self_attn.v_proj", kv, d, qkv_bias))
-        out.update(_linear(gen, f"{layer}self_attn.o_proj", d, d, False))
-        out.update(_linear(gen, f"{layer}mlp.gate_proj", inner, d, False))
-        out.update(_linear(gen, f"{layer}mlp.up_proj", inner, d, False))
-        out.update(_linear(gen, f"{layer}mlp.down_proj", d, inner, False))
+        out.update(_linear(gen, f"{layer}self_attn.q_proj", d, d, qkv_bias, std))
+        out.update(_linear(gen, f"{layer}self_attn.k_proj", kv, d, qkv_bias, std))
+        out.update(_linear(gen, f"{layer}self_attn.v_proj", kv, d, qkv_bias, std))
+        out.update(_linear(gen, f"{layer}self_attn.o_proj", d, d, False, std))
+        out.update(_linear(gen, f"{layer}mlp.gate_proj", inner, d, False, std))
+        out.update(_linear(gen, f"{layer}mlp.up_proj", inner, d, False, std))
+        out.update(_linear(gen, f"{layer}mlp.down_proj", d, inner, False, std))
         out.update(_norm(gen, f"{layer}input_layernorm", d, bias=False))
         out.update(_norm(gen, f"{layer}post_attention_layernorm", d, bias=False))
     out.update(_norm(gen, f"{prefix}norm", d, bias=False))
@@ -227,24 +227,24 @@ def write_llava(folder: str | Path, seed: int = 0, naming: str = "published") ->
     return folder
 
 
-def qwen2_vision_tensors(gen, prefix: str, cfg: dict, out_dim: int) -> dict:
+def qwen2_vision_tensors(gen, prefix: str, cfg: dict, out_dim: int, std: float = 0.2) -> dict:
     """Qwen2-VL's vision transformer under its published names: patch_embed.proj (Conv3d, no bias),
     blocks.N.{norm1,norm2,attn.qkv,attn.proj,mlp.fc1,mlp.fc2}, merger.{ln_q,mlp.0,mlp.2}."""
     d, merge = cfg["embed_dim"], cfg["spatial_merge_size"]
     inner, merged = int(d * cfg["mlp_ratio"]), d * merge * merge
     out = {f"{prefix}patch_embed.proj.weight": _randn(
-        gen, d, cfg["in_chans"], cfg["temporal_patch_size"], cfg["patch_size"], cfg["patch_size"], std=0.05)}
+        gen, d, cfg["in_chans"], cfg["temporal_patch_size"], cfg["patch_size"], cfg["patch_size"], std=min(0.05, std))}
     for i in range(cfg["depth"]):
         block = f"{prefix}blocks.{i}."
         out.update(_norm(gen, f"{block}norm1", d))
         out.update(_norm(gen, f"{block}norm2", d))
-        out.update(_linear(gen, f"{block}attn.qkv", 3 * d, d))
-        out.update(_linear(gen, f"{block}attn.proj", d, d))
-        out.update(_linear(gen, f"{block}mlp.fc1", inner, d))
-        out.update(_linear(gen, f"{block}mlp.fc2", d, inner))
+        out.update(_linear(gen, f"{block}attn.qkv", 3 * d, d, std=std))
+        out.update(_linear(gen, f"{block}attn.proj", d, d, std=std))
+        out.update(_linear(gen, f"{block}mlp.fc1", inner, d, std=std))
+        out.update(_linear(gen, f"{block}mlp.fc2", d, inner, std=std))
     out.update(_norm(gen, f"{prefix}merger.ln_q", d))
-    out.update(_linear(gen, f"{prefix}merger.mlp.0", merged, merged))
-    out.update(_linear(gen, f"{prefix}merger.mlp.2", out_dim, merged))
+    out.update(_linear(gen, f"{prefix}merger.mlp.0", merged, merged, std=std))
+    out.update(_linear(gen, f"{prefix}merger.mlp.2", out_dim, merged, std=std))
     return out
 
 
@@ -257,7 +257,8 @@ QWEN_NAMINGS = {   # (vision, decoder, head) prefixes
 
 def write_qwen2_vl(folder: str | Path, style: str = "llava", seed: int = 0, naming: str | None = None,
                    generation: dict | None = None, text: dict | None = None, vision: dict | None = None,
-                   corpus: str | None = None, bpe_size: int = 320, special_base: int = 151643) -> Path:
+                   corpus: str | None = None, bpe_size: int = 320, special_base: int = 151643,
+                   std: float = 0.2) -> Path:
     """style "llava": upstream's LLaVA-style wrapper config (Tarsier2-Recap-7b), tensors in the wrapper's
     names; style "qwen2_vl": a Qwen2-VL config (Tarsier2-7b-0115), tensors in the pre-4.52 names.
     `naming` overrides the tensor names; `generation` the generation_config.json; `text` / `vision` settings
@@ -265,7 +266,9 @@ def write_qwen2_vl(folder: str | Path, style: str = "llava", seed: int = 0, nami
     learnt from `corpus` (default CORPUS) with `bpe_size` real tokens. `special_base`: the id of the first
     special token (Qwen2's 151643, the published value); a lower one gives a compact vocabulary (its size
     the specials' end rounded up to 64) with every special id, in config, tokenizer and generation config,
-    moved down by the same amount: the same layout with a small tokenizer, as tiny test models have."""
+    moved down by the same amount: the same layout with a small tokenizer, as tiny test models have. `std`: the
+    weights' spread (0.2 keeps a tiny test model's outputs varied; 0.02, Qwen2-VL's initializer_range, is
+    the init to train from). The processor's patch and merge sizes follow `vision`."""
     text = {**QWEN_TEXT, **(text or {})}
     vision = {**QWEN_VISION, **(vision or {})}
     shift = special_base - 151643
@@ -285,10 +288,10 @@ def write_qwen2_vl(folder: str | Path, style: str = "llava", seed: int = 0, nami
     folder.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
     vision_prefix, lm, head = QWEN_NAMINGS[naming or ("wrapper" if style == "llava" else "pre-4.52")]
-    state = qwen2_vision_tensors(gen, vision_prefix, vision, text["hidden_size"])
-    state.update(decoder_tensors(gen, lm, text, qkv_bias=True))
+    state = qwen2_vision_tensors(gen, vision_prefix, vision, text["hidden_size"], std=std)
+    state.update(decoder_tensors(gen, lm, text, qkv_bias=True, std=std))
     if not text.get("tie_word_embeddings"):   # tied (as Qwen2-VL-2B ships): the head is the embedding
-        state[f"{head}weight"] = _randn(gen, text["vocab_size"], text["hidden_size"])
+        state[f"{head}weight"] = _randn(gen, text["vocab_size"], text["hidden_size"], std=std)
     _save_shards({k: v.to(torch.bfloat16) for k, v in state.items()}, folder)
     ids = {"image_token_id": 151655 + shift, "video_token_id": 151656 + shift, "vision_start_token_id": 151652 + shift,
            "vision_end_token_id": 151653 + shift}
@@ -312,7 +315,8 @@ def write_qwen2_vl(folder: str | Path, style: str = "llava", seed: int = 0, nami
     _write_json(folder / "chat_template.json", {"chat_template": QWEN_CHAT_TEMPLATE})
     _write_json(folder / "generation_config.json", generation if generation is not None else QWEN_GENERATION)
     _write_json(folder / "preprocessor_config.json", {   # Qwen2-VL-7B-Instruct's processor settings
-        "min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+        "min_pixels": 3136, "max_pixels": 12845056, "patch_size": vision["patch_size"],
+        "temporal_patch_size": vision["temporal_patch_size"], "merge_size": vision["spatial_merge_size"],
         "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "image_processor_type": "Qwen2VLImageProcessor",
         "processor_class": "Qwen2VLProcessor"})
     return folder

@@ -20,8 +20,8 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("distill", [0.0, 1.0])
-def test_stage0_trains_the_encoder_only_and_writes_a_standard_folder(distill, tmp_path):
+@pytest.mark.parametrize(("distill", "dense"), [(0.0, 0.0), (1.0, 1.0)])
+def test_stage0_trains_the_encoder_only_and_writes_a_standard_folder(distill, dense, tmp_path):
     from qwen_stage0 import pretrain
 
     init = pf.write_qwen2_vl(tmp_path / "init", style="qwen2_vl", special_base=1024)
@@ -32,8 +32,9 @@ def test_stage0_trains_the_encoder_only_and_writes_a_standard_folder(distill, tm
     before = weights(export)
     out = tmp_path / "stage0"
     summary = pretrain(init, out, size=112, steps=3, batch=4, lr=2e-3, scenes=4, per_scene=2, heldout=None,
-                       distill=distill, log=lambda _: None)
+                       distill=distill, dense=dense, log=lambda _: None)
     assert summary["metrics"]["cells"] == 16 and summary["settings"]["distill"] == distill
+    assert summary["settings"]["dense"] == dense and "shape_recall" in summary["metrics"]["train_sample"]
     after = weights(out)
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith("model.visual.") for k in moved)
@@ -50,3 +51,27 @@ def test_distillation_needs_the_teachers_grid(tmp_path):
     with pytest.raises(ValueError, match="teacher's 16 cells"):
         pretrain(init, tmp_path / "out", size=56, steps=1, batch=2, lr=2e-3, scenes=2, per_scene=1, heldout=None,
                  distill=1.0, log=lambda _: None)
+
+
+def test_patch_labels_cover_the_drawn_shapes_in_the_processors_patch_order(tmp_path):
+    """Each patch's label says how much of it a shape covers; checked against the rendered frames themselves,
+    cut into patches by the checkpoint's own processor (so a wrong patch order fails)."""
+    import numpy as np
+    from qwen_stage0 import patch_kinds
+
+    import tarsier
+    from tarsier.trainers.tower import render_scene_frames
+
+    model = tarsier.load(pf.write_qwen2_vl(tmp_path / "init", style="qwen2_vl", special_base=1024), device="cpu")
+    frames = render_scene_frames(777, 3, 2, 112, render_size=112, workers=1)["frames"]
+    shares = patch_kinds(777, 3, 2, 112, patch=14, merge=2).astype(np.float32)
+    assert shares.shape == (6, 64, 6) and np.allclose(shares.sum(-1), 1.0, atol=1e-2)
+    for frame, share in zip(frames, shares):
+        background = np.median(frame.reshape(-1, 3), 0)
+        drawn = (np.abs(frame.astype(int) - background).sum(-1) > 60).astype(np.uint8) * 255
+        pixels, _ = model.processor.pixels([np.repeat(drawn[None, :, :, None], 3, -1)])
+        mean, std = model.processor.video_processor.image_mean[0], model.processor.video_processor.image_std[0]
+        red = pixels.view(64, 3, 2, 14, 14)[:, 0].float() * std + mean        # the drawn mask, patch by patch
+        covered = red.mean((1, 2, 3)).numpy()
+        assert share[:, 0].min() < 0.9                                          # some patch holds a shape
+        assert np.abs((1 - share[:, 0]) - covered).max() < 0.2
