@@ -183,9 +183,14 @@ def main() -> None:
     p.add_argument("--stage0-batch", type=int, default=32)
     p.add_argument("--stage0-distill", type=float, default=0.0, help="stage 0 also regresses nano's shipped tower "
                    "features from each merged token, with this weight (bench/qwen_stage0.py --distill)")
+    p.add_argument("--stage0-dense", type=float, default=0.0, help="stage 0 also labels every patch with the "
+                   "shape kinds it shows (token labelling), with this weight")
     p.add_argument("--freeze-vision", action="store_true", help="stages 1 and 2 keep the vision encoder frozen, "
                    "as the papers do (after stage 0); default: it trains with them (--train-vision)")
-    p.add_argument("--arms", default="video,blank", help="video, blank or both (comma-separated)")
+    p.add_argument("--stage0-from", type=Path, help="start stages 1 and 2 from this finished bench/qwen_stage0.py "
+                   "folder instead of running stage 0 here")
+    p.add_argument("--arms", default="video,blank", help="video, blank or both (comma-separated); none: only write "
+                   "the worlds and the random init (the folder bench/qwen_stage0.py --init takes)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda where a GPU is lent: the same recipe in minutes, "
                    "room for more steps (--stage2-steps) and a larger model (--hidden, --vision-width)")
     p.add_argument("--smoke", action="store_true", help="a minute or two: 16 training videos, 4 benchmark "
@@ -219,18 +224,24 @@ def main() -> None:
     print(f"model: LLM {a.layers} x {a.hidden}, vision {a.vision_depth} x {a.vision_width}, "
           f"{params / 1e6:.1f}M parameters ({rows:,}-row vocabulary)")
 
-    if a.stage0_steps:
+    if a.stage0_from:   # an encoder bench/qwen_stage0.py pretrained (possibly in several runs, each from the last)
+        stage0 = json.loads((a.stage0_from / "stage0.json").read_text())
+        print(f"stage 0 (from {a.stage0_from}): {json.dumps(stage0['metrics'])}", flush=True)
+        init = a.stage0_from
+    elif a.stage0_steps:
         from qwen_stage0 import pretrain
 
         encoder = work / (f"{init.name}-stage0-{a.stage0_steps}x{a.stage0_batch}"
-                          f"{f'-distill{a.stage0_distill:g}' if a.stage0_distill else ''}")
+                          f"{f'-distill{a.stage0_distill:g}' if a.stage0_distill else ''}"
+                          f"{f'-dense{a.stage0_dense:g}' if a.stage0_dense else ''}")
         stage0 = pretrain(init, encoder, a.size, a.stage0_steps, a.stage0_batch, 2e-3,
-                          scenes=64 if a.smoke else 10000, per_scene=3, heldout=bench, distill=a.stage0_distill)
+                          scenes=64 if a.smoke else 10000, per_scene=3, heldout=bench, distill=a.stage0_distill,
+                          dense=a.stage0_dense)
         print(f"stage 0: {json.dumps(stage0['metrics'])}", flush=True)
         init = encoder
 
     results = {}
-    for arm in a.arms.split(","):
+    for arm in [x for x in a.arms.split(",") if x != "none"]:
         arm_world, arm_bench = world, bench
         if arm == "blank":
             arm_world = blank_copy(world, work / f"{world.name}-blank")
@@ -245,7 +256,8 @@ def main() -> None:
         summary["ratio"] = f_video / f_blank if f_blank else float("inf")
         print(f"fine event F1: video {f_video:.3f}, blanked video {f_blank:.3f}, ratio {summary['ratio']:.2f} "
               f"(target: video >= 0.3 and >= 2x blank)")
-    (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if results:
+        (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -234,13 +234,15 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--scenes", type=int, default=8000)
     p.add_argument("--per-scene", type=int, default=3)
+    p.add_argument("--scene-seed", type=int, default=777, help="plans the rendered scenes; another seed gives a "
+                   "continued run (--init a stage-0 folder) fresh frames")
     p.add_argument("--heldout", type=Path, help="a `tarsier synth` folder of another seed for held-out metrics")
     p.add_argument("--dense", type=float, default=0.0, help="weight of the per-patch shape-kind labels (0: none)")
     p.add_argument("--distill", type=float, default=0.0, help="weight of the regression onto nano's tower features "
                    "(0: the read-out's loss alone)")
     a = p.parse_args()
     summary = pretrain(a.init, a.out, a.size, a.steps, a.batch, a.lr, a.scenes, a.per_scene, a.heldout,
-                       distill=a.distill, dense=a.dense)
+                       scene_seed=a.scene_seed, distill=a.distill, dense=a.dense)
     print(json.dumps(summary["metrics"]))
 
 
