@@ -14,6 +14,14 @@ folder loads with plain `Qwen2VLForConditionalGeneration.from_pretrained` (no re
     python bench/qwen_learns.py --work /tmp/qwen-smoke --smoke               # a minute or two: the plumbing
     python bench/qwen_learns.py --work /tmp/qwen-s0 --vocab compact --vision-width 128 --vision-depth 4 \
         --frames 16 --stage0-steps 3000 --stage0-distill 1 --freeze-vision   # third try: stage 0 first
+    (the first three tries drew the random weights at 0.2: add --init-std 0.2 to repeat them)
+    python bench/qwen_learns.py --work W --vocab compact --vision-width 128 --vision-depth 4 --arms none
+    python bench/qwen_stage0.py --init W/init-h128-l4-v128x4-compact-std0.02 --out S0a --steps 1500 --batch 32 --scenes 10000 \
+        --distill 5 --dense 5 --heldout W/bench-s9001-n100-112px
+    python bench/qwen_stage0.py --init S0a --out S0b --steps 3000 --batch 32 --scenes 10000 --distill 5 --dense 10 \
+        --scene-seed 778 --heldout W/bench-s9001-n100-112px
+    python bench/qwen_learns.py --work W --vocab compact --vision-width 128 --vision-depth 4 --frames 16 \
+        --stage0-from S0b --freeze-vision --stage1-steps 300 --stage2-steps 2100 --arms video   # fourth try
     python bench/qwen_learns.py --work /tmp/qwen-gpu --device cuda --stage2-steps 4000   # on a GPU
 
 Everything is resumable: worlds, blank copies and finished training runs are reused from --work.

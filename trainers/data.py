@@ -174,8 +174,9 @@ class FeatureStore:
 
     def get(self, samples) -> torch.Tensor:
         """(B, N, P, Dv) features for a batch of samples."""
-        self.ensure(samples)
-        return self.memory.batch([clip_key(s) for s in samples], lambda i, key: self._read(samples[i], key))
+        keys = [clip_key(s) for s in samples]
+        self.ensure(samples, keys=keys)
+        return self.memory.batch(keys, lambda i, key: self._read(samples[i], key))
 
     def _read(self, sample, key: tuple) -> torch.Tensor:
         try:
@@ -189,11 +190,11 @@ class FeatureStore:
 
     # 4 clips (64 frames) per tower call: on 2 CPU cores the tower ran 1.68x faster than at 16 clips,
     # whose activations spill out of cache (bench/train_speed.py)
-    def ensure(self, samples, batch: int = 4, progress=None) -> None:
+    def ensure(self, samples, batch: int = 4, progress=None, keys: list[tuple] | None = None) -> None:
+        """`keys`: the samples' clip keys where the caller has them already (one path resolution each)."""
         self._record_use()
         missing: dict[tuple, object] = {}
-        for s in samples:
-            key = clip_key(s)
+        for s, key in zip(samples, keys if keys is not None else map(clip_key, samples)):
             if key in self.memory or key in self.on_disk or key in missing:
                 continue
             if self.path_for(key).is_file():
