@@ -43,38 +43,24 @@ def encoder_cells(model, with_patches: bool = False):
 
 
 def _kind_maps_job(args: tuple):
-    """Worker: per-pixel shape kinds (0 background, 1 + SHAPES index) of the instants `render_scene_frames`
-    renders for these scenes (the same plans, the same random instants), drawn in the renderer's order and
-    geometry: an object covers what it covers on screen once it is more than half faded in."""
-    import random
-
+    """Worker: per-pixel shape kinds (0 background, 1 + SHAPES index) of the frames `render_scene_frames`
+    renders for these scenes (`scene_instants`), drawn where the renderer draws them (`shape_masks`): an
+    object covers its pixels once it is more than half faded in."""
     import numpy as np
 
-    from tarsier.world.plan import CUTS_PROB, PAN_PROB, plan_video
-    from tarsier.world.render import _shape_mask, frame_state, pixel_grids
+    from tarsier.trainers.tower import scene_instants
+    from tarsier.world.render import frame_state, pixel_grids, shape_masks
     from tarsier.world.vocabulary import SHAPES
 
     seed, first, count, per_scene, size = args
-    yy, xx, _ = pixel_grids(size)
+    grids = pixel_grids(size)
     maps = []
-    for index in range(first, first + count):
-        plan = plan_video(seed, index, CUTS_PROB, PAN_PROB)
-        rng = random.Random(f"{seed}:{index}:tower")
-        for _ in range(per_scene):
-            state = frame_state(plan, rng.uniform(0.0, plan["duration"]))
-            kinds = np.zeros((size, size), np.uint8)
-            cx, cy = state.camera
-            for o in state.objects:
-                if o.alpha <= 0.5:
-                    continue
-                px, py, pr = (o.x - cx) * size, (o.y - cy) * size, o.r * size
-                x0, x1 = max(0, int(px - pr - 2)), min(size, int(px + pr + 3))
-                y0, y1 = max(0, int(py - pr - 2)), min(size, int(py + pr + 3))
-                if x0 >= x1 or y0 >= y1:
-                    continue
-                mask = _shape_mask(o.shape, xx[y0:y1, x0:x1] - px, yy[y0:y1, x0:x1] - py, pr, o.angle, np)
+    for plan, t in scene_instants(seed, first, count, per_scene):
+        kinds = np.zeros((size, size), np.uint8)
+        for o, (y0, y1, x0, x1), mask in shape_masks(frame_state(plan, t), size, grids):
+            if o.alpha > 0.5:
                 kinds[y0:y1, x0:x1][mask] = 1 + SHAPES.index(o.shape)
-            maps.append(kinds)
+        maps.append(kinds)
     return np.stack(maps)
 
 

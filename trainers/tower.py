@@ -142,20 +142,27 @@ def load_world_frames(world: Path, size: int, videos: int | None = None, every: 
 def _scene_job(args: tuple) -> tuple[np.ndarray, ...]:
     """Worker: plan scenes as the world does and render a few random instants of each, through the
     same colour subsampling (yuv420p) and AREA resize as encoded-then-decoded videos."""
-    import random
 
     import av
 
     seed, first, count, per_scene, render_size, size = args
     out = _Labelled()
+    for plan, t in scene_instants(seed, first, count, per_scene):
+        img = render_frame(frame_state(plan, t), render_size)
+        out.add(av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p"), size, plan, t)
+    return out.arrays()
+
+
+def scene_instants(seed: int, first: int, count: int, per_scene: int):
+    """(plan, t) of the frames `render_scene_frames` renders for scenes first .. first + count - 1: each scene
+    planned as the world plans it, `per_scene` random instants of it."""
+    import random
+
     for index in range(first, first + count):
         plan = plan_video(seed, index, CUTS_PROB, PAN_PROB)
         rng = random.Random(f"{seed}:{index}:tower")
         for _ in range(per_scene):
-            t = rng.uniform(0.0, plan["duration"])
-            img = render_frame(frame_state(plan, t), render_size)
-            out.add(av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p"), size, plan, t)
-    return out.arrays()
+            yield plan, rng.uniform(0.0, plan["duration"])
 
 
 def render_scene_frames(seed: int, scenes: int, per_scene: int, size: int, render_size: int = 128,

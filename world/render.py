@@ -138,18 +138,26 @@ def render_frame(state: FrameState, S: int, grids=None):
     line = bg * 0.7 + 20
     frame[:, ((axis + cx * S) % step) < 1.0] = line
     frame[((axis + cy * S) % step) < 1.0, :] = line
+    for s, (y0, y1, x0, x1), mask in shape_masks(state, S, (yy, xx, axis)):
+        region = frame[y0:y1, x0:x1]
+        region[mask] = region[mask] * (1 - s.alpha) + np.array(s.rgb, np.float32) * s.alpha
+    return (frame + 0.5).astype(np.uint8)  # every value is a blend of colours in [0, 255]
+
+
+def shape_masks(state: FrameState, S: int, grids=None):
+    """Where each visible object lands on an S x S frame, in drawing order: (object, (y0, y1, x0, x1), the
+    boolean mask of its pixels within that box). render_frame draws from it; stage-0 labels read it."""
+    import numpy as np
+
+    yy, xx, _ = grids if grids is not None else pixel_grids(S)
+    cx, cy = state.camera
     for s in state.objects:
         px, py, pr = (s.x - cx) * S, (s.y - cy) * S, s.r * S
         x0, x1 = max(0, int(px - pr - 2)), min(S, int(px + pr + 3))
         y0, y1 = max(0, int(py - pr - 2)), min(S, int(py + pr + 3))
         if x0 >= x1 or y0 >= y1:
             continue
-        u = xx[y0:y1, x0:x1] - px
-        v = yy[y0:y1, x0:x1] - py
-        mask = _shape_mask(s.shape, u, v, pr, s.angle, np)
-        region = frame[y0:y1, x0:x1]
-        region[mask] = region[mask] * (1 - s.alpha) + np.array(s.rgb, np.float32) * s.alpha
-    return (frame + 0.5).astype(np.uint8)  # every value is a blend of colours in [0, 255]
+        yield s, (y0, y1, x0, x1), _shape_mask(s.shape, xx[y0:y1, x0:x1] - px, yy[y0:y1, x0:x1] - py, pr, s.angle, np)
 
 
 def render_video(truth: dict[str, Any], path: Path) -> None:
