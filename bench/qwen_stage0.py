@@ -24,15 +24,17 @@ from pathlib import Path
 
 
 def encoder_cells(model, with_patches: bool = False):
-    """uint8 frames (B, S, S, 3) -> the merged visual tokens (B, cells², LLM width), as the LLM receives them;
-    `with_patches`: also the blocks' output before the merger (B, patches, encoder width), in the processor's
-    patch order."""
+    """uint8 frames (B, S, S, 3), or pairs of consecutive frames (B, 2, S, S, 3) for a processor that packs
+    two frames a temporal patch, -> the merged visual tokens (B, cells², LLM width), as the LLM receives
+    them; `with_patches`: also the blocks' output before the merger (B, patches, encoder width), in the
+    processor's patch order."""
     import torch
 
     visual = model.hf.model.visual
 
     def cells(frames_u8) -> torch.Tensor:
-        pixels, grid = model.processor.pixels([f[None] for f in frames_u8.numpy()])
+        clips = frames_u8.numpy() if frames_u8.dim() == 5 else frames_u8.numpy()[:, None]
+        pixels, grid = model.processor.pixels(list(clips))
         out = visual(pixels.to(model.dtype), grid_thw=grid)
         merged = out.pooler_output.view(len(frames_u8), -1, out.pooler_output.shape[-1])
         if with_patches:
@@ -52,10 +54,10 @@ def _kind_maps_job(args: tuple):
     from tarsier.world.render import frame_state, pixel_grids, shape_masks
     from tarsier.world.vocabulary import SHAPES
 
-    seed, first, count, per_scene, size = args
+    seed, first, count, per_scene, size, gap = args
     grids = pixel_grids(size)
     maps = []
-    for plan, t in scene_instants(seed, first, count, per_scene):
+    for plan, t in scene_instants(seed, first, count, per_scene, gap):
         kinds = np.zeros((size, size), np.uint8)
         for o, (y0, y1, x0, x1), mask in shape_masks(frame_state(plan, t), size, grids):
             if o.alpha > 0.5:
@@ -64,10 +66,11 @@ def _kind_maps_job(args: tuple):
     return np.stack(maps)
 
 
-def patch_kinds(seed: int, scenes: int, per_scene: int, size: int, patch: int, merge: int):
+def patch_kinds(seed: int, scenes: int, per_scene: int, size: int, patch: int, merge: int, gap: float = 0.0):
     """(N, patches, 1 + len(SHAPES)) float16: the share of each patch's pixels that each shape kind (or the
     background) covers, patches in the processor's order (merge windows row by row, each window's patches
-    row by row), for the frames `render_scene_frames(seed, scenes, per_scene, size, render_size=size)` gives."""
+    row by row), for the frames `render_scene_frames(seed, scenes, per_scene, size, render_size=size, gap=gap)`
+    gives."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -75,7 +78,7 @@ def patch_kinds(seed: int, scenes: int, per_scene: int, size: int, patch: int, m
 
     from tarsier.world.vocabulary import SHAPES
 
-    jobs = [(seed, i, min(64, scenes - i), per_scene, size) for i in range(0, scenes, 64)]
+    jobs = [(seed, i, min(64, scenes - i), per_scene, size, gap) for i in range(0, scenes, 64)]
     with ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
         kinds = np.concatenate(list(pool.map(_kind_maps_job, jobs)))
     g, w = size // patch, size // patch // merge
@@ -108,15 +111,54 @@ def nano_teacher():
     return features, vcfg.image_size
 
 
+HELDOUT_SEED = 9001   # the benchmark world's seed: with --pairs, held-out pairs are rendered from its scenes
+
+
+def paired(x, views: int):
+    """Rows that come in runs of `views` (a pair's two frames) -> one row per pair."""
+    return x if views == 1 else x.reshape(-1, views, *x.shape[1:])
+
+
+def direction_accuracy(outs, slots, cells: int) -> tuple[float, int]:
+    """From the read-out of both frames of held-out pairs (`outs`, `slots`: one per frame): how often the
+    dominant direction (left, right, up, down) of each identity's on-screen displacement, read from the
+    positions its own cells give in the two frames, is the true one; over identities in both frames that
+    move more than about 3 px. Returns (accuracy, identities counted)."""
+    import torch
+
+    from tarsier.trainers.tower import _cell_mask, _Head
+
+    positions = []
+    for out, target in zip(outs, slots):
+        pred = _Head.split(out)[0]
+        positions.append((pred * _cell_mask(target, cells).unsqueeze(-1)).sum(1)[..., 1:3])
+
+    def direction(d):
+        horizontal = d[..., 0].abs() >= d[..., 1].abs()
+        return torch.where(horizontal, (d[..., 0] > 0).long(), 2 + (d[..., 1] > 0).long())
+
+    moved = slots[1][..., 1:3] - slots[0][..., 1:3]
+    counted = (slots[0][..., 0] > 0.5) & (slots[1][..., 0] > 0.5) & (moved.abs().amax(-1) > 0.1)
+    right = direction(positions[1] - positions[0]) == direction(moved)
+    n = int(counted.sum())
+    return round(float(right[counted].float().mean()) if n else 0.0, 4), n
+
+
 def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float, scenes: int, per_scene: int,
              heldout: Path | None, seed: int = 0, scene_seed: int = 777, distill: float = 0.0, dense: float = 0.0,
-             log=print) -> dict:
+             pairs: int = 0, log=print) -> dict:
     """`distill` > 0: also regress nano's tower features (`nano_teacher`) from each merged token through a
     linear map, with this weight: a dense target in every cell of every frame, where the read-out's
     presence targets are sparse (a ViT learnt colours from them but barely shapes).
     `dense` > 0: also label every patch (token labelling): a linear map from each patch's feature before
     the merger must give the share of its pixels each shape kind covers (`patch_kinds`), with this weight;
-    every patch a shape touches says which kind it is, not only the cell its centre lies in."""
+    every patch a shape touches says which kind it is, not only the cell its centre lies in.
+    `pairs` N > 0: the processor packs two consecutive frames into each temporal patch (upstream's
+    use_multi_images_for_video false, Qwen2-VL's own video packing) instead of one frame twice, and the
+    encoder trains on pairs of instants spaced as consecutive frames of an N-frame clip: each target above
+    is asked for both frames from the same tokens, so what changed between the two is in them. The folder
+    records the packing, so stages 1 and 2 and describe feed pairs too. Held-out metrics then come from
+    pairs rendered from the benchmark world's scenes (`HELDOUT_SEED`), `next_*` for the second frame."""
     import torch
 
     import tarsier
@@ -128,8 +170,13 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
     if done.is_file():
         log(f"{out} already holds a stage-0 encoder")
         return json.loads(done.read_text())
+    if pairs == 1:
+        raise ValueError("--pairs N needs clips of at least 2 frames")
     torch.manual_seed(seed)
     model = tarsier.load(str(init), device="cpu")
+    views, gap = (2, 1.0 / (pairs - 1)) if pairs else (1, 0.0)
+    if pairs:
+        model.processor.set_duplicate_frames(False)
     visual = model.hf.model.visual
     model.hf.requires_grad_(False)
     visual.requires_grad_(True)
@@ -137,34 +184,41 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
     cells_and_patches = encoder_cells(model, with_patches=True)
     width = model.hf.config.text_config.hidden_size
     vcfg = model.hf.config.vision_config
-    head = torch.nn.Linear(width, _Head.size)
-    student = torch.nn.Linear(width, 512)   # merged token -> the teacher's feature (used with `distill`)
-    labeller = torch.nn.Linear(vcfg.embed_dim, 1 + len(SHAPES))   # patch feature -> its kind shares (`dense`)
+    head = torch.nn.Linear(width, _Head.size * views)    # each frame of the input its own read-out
+    student = torch.nn.Linear(width, 512 * views)         # merged token -> the teacher's feature (with `distill`)
+    labeller = torch.nn.Linear(vcfg.embed_dim, (1 + len(SHAPES)) * views)   # patch -> its kind shares (`dense`)
+
+    def read(view: int):
+        return lambda tokens: head(tokens).chunk(views, -1)[view]
 
     t0 = time.perf_counter()
-    data = {k: torch.from_numpy(v) for k, v in
-            render_scene_frames(scene_seed, scenes, per_scene, size, render_size=size).items()}
+    data = {k: torch.from_numpy(paired(v, views)) for k, v in
+            render_scene_frames(scene_seed, scenes, per_scene, size, render_size=size, gap=gap).items()}
     n = len(data["frames"])
     teacher_maps = None
     if distill:
         teacher, teacher_size = nano_teacher()
         # the same scenes and instants, rendered as the teacher was trained (128 px, resized to 64)
-        small = torch.from_numpy(render_scene_frames(scene_seed, scenes, per_scene, teacher_size)["frames"])
-        teacher_maps = torch.cat([teacher(small[i:i + 512]) for i in range(0, n, 512)])
+        small = torch.from_numpy(render_scene_frames(scene_seed, scenes, per_scene, teacher_size, gap=gap)["frames"])
+        teacher_maps = torch.cat([teacher(small[i:i + 512]) for i in range(0, len(small), 512)])
         mu, sd = teacher_maps.mean((0, 1)), teacher_maps.std((0, 1)).clamp(min=1e-6)
-        teacher_maps = (teacher_maps - mu) / sd
+        teacher_maps = paired((teacher_maps - mu) / sd, views)
         log(f"stage 0: teacher features {tuple(teacher_maps.shape)}")
     kinds = None
     if dense:
-        kinds = torch.from_numpy(patch_kinds(scene_seed, scenes, per_scene, size, vcfg.patch_size,
-                                             vcfg.spatial_merge_size))
+        kinds = paired(torch.from_numpy(patch_kinds(scene_seed, scenes, per_scene, size, vcfg.patch_size,
+                                                    vcfg.spatial_merge_size, gap)), views)
         log(f"stage 0: patch kind shares {tuple(kinds.shape)}")
     probe = cells_of(data["frames"][:1])
     cells = int(round(probe.shape[1] ** 0.5))
-    if teacher_maps is not None and teacher_maps.shape[1] != probe.shape[1]:
-        raise ValueError(f"--distill needs the teacher's {teacher_maps.shape[1]} cells a frame; {size}-px frames give "
+    if teacher_maps is not None and teacher_maps.shape[-2] != probe.shape[1]:
+        raise ValueError(f"--distill needs the teacher's {teacher_maps.shape[-2]} cells a frame; {size}-px frames give "
                          f"{probe.shape[1]} merged tokens (112 px at patch 14 and merge 2 give 16)")
-    log(f"stage 0: {n} labelled frames in {time.perf_counter() - t0:.1f}s; {probe.shape[1]} tokens a frame")
+    log(f"stage 0: {n} labelled {'pairs of frames' if pairs else 'frames'} in {time.perf_counter() - t0:.1f}s; "
+        f"{probe.shape[1]} tokens each")
+
+    def frame(x, view: int):
+        return x if views == 1 else x[:, view]
 
     params = list(visual.parameters()) + list(head.parameters()) + (list(student.parameters()) if distill else []) \
         + (list(labeller.parameters()) if dense else [])
@@ -179,12 +233,16 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
             merged, patches = cells_and_patches(data["frames"][idx])
         else:
             merged = cells_of(data["frames"][idx])
-        loss = cell_loss(head(merged), data["slots"][idx], data["background"][idx], data["camera"][idx], cells)
+        loss = sum(cell_loss(out, frame(data["slots"][idx], v), frame(data["background"][idx], v),
+                             frame(data["camera"][idx], v), cells)
+                   for v, out in enumerate(head(merged).chunk(views, -1))) / views
         if distill:
-            loss = loss + distill * torch.nn.functional.mse_loss(student(merged), teacher_maps[idx])
+            loss = loss + distill * sum(torch.nn.functional.mse_loss(out, frame(teacher_maps[idx], v))
+                                        for v, out in enumerate(student(merged).chunk(views, -1))) / views
         if dense:
             shares = kinds[idx].float()
-            loss = loss - dense * (shares * torch.log_softmax(labeller(patches), -1)).sum(-1).mean()
+            loss = loss - dense * sum((frame(shares, v) * torch.log_softmax(out, -1)).sum(-1).mean()
+                                      for v, out in enumerate(labeller(patches).chunk(views, -1))) / views
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -192,20 +250,36 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
         sched.step()
         if step % 100 == 0 or step == steps - 1:
             log(f"stage 0 step {step + 1}/{steps} loss {loss.item():.4f} "
-                f"({(step + 1) * batch / (time.perf_counter() - t0):.0f} frames/s)")
+                f"({(step + 1) * batch * views / (time.perf_counter() - t0):.0f} frames/s)")
     visual.eval()
-    metrics = {"train_frames": n, "seconds": round(time.perf_counter() - t0, 1), "cells": cells * cells}
+    metrics = {"train_frames": n * views, "seconds": round(time.perf_counter() - t0, 1), "cells": cells * cells}
+
+    def first_frames(labelled: dict, view: int = 0) -> dict:
+        return {k: v if k == "frames" else frame(v, view) for k, v in labelled.items()}
+
     # the same read-out on frames it trained on: tells a slow learner (both low) from one that memorises
     seen = {k: v[:2000] for k, v in data.items()}
-    metrics["train_sample"] = {k: v for k, v in evaluate_tower(visual, head, cells_of, seen).items() if "frames" not in k}
-    if heldout:
+    metrics["train_sample"] = {k: v for k, v in evaluate_tower(visual, read(0), cells_of, first_frames(seen)).items()
+                               if "frames" not in k}
+    if pairs:
+        held = {k: torch.from_numpy(paired(v, views)) for k, v in
+                render_scene_frames(HELDOUT_SEED, 300, 2, size, render_size=size, gap=gap).items()}
+        metrics.update(evaluate_tower(visual, read(0), cells_of, first_frames(held, 0)))
+        metrics.update({f"next_{k}": v for k, v in evaluate_tower(visual, read(1), cells_of, first_frames(held, 1)).items()
+                        if "frames" not in k})
+        with torch.inference_mode():
+            outs = torch.cat([head(cells_of(held["frames"][i:i + 256])) for i in range(0, len(held["frames"]), 256)])
+        metrics["direction_accuracy"], metrics["direction_moves"] = direction_accuracy(
+            outs.chunk(2, -1), (held["slots"][:, 0], held["slots"][:, 1]), cells)
+        log("stage 0 held-out pairs: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
+    elif heldout:
         held = {k: torch.from_numpy(v) for k, v in load_world_frames(heldout, size, 100, 3).items()}
         metrics.update(evaluate_tower(visual, head, cells_of, held))
         log("stage 0 held-out: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
     model.save(out)
     summary = {"init": str(init), "metrics": metrics, "settings": {
         "size": size, "steps": steps, "batch": batch, "lr": lr, "scenes": scenes, "per_scene": per_scene,
-        "seed": seed, "scene_seed": scene_seed, "distill": distill, "dense": dense}}
+        "seed": seed, "scene_seed": scene_seed, "distill": distill, "dense": dense, "pairs": pairs}}
     done.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")   # last: the folder is complete
     return summary
 
@@ -226,9 +300,12 @@ def main() -> None:
     p.add_argument("--dense", type=float, default=0.0, help="weight of the per-patch shape-kind labels (0: none)")
     p.add_argument("--distill", type=float, default=0.0, help="weight of the regression onto nano's tower features "
                    "(0: the read-out's loss alone)")
+    p.add_argument("--pairs", type=int, default=0, metavar="N", help="pack two consecutive frames into each "
+                   "temporal patch (use_multi_images_for_video false) and train on pairs spaced as an N-frame clip's "
+                   "frames; the folder records the packing (0: one frame twice, Tarsier2's packing)")
     a = p.parse_args()
     summary = pretrain(a.init, a.out, a.size, a.steps, a.batch, a.lr, a.scenes, a.per_scene, a.heldout,
-                       scene_seed=a.scene_seed, distill=a.distill, dense=a.dense)
+                       scene_seed=a.scene_seed, distill=a.distill, dense=a.dense, pairs=a.pairs)
     print(json.dumps(summary["metrics"]))
 
 

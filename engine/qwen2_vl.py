@@ -8,7 +8,9 @@ qwen2_vl (omni-research/Tarsier2-Recap-7b, Tarsier2-7b-0115): Qwen2-VL-7B. The c
     model.language_model.*, lm_head.*). Upstream inference (configs/tarser2_default_config.yaml,
     dataset/tarsier_processor.py, models/modeling_qwen2_vl_fast.py), reproduced by `QwenProcessor`:
     16 frames, all T when a clip has T <= 16; every frame duplicated (use_multi_images_for_video), so a
-    temporal patch of 2 holds one frame twice; each frame aspect-kept at <= 460,800 pixels (factor 1,
+    temporal patch of 2 holds one frame twice (a checkpoint whose preprocessor_config.json says
+    "use_multi_images_for_video": false gets Qwen2-VL's own packing instead: consecutive frames share a
+    temporal patch, the last repeated when the count is odd); each frame aspect-kept at <= 460,800 pixels (factor 1,
     bicubic; <= 128*384*384 over all 2T images of a sample), then rounded by the Qwen2-VL processor to
     multiples of 28; the video's tokens are the image pad token (image_token_index), placed by the
     checkpoint's chat template; multimodal rotary positions continue after a video at its largest
@@ -117,6 +119,12 @@ def _chat_template(folder: Path, tok) -> str:
     return QWEN_FALLBACK_TEMPLATE
 
 
+def duplicates_frames(pre: dict) -> bool:
+    """Whether every frame fills a temporal patch alone (upstream's use_multi_images_for_video, which
+    Tarsier2's config sets; the default when a checkpoint does not say)."""
+    return bool(pre.get("use_multi_images_for_video", True))
+
+
 def qwen_geometry(pre: dict, vision_config) -> AspectGeometry:
     """Upstream's inference geometry; the second stage (rounding to multiples of patch * merge) within the
     checkpoint processor's own min/max pixels (preprocessor_config.json; Qwen2-VL's when absent)."""
@@ -124,17 +132,21 @@ def qwen_geometry(pre: dict, vision_config) -> AspectGeometry:
     low = pre.get("min_pixels") or size.get("shortest_edge") or size.get("min_pixels") or QWEN_PREPROCESSOR["min_pixels"]
     high = pre.get("max_pixels") or size.get("longest_edge") or size.get("max_pixels") or QWEN_PREPROCESSOR["max_pixels"]
     factor = int(getattr(vision_config, "patch_size", 14)) * int(getattr(vision_config, "spatial_merge_size", 2))
-    copies = int(getattr(vision_config, "temporal_patch_size", 2))
+    # upstream counts the images it feeds: each frame twice when duplicated, once when frames are paired
+    copies = int(getattr(vision_config, "temporal_patch_size", 2)) if duplicates_frames(pre) else 1
     return AspectGeometry(factor=factor, copies=copies, processor_min_pixels=int(low),
                           processor_max_pixels=int(high))
 
 
 class QwenProcessor:
     """Tarsier2's inputs exactly as upstream builds them (engine/interface.py): frame geometry, the
-    checkpoint's chat template, every frame twice, the video's tokens as the image pad token."""
+    checkpoint's chat template, every frame twice, the video's tokens as the image pad token.
+    `duplicate_frames` False: consecutive frames share a temporal patch instead, so the encoder's first
+    layer sees two instants and with them what changed between them."""
 
     def __init__(self, tokenizer, chat_template: str, geometry: AspectGeometry, pre: dict, vision_config,
-                 name: str = "tarsier2", frames: int = QWEN_FRAMES, grains: dict | None = None):
+                 name: str = "tarsier2", frames: int = QWEN_FRAMES, grains: dict | None = None,
+                 duplicate_frames: bool = True):
         from transformers import Qwen2VLVideoProcessor
 
         self.tokenizer = tokenizer
@@ -142,6 +154,7 @@ class QwenProcessor:
         self.geometry = geometry
         self.name = name
         self.frames = frames
+        self.duplicate_frames = duplicate_frames
         self._grains = dict(grains or PUBLISHED_GRAINS)
         self.patch = int(getattr(vision_config, "patch_size", 14))
         self.merge = int(getattr(vision_config, "spatial_merge_size", 2))
@@ -162,6 +175,13 @@ class QwenProcessor:
     def grains(self) -> dict[str, str]:
         return dict(self._grains)
 
+    def set_duplicate_frames(self, duplicate: bool) -> None:
+        """Switch the packing (a fine-tune chooses it; `save` records it for describe)."""
+        from dataclasses import replace
+
+        self.duplicate_frames = duplicate
+        self.geometry = replace(self.geometry, copies=self.temporal if duplicate else 1)
+
     def frame_spec(self, width: int, height: int, frames: int | None = None) -> FrameSpec:
         return self.geometry.frame_spec(width, height, frames or self.frames)
 
@@ -178,12 +198,16 @@ class QwenProcessor:
         return text
 
     def pixels(self, clips) -> tuple:
-        """(pixel values of all clips, grid (t, h, w) per clip): every frame twice, rounded to multiples of 28."""
+        """(pixel values of all clips, grid (t, h, w) per clip): every frame twice (or consecutive frames
+        paired, the last repeated to fill the final patch), rounded to multiples of 28."""
         import numpy as np
         import torch
 
-        videos = [torch.as_tensor(np.asarray(c)).permute(0, 3, 1, 2).repeat_interleave(self.temporal, dim=0)
-                  for c in clips]
+        videos = [torch.as_tensor(np.asarray(c)).permute(0, 3, 1, 2) for c in clips]
+        if self.duplicate_frames:
+            videos = [v.repeat_interleave(self.temporal, dim=0) for v in videos]
+        else:
+            videos = [torch.cat([v, v[-1:].expand(-len(v) % self.temporal, -1, -1, -1)]) for v in videos]
         out = self.video_processor(videos=videos, return_tensors="pt")
         return out["pixel_values_videos"], out["video_grid_thw"]
 
@@ -283,7 +307,7 @@ def load_qwen2_vl(folder: Path, raw: dict):
     # feeds it what it learnt from; published checkpoints leave it out: upstream's 16
     frames = int(pre.get("num_frames") or QWEN_FRAMES)
     processor = QwenProcessor(tok, _chat_template(folder, tok), qwen_geometry(pre, config.vision_config), pre,
-                              config.vision_config, name=name, frames=frames)
+                              config.vision_config, name=name, frames=frames, duplicate_frames=duplicates_frames(pre))
     model = QwenVideoModel(hf, processor, QwenVideoConfig(name=name, frames=frames))
     model.published_naming = naming
     model.generation_config = generation_config(folder)
@@ -396,6 +420,7 @@ class QwenVideoModel(_module_base()):
             "min_pixels": g.processor_min_pixels, "max_pixels": g.processor_max_pixels,
             "patch_size": self.processor.patch, "merge_size": self.processor.merge,
             "temporal_patch_size": self.processor.temporal, "num_frames": self.processor.frames,
+            "use_multi_images_for_video": self.processor.duplicate_frames,
             "image_mean": list(self.processor.video_processor.image_mean),
             "image_std": list(self.processor.video_processor.image_std),
             "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2VLProcessor"}, indent=2),

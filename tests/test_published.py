@@ -193,6 +193,29 @@ def test_qwen2_vl_frames_fill_the_temporal_patch(qwen_model):
     assert batch["attention_mask"][int(lengths.argmin()), 0] == 0
 
 
+def test_qwen2_vl_pairs_consecutive_frames_when_the_checkpoint_says_so(qwen_plain_dir, tmp_path):
+    """Upstream's video_sampling_strategy.use_multi_images_for_video false: consecutive frames share a
+    temporal patch (the last repeated for an odd count), and a saved fine-tune keeps saying so."""
+    import json
+    import shutil
+
+    folder = shutil.copytree(qwen_plain_dir, tmp_path / "paired")
+    pre = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps({**pre, "use_multi_images_for_video": False}))
+    m = tarsier.load(folder, device="cpu")
+    assert m.processor.duplicate_frames is False and m.processor.geometry.copies == 1
+    clip = torch.stack([torch.full((56, 84, 3), v, dtype=torch.uint8) for v in (0, 100, 200)])   # 3 frames
+    pixels, grid = m.processor.pixels([clip])
+    assert grid.tolist() == [[2, 4, 6]]                      # 3 frames -> 2 temporal patches
+    patches = pixels.view(2, 24, 3, 2, 14, 14)                # (t, h*w, channel, frame in the patch, 14, 14)
+    mean, std = m.processor.video_processor.image_mean[0], m.processor.video_processor.image_std[0]
+    seen = (patches[:, :, 0] * std + mean) * 255              # red channel back to 0..255
+    assert [[round(float(seen[t, :, k].mean())) for k in range(2)] for t in range(2)] == [[0, 100], [200, 200]]
+    m.save(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "preprocessor_config.json").read_text())["use_multi_images_for_video"] is False
+    assert tarsier.load(tmp_path / "saved", device="cpu").processor.duplicate_frames is False
+
+
 def test_strict_loading_rejects_a_foreign_tensor(llava_dir, tmp_path):
     import shutil
 

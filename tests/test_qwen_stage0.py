@@ -2,6 +2,7 @@
 encoder (patch embedding, blocks, merger) and nothing else, and writes a folder plain transformers loads."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -20,8 +21,8 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize(("distill", "dense"), [(0.0, 0.0), (1.0, 1.0)])
-def test_stage0_trains_the_encoder_only_and_writes_a_standard_folder(distill, dense, tmp_path):
+@pytest.mark.parametrize(("distill", "dense", "pairs"), [(0.0, 0.0, 0), (1.0, 1.0, 0), (1.0, 1.0, 16)])
+def test_stage0_trains_the_encoder_only_and_writes_a_standard_folder(distill, dense, pairs, tmp_path):
     from qwen_stage0 import pretrain
 
     init = pf.write_qwen2_vl(tmp_path / "init", style="qwen2_vl", special_base=1024)
@@ -32,13 +33,20 @@ def test_stage0_trains_the_encoder_only_and_writes_a_standard_folder(distill, de
     before = weights(export)
     out = tmp_path / "stage0"
     summary = pretrain(init, out, size=112, steps=3, batch=4, lr=2e-3, scenes=4, per_scene=2, heldout=None,
-                       distill=distill, dense=dense, log=lambda _: None)
+                       distill=distill, dense=dense, pairs=pairs, log=lambda _: None)
     assert summary["metrics"]["cells"] == 16 and summary["settings"]["distill"] == distill
     assert summary["settings"]["dense"] == dense and "shape_recall" in summary["metrics"]["train_sample"]
     after = weights(out)
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith("model.visual.") for k in moved)
     assert any(".merger." in k for k in moved) and any(".blocks." in k for k in moved)
+    # the packing it trained with is what the folder tells describe and the trainer to feed
+    pre = json.loads((out / "preprocessor_config.json").read_text())
+    assert pre["use_multi_images_for_video"] is (not pairs)
+    assert tarsier.load(str(out), device="cpu").processor.duplicate_frames is (not pairs)
+    if pairs:
+        assert summary["metrics"]["train_frames"] == 16 and "next_presence_recall" in summary["metrics"]
+        assert 0.0 <= summary["metrics"]["direction_accuracy"] <= 1.0 and summary["metrics"]["direction_moves"] > 0
     # a second call finds the finished folder and trains nothing
     assert pretrain(init, out, size=112, steps=3, batch=4, lr=2e-3, scenes=4, per_scene=2, heldout=None,
                     distill=distill, log=lambda _: None) == summary

@@ -145,32 +145,41 @@ def _scene_job(args: tuple) -> tuple[np.ndarray, ...]:
 
     import av
 
-    seed, first, count, per_scene, render_size, size = args
+    seed, first, count, per_scene, render_size, size, gap = args
     out = _Labelled()
-    for plan, t in scene_instants(seed, first, count, per_scene):
+    for plan, t in scene_instants(seed, first, count, per_scene, gap):
         img = render_frame(frame_state(plan, t), render_size)
         out.add(av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p"), size, plan, t)
     return out.arrays()
 
 
-def scene_instants(seed: int, first: int, count: int, per_scene: int):
+def scene_instants(seed: int, first: int, count: int, per_scene: int, gap: float = 0.0):
     """(plan, t) of the frames `render_scene_frames` renders for scenes first .. first + count - 1: each scene
-    planned as the world plans it, `per_scene` random instants of it."""
+    planned as the world plans it, `per_scene` random instants of it. `gap` > 0: each instant t is followed
+    by t + gap x the scene's duration (the spacing of consecutive frames a clip is sampled with), so the
+    frames come in pairs."""
     import random
 
     for index in range(first, first + count):
         plan = plan_video(seed, index, CUTS_PROB, PAN_PROB)
         rng = random.Random(f"{seed}:{index}:tower")
         for _ in range(per_scene):
-            yield plan, rng.uniform(0.0, plan["duration"])
+            if not gap:
+                yield plan, rng.uniform(0.0, plan["duration"])
+                continue
+            step = gap * plan["duration"]
+            t = rng.uniform(0.0, plan["duration"] - step)
+            yield plan, t
+            yield plan, t + step
 
 
 def render_scene_frames(seed: int, scenes: int, per_scene: int, size: int, render_size: int = 128,
-                        workers: int = 0) -> dict[str, np.ndarray]:
+                        workers: int = 0, gap: float = 0.0) -> dict[str, np.ndarray]:
     """Labelled frames of `scenes` freshly planned scenes (never the training videos' own), so the
-    tower sees a new arrangement in nearly every frame instead of memorising a few hundred videos."""
+    tower sees a new arrangement in nearly every frame instead of memorising a few hundred videos.
+    `gap`: pairs of frames (`scene_instants`), each pair's two in a row."""
     chunk = 64
-    jobs = [(seed, i, min(chunk, scenes - i), per_scene, render_size, size) for i in range(0, scenes, chunk)]
+    jobs = [(seed, i, min(chunk, scenes - i), per_scene, render_size, size, gap) for i in range(0, scenes, chunk)]
     return _gather(_scene_job, jobs, workers)
 
 
