@@ -193,6 +193,9 @@ def main() -> None:
                    "features from each merged token, with this weight (bench/qwen_stage0.py --distill)")
     p.add_argument("--stage0-dense", type=float, default=0.0, help="stage 0 also labels every patch with the "
                    "shape kinds it shows (token labelling), with this weight")
+    p.add_argument("--stage0-pairs", type=int, default=0, metavar="N", help="stage 0 packs two consecutive frames "
+                   "into each temporal patch, spaced as an N-frame clip's (bench/qwen_stage0.py --pairs); stages 1 "
+                   "and 2 and describe then feed pairs too (use_multi_images_for_video false)")
     p.add_argument("--freeze-vision", action="store_true", help="stages 1 and 2 keep the vision encoder frozen, "
                    "as the papers do (after stage 0); default: it trains with them (--train-vision)")
     p.add_argument("--stage0-from", type=Path, help="start stages 1 and 2 from this finished bench/qwen_stage0.py "
@@ -241,10 +244,11 @@ def main() -> None:
 
         encoder = work / (f"{init.name}-stage0-{a.stage0_steps}x{a.stage0_batch}"
                           f"{f'-distill{a.stage0_distill:g}' if a.stage0_distill else ''}"
-                          f"{f'-dense{a.stage0_dense:g}' if a.stage0_dense else ''}")
+                          f"{f'-dense{a.stage0_dense:g}' if a.stage0_dense else ''}"
+                          f"{f'-pairs{a.stage0_pairs}' if a.stage0_pairs else ''}")
         stage0 = pretrain(init, encoder, a.size, a.stage0_steps, a.stage0_batch, 2e-3,
                           scenes=64 if a.smoke else 10000, per_scene=3, heldout=bench, distill=a.stage0_distill,
-                          dense=a.stage0_dense)
+                          dense=a.stage0_dense, pairs=a.stage0_pairs)
         print(f"stage 0: {json.dumps(stage0['metrics'])}", flush=True)
         init = encoder
 

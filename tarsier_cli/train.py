@@ -110,6 +110,11 @@ CacheRam = Annotated[str, typer.Option(help="RAM for tower features kept in memo
                                            "is read from the disk cache when a batch needs it. With "
                                            "--train-vision: RAM for decoded frames kept for reuse.")]
 Frames = Annotated[int | None, typer.Option(help="Frames per sample (default: the model's).", min=1)]
+PairFrames = Annotated[bool | None, typer.Option(
+    "--pair-frames/--duplicate-frames", show_default=False,
+    help="Tarsier2 (Qwen2-VL layout): two consecutive frames in each temporal patch, as Qwen2-VL's own video "
+         "input (upstream's use_multi_images_for_video false), or every frame twice, as Tarsier2 ships. Saved with "
+         "the fine-tune, so describe feeds the same [default: as the --init checkpoint does].")]
 Workers = Annotated[int, typer.Option(help="Decode worker processes (0 = half the CPU cores, at most 4; 1 = decode in-process).", min=0)]
 GroupByLength = Annotated[int, typer.Option(help="Sort this many batches' worth of samples by length before "
                                                  "batching, to cut padding (1 = off).", min=1)]
@@ -129,8 +134,8 @@ def stage1(
     log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, lora_alpha: LoraAlpha = None,
     lora_targets: LoraTargets = None, train_vision: TrainVision = False,
     vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", cache_ram: CacheRam = "4GB",
-    frames: Frames = None, workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto", threads: Threads = 0,
-    stop_after: StopAfter = None,
+    frames: Frames = None, pair_frames: PairFrames = None, workers: Workers = 0, group_by_length: GroupByLength = 16,
+    resume: Resume = False, device: Device = "auto", threads: Threads = 0, stop_after: StopAfter = None,
 ) -> None:
     """Stage 1: multi-task video-to-text pre-training on a mixture (captioning, QA, actions, ...)."""
     _run("stage1", **locals())
@@ -145,8 +150,8 @@ def stage2(
     log_every: LogEvery = 10, lora: Lora = False, lora_r: LoraR = 16, lora_alpha: LoraAlpha = None,
     lora_targets: LoraTargets = None, train_vision: TrainVision = False,
     vision_init: VisionInit = None, grad_checkpointing: GradCkpt = False, feature_cache: FeatCache = "auto", cache_ram: CacheRam = "4GB",
-    frames: Frames = None, workers: Workers = 0, group_by_length: GroupByLength = 16, resume: Resume = False, device: Device = "auto", threads: Threads = 0,
-    stop_after: StopAfter = None,
+    frames: Frames = None, pair_frames: PairFrames = None, workers: Workers = 0, group_by_length: GroupByLength = 16,
+    resume: Resume = False, device: Device = "auto", threads: Threads = 0, stop_after: StopAfter = None,
 ) -> None:
     """Stage 2: multi-grained description instruction tuning, from a stage-1 checkpoint."""
     _run("stage2", **locals())

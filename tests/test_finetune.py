@@ -196,6 +196,27 @@ def _train_cli(world, qwen, out, *extra) -> object:
                                     "--device", "cpu", "--workers", "1", *extra])
 
 
+def test_pair_frames_is_trained_with_and_saved_for_describe(world, qwen_dir, tmp_path):
+    result = _train_cli(world, qwen_dir, tmp_path / "r", "--pair-frames", "--frames", "4")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "r" / "final" / "preprocessor_config.json").read_text())
+    assert saved["use_multi_images_for_video"] is False and saved["num_frames"] == 4
+    model = ckpt.load(str(tmp_path / "r" / "final"), device="cpu")
+    clip = torch.zeros((4, 56, 84, 3), dtype=torch.uint8)
+    assert model.processor.pixels([clip])[1].tolist()[0][0] == 2   # 4 frames, two a temporal patch
+    # a run continued from it keeps the packing unless told otherwise
+    again = _train_cli(world, tmp_path / "r" / "final", tmp_path / "r2", "--frames", "4")
+    assert again.exit_code == 0, again.output
+    assert json.loads((tmp_path / "r2" / "final" / "preprocessor_config.json").read_text())[
+        "use_multi_images_for_video"] is False
+
+
+def test_pair_frames_on_a_model_without_temporal_patches_is_a_usage_error(world, tmp_path):
+    result = _train_cli(world, "tiny-random", tmp_path / "r", "--pair-frames")
+    assert result.exit_code == 2, result.output
+    assert "only Qwen2-VL-layout models" in result.output and "Traceback" not in result.output
+
+
 def test_unknown_lora_target_is_one_line_naming_the_ones_there(world, qwen_dir, tmp_path):
     result = _train_cli(world, qwen_dir, tmp_path / "r", "--lora", "--lora-targets", "q_proj,qkv")
     assert result.exit_code == 2, result.output

@@ -63,6 +63,8 @@ class TrainArgs:
     feature_cache: str = "auto"     # auto (user cache) | off | a folder
     cache_ram: str = "4GB"          # tower features held in RAM; the rest is read from the disk cache per batch
     frames: int | None = None       # frames per sample (default: the model's)
+    pair_frames: bool | None = None  # Tarsier2: consecutive frames share a temporal patch (True) or each frame fills
+                                     # one twice (False, as Tarsier2 ships); None: as the --init checkpoint says
     workers: int = 0                # decode processes (0 = half the cores, at most 4; 1 = decode in-process)
     group_by_length: int = 16       # batches sorted together by length to cut padding (1 = off)
     resume: bool = False
@@ -301,8 +303,13 @@ def train(args: TrainArgs, on_log: Callable[[dict], None] | None = None,
             save_model_folder(model, run / "base", lora=False)
     frames = args.frames or model.config.frames
     model.config.frames = frames
+    if args.pair_frames is not None and not qwen:
+        raise ValueError(f"--pair-frames/--duplicate-frames: only Qwen2-VL-layout models (Tarsier2) pack frames into "
+                         f"temporal patches; --init {args.init} is a {type(model).__name__}")
     if qwen:
         model.processor.frames = frames
+        if args.pair_frames is not None:   # saved with the fine-tune (preprocessor_config.json), so describe agrees
+            model.processor.set_duplicate_frames(not args.pair_frames)
         if accelerator.device.type == "cpu":
             model.float()   # published weights are bf16: on a CPU, train in float32
         freeze(model, args.train_vision)
