@@ -119,13 +119,25 @@ def paired(x, views: int):
     return x if views == 1 else x.reshape(-1, views, *x.shape[1:])
 
 
+def _direction(d):
+    """(..., 2) displacements -> 0 left, 1 right, 2 up, 3 down (the larger component decides)."""
+    import torch
+
+    horizontal = d[..., 0].abs() >= d[..., 1].abs()
+    return torch.where(horizontal, (d[..., 0] > 0).long(), 2 + (d[..., 1] > 0).long())
+
+
+def _moving(slots):
+    """Identities in both frames (`slots`: the two frames' targets) whose centre moves more than ~3 px."""
+    moved = slots[1][..., 1:3] - slots[0][..., 1:3]
+    return (slots[0][..., 0] > 0.5) & (slots[1][..., 0] > 0.5) & (moved.abs().amax(-1) > 0.1)
+
+
 def direction_accuracy(outs, slots, cells: int) -> tuple[float, int]:
     """From the read-out of both frames of held-out pairs (`outs`, `slots`: one per frame): how often the
     dominant direction (left, right, up, down) of each identity's on-screen displacement, read from the
     positions its own cells give in the two frames, is the true one; over identities in both frames that
     move more than about 3 px. Returns (accuracy, identities counted)."""
-    import torch
-
     from tarsier.trainers.tower import _cell_mask, _Head
 
     positions = []
@@ -133,20 +145,29 @@ def direction_accuracy(outs, slots, cells: int) -> tuple[float, int]:
         pred = _Head.split(out)[0]
         positions.append((pred * _cell_mask(target, cells).unsqueeze(-1)).sum(1)[..., 1:3])
 
-    def direction(d):
-        horizontal = d[..., 0].abs() >= d[..., 1].abs()
-        return torch.where(horizontal, (d[..., 0] > 0).long(), 2 + (d[..., 1] > 0).long())
-
-    moved = slots[1][..., 1:3] - slots[0][..., 1:3]
-    counted = (slots[0][..., 0] > 0.5) & (slots[1][..., 0] > 0.5) & (moved.abs().amax(-1) > 0.1)
-    right = direction(positions[1] - positions[0]) == direction(moved)
+    counted = _moving(slots)
+    right = _direction(positions[1] - positions[0]) == _direction(slots[1][..., 1:3] - slots[0][..., 1:3])
     n = int(counted.sum())
     return round(float(right[counted].float().mean()) if n else 0.0, 4), n
 
 
+MOTION_SCALE = 5.0   # screen-unit displacements of a frame's spacing are ~0.1-0.4: scaled to about [-2, 2]
+
+
+def motion_targets(slots, cells: int):
+    """From both frames' targets (B, 2, 35, SLOT): what each identity did between them, (B, 35, 3) change of
+    x, y and size (scaled by MOTION_SCALE), and where it is asked (B, cells², 35): in the cell of its centre
+    in the first frame, for identities in both frames."""
+    from tarsier.trainers.tower import _cell_mask
+
+    first, second = slots[:, 0], slots[:, 1]
+    both = ((first[..., 0] > 0.5) & (second[..., 0] > 0.5)).to(first.dtype)
+    return (second[..., 1:4] - first[..., 1:4]) * MOTION_SCALE, both.unsqueeze(1) * _cell_mask(first, cells)
+
+
 def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float, scenes: int, per_scene: int,
              heldout: Path | None, seed: int = 0, scene_seed: int = 777, distill: float = 0.0, dense: float = 0.0,
-             pairs: int = 0, log=print) -> dict:
+             pairs: int = 0, motion: float = 0.0, log=print) -> dict:
     """`distill` > 0: also regress nano's tower features (`nano_teacher`) from each merged token through a
     linear map, with this weight: a dense target in every cell of every frame, where the read-out's
     presence targets are sparse (a ViT learnt colours from them but barely shapes).
@@ -158,7 +179,10 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
     encoder trains on pairs of instants spaced as consecutive frames of an N-frame clip: each target above
     is asked for both frames from the same tokens, so what changed between the two is in them. The folder
     records the packing, so stages 1 and 2 and describe feed pairs too. Held-out metrics then come from
-    pairs rendered from the benchmark world's scenes (`HELDOUT_SEED`), `next_*` for the second frame."""
+    pairs rendered from the benchmark world's scenes (`HELDOUT_SEED`), `next_*` for the second frame.
+    `motion` > 0 (with `pairs`): also regress, in the cell of each identity's centre, how far it moved and
+    grew between the two frames (`motion_targets`), with this weight: the change itself, not two positions
+    whose errors are as large as a frame's motion."""
     import torch
 
     import tarsier
@@ -172,6 +196,8 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
         return json.loads(done.read_text())
     if pairs == 1:
         raise ValueError("--pairs N needs clips of at least 2 frames")
+    if motion and not pairs:
+        raise ValueError("--motion needs --pairs: a single frame shows no motion")
     torch.manual_seed(seed)
     model = tarsier.load(str(init), device="cpu")
     views, gap = (2, 1.0 / (pairs - 1)) if pairs else (1, 0.0)
@@ -187,6 +213,7 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
     head = torch.nn.Linear(width, _Head.size * views)    # each frame of the input its own read-out
     student = torch.nn.Linear(width, 512 * views)         # merged token -> the teacher's feature (with `distill`)
     labeller = torch.nn.Linear(vcfg.embed_dim, (1 + len(SHAPES)) * views)   # patch -> its kind shares (`dense`)
+    mover = torch.nn.Linear(width, 35 * 3)                # merged token -> each identity's change (`motion`)
 
     def read(view: int):
         return lambda tokens: head(tokens).chunk(views, -1)[view]
@@ -221,7 +248,7 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
         return x if views == 1 else x[:, view]
 
     params = list(visual.parameters()) + list(head.parameters()) + (list(student.parameters()) if distill else []) \
-        + (list(labeller.parameters()) if dense else [])
+        + (list(labeller.parameters()) if dense else []) + (list(mover.parameters()) if motion else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(min(50, steps // 10 + 1), steps, 0.1))
     gen = torch.Generator().manual_seed(seed)
@@ -243,6 +270,10 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
             shares = kinds[idx].float()
             loss = loss - dense * sum((frame(shares, v) * torch.log_softmax(out, -1)).sum(-1).mean()
                                       for v, out in enumerate(labeller(patches).chunk(views, -1))) / views
+        if motion:
+            change, asked = motion_targets(data["slots"][idx], cells)
+            error = ((mover(merged).view(*asked.shape, 3) - change[:, None]) ** 2).mean(-1)
+            loss = loss + motion * (error * asked).sum() / asked.sum().clamp(min=1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -268,9 +299,21 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
         metrics.update({f"next_{k}": v for k, v in evaluate_tower(visual, read(1), cells_of, first_frames(held, 1)).items()
                         if "frames" not in k})
         with torch.inference_mode():
-            outs = torch.cat([head(cells_of(held["frames"][i:i + 256])) for i in range(0, len(held["frames"]), 256)])
-        metrics["direction_accuracy"], metrics["direction_moves"] = direction_accuracy(
-            outs.chunk(2, -1), (held["slots"][:, 0], held["slots"][:, 1]), cells)
+            tokens = torch.cat([cells_of(held["frames"][i:i + 256]) for i in range(0, len(held["frames"]), 256)])
+            outs = head(tokens)
+        pair_slots = (held["slots"][:, 0], held["slots"][:, 1])
+        metrics["direction_accuracy"], metrics["direction_moves"] = direction_accuracy(outs.chunk(2, -1), pair_slots,
+                                                                                       cells)
+        if motion:   # the change head's own answer, from the cell of each mover's first-frame centre
+            change, asked = motion_targets(held["slots"], cells)
+            with torch.inference_mode():
+                said = (mover(tokens).view(*asked.shape, 3) * asked.unsqueeze(-1)).sum(1)
+            counted = _moving(pair_slots)
+            metrics["motion_direction_accuracy"] = round(float(
+                (_direction(said[..., :2]) == _direction(change[..., :2]))[counted].float().mean()), 4)
+            grew = (asked.sum(1) > 0) & (change[..., 2].abs() > 0.5)   # size changed by more than ~0.5 px
+            metrics["motion_growth_sign_accuracy"] = round(float(
+                ((said[..., 2] > 0) == (change[..., 2] > 0))[grew].float().mean()), 4) if grew.any() else None
         log("stage 0 held-out pairs: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
     elif heldout:
         held = {k: torch.from_numpy(v) for k, v in load_world_frames(heldout, size, 100, 3).items()}
@@ -279,7 +322,8 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
     model.save(out)
     summary = {"init": str(init), "metrics": metrics, "settings": {
         "size": size, "steps": steps, "batch": batch, "lr": lr, "scenes": scenes, "per_scene": per_scene,
-        "seed": seed, "scene_seed": scene_seed, "distill": distill, "dense": dense, "pairs": pairs}}
+        "seed": seed, "scene_seed": scene_seed, "distill": distill, "dense": dense, "pairs": pairs,
+        "motion": motion}}
     done.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")   # last: the folder is complete
     return summary
 
@@ -303,9 +347,12 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=0, metavar="N", help="pack two consecutive frames into each "
                    "temporal patch (use_multi_images_for_video false) and train on pairs spaced as an N-frame clip's "
                    "frames; the folder records the packing (0: one frame twice, Tarsier2's packing)")
+    p.add_argument("--motion", type=float, default=0.0, help="with --pairs: weight of the regression of each "
+                   "identity's change between the two frames (0: none)")
     a = p.parse_args()
     summary = pretrain(a.init, a.out, a.size, a.steps, a.batch, a.lr, a.scenes, a.per_scene, a.heldout,
-                       scene_seed=a.scene_seed, distill=a.distill, dense=a.dense, pairs=a.pairs)
+                       scene_seed=a.scene_seed, distill=a.distill, dense=a.dense, pairs=a.pairs,
+                       motion=a.motion)
     print(json.dumps(summary["metrics"]))
 
 

@@ -21,8 +21,9 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize(("distill", "dense", "pairs"), [(0.0, 0.0, 0), (1.0, 1.0, 0), (1.0, 1.0, 16)])
-def test_stage0_trains_the_encoder_only_and_writes_a_standard_folder(distill, dense, pairs, tmp_path):
+@pytest.mark.parametrize(("distill", "dense", "pairs", "motion"),
+                         [(0.0, 0.0, 0, 0.0), (1.0, 1.0, 0, 0.0), (1.0, 1.0, 16, 1.0)])
+def test_stage0_trains_the_encoder_only_and_writes_a_standard_folder(distill, dense, pairs, motion, tmp_path):
     from qwen_stage0 import pretrain
 
     init = pf.write_qwen2_vl(tmp_path / "init", style="qwen2_vl", special_base=1024)
@@ -33,7 +34,7 @@ def test_stage0_trains_the_encoder_only_and_writes_a_standard_folder(distill, de
     before = weights(export)
     out = tmp_path / "stage0"
     summary = pretrain(init, out, size=112, steps=3, batch=4, lr=2e-3, scenes=4, per_scene=2, heldout=None,
-                       distill=distill, dense=dense, pairs=pairs, log=lambda _: None)
+                       distill=distill, dense=dense, pairs=pairs, motion=motion, log=lambda _: None)
     assert summary["metrics"]["cells"] == 16 and summary["settings"]["distill"] == distill
     assert summary["settings"]["dense"] == dense and "shape_recall" in summary["metrics"]["train_sample"]
     after = weights(out)
@@ -47,6 +48,7 @@ def test_stage0_trains_the_encoder_only_and_writes_a_standard_folder(distill, de
     if pairs:
         assert summary["metrics"]["train_frames"] == 16 and "next_presence_recall" in summary["metrics"]
         assert 0.0 <= summary["metrics"]["direction_accuracy"] <= 1.0 and summary["metrics"]["direction_moves"] > 0
+        assert 0.0 <= summary["metrics"]["motion_direction_accuracy"] <= 1.0
     # a second call finds the finished folder and trains nothing
     assert pretrain(init, out, size=112, steps=3, batch=4, lr=2e-3, scenes=4, per_scene=2, heldout=None,
                     distill=distill, log=lambda _: None) == summary
@@ -83,3 +85,16 @@ def test_patch_labels_cover_the_drawn_shapes_in_the_processors_patch_order(tmp_p
         covered = red.mean((1, 2, 3)).numpy()
         assert share[:, 0].min() < 0.9                                          # some patch holds a shape
         assert np.abs((1 - share[:, 0]) - covered).max() < 0.2
+
+
+def test_motion_targets_ask_each_mover_in_its_first_frames_cell():
+    from qwen_stage0 import MOTION_SCALE, motion_targets
+
+    slots = torch.zeros(1, 2, 35, 6)
+    slots[0, 0, 3] = torch.tensor([1.0, -1.5, 1.5, 0.0, 1.0, 0.0])   # x -1.5, y 1.5 in [-2, 2]: cell (0, 3) of 4 x 4
+    slots[0, 1, 3] = torch.tensor([1.0, -1.0, 1.5, 0.5, 1.0, 0.0])   # moved right by 0.5, grew by 0.5
+    slots[0, 0, 7] = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])    # gone in the second frame: not asked
+    change, asked = motion_targets(slots, 4)
+    assert change[0, 3].tolist() == [0.5 * MOTION_SCALE, 0.0, 0.5 * MOTION_SCALE]
+    assert asked.shape == (1, 16, 35) and asked[0, :, 3].nonzero().flatten().tolist() == [12]   # row 3, column 0
+    assert asked[0, :, 7].sum() == 0 and asked.sum() == 1
