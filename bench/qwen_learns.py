@@ -22,6 +22,14 @@ folder loads with plain `Qwen2VLForConditionalGeneration.from_pretrained` (no re
         --scene-seed 778 --heldout W/bench-s9001-n100-112px
     python bench/qwen_learns.py --work W --vocab compact --vision-width 128 --vision-depth 4 --frames 16 \
         --stage0-from S0b --freeze-vision --stage1-steps 300 --stage2-steps 2100 --arms video   # fourth try
+    python bench/qwen_stage0.py --init S0b --out P1 --steps 2000 --batch 32 --scenes 6000 --distill 5 --dense 10 \
+        --scene-seed 779 --pairs 16                                   # fifth try: two frames a temporal patch
+    python bench/qwen_stage0.py --init P1 --out P2 --steps 1500 --batch 32 --scenes 6000 --distill 5 --dense 10 \
+        --scene-seed 780 --pairs 16 --motion 1
+    python bench/qwen_stage0.py --init P2 --out P3 --steps 1500 --batch 32 --scenes 6000 --distill 5 --dense 10 \
+        --scene-seed 781 --pairs 16 --motion 10
+    python bench/qwen_learns.py --work W --vocab compact --vision-width 128 --vision-depth 4 --frames 16 \
+        --stage0-from P3 --freeze-vision --stage1-steps 300 --stage2-steps 2100 --arms video   # and --arms blank
     python bench/qwen_learns.py --work /tmp/qwen-gpu --device cuda --stage2-steps 4000   # on a GPU
 
 Everything is resumable: worlds, blank copies and finished training runs are reused from --work.
