@@ -285,18 +285,19 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
     visual.eval()
     metrics = {"train_frames": n * views, "seconds": round(time.perf_counter() - t0, 1), "cells": cells * cells}
 
-    def first_frames(labelled: dict, view: int = 0) -> dict:
+    def labelled_for(labelled: dict, view: int = 0) -> dict:
+        """The encoder's inputs with one frame's labels (of a pair's: the first or the second)."""
         return {k: v if k == "frames" else frame(v, view) for k, v in labelled.items()}
 
     # the same read-out on frames it trained on: tells a slow learner (both low) from one that memorises
     seen = {k: v[:2000] for k, v in data.items()}
-    metrics["train_sample"] = {k: v for k, v in evaluate_tower(visual, read(0), cells_of, first_frames(seen)).items()
+    metrics["train_sample"] = {k: v for k, v in evaluate_tower(visual, read(0), cells_of, labelled_for(seen)).items()
                                if "frames" not in k}
     if pairs:
         held = {k: torch.from_numpy(paired(v, views)) for k, v in
                 render_scene_frames(HELDOUT_SEED, 300, 2, size, render_size=size, gap=gap).items()}
-        metrics.update(evaluate_tower(visual, read(0), cells_of, first_frames(held, 0)))
-        metrics.update({f"next_{k}": v for k, v in evaluate_tower(visual, read(1), cells_of, first_frames(held, 1)).items()
+        metrics.update(evaluate_tower(visual, read(0), cells_of, labelled_for(held, 0)))
+        metrics.update({f"next_{k}": v for k, v in evaluate_tower(visual, read(1), cells_of, labelled_for(held, 1)).items()
                         if "frames" not in k})
         with torch.inference_mode():
             tokens = torch.cat([cells_of(held["frames"][i:i + 256]) for i in range(0, len(held["frames"]), 256)])
@@ -340,7 +341,8 @@ def main() -> None:
     p.add_argument("--per-scene", type=int, default=3)
     p.add_argument("--scene-seed", type=int, default=777, help="plans the rendered scenes; another seed gives a "
                    "continued run (--init a stage-0 folder) fresh frames")
-    p.add_argument("--heldout", type=Path, help="a `tarsier synth` folder of another seed for held-out metrics")
+    p.add_argument("--heldout", type=Path, help="a `tarsier synth` folder of another seed for held-out metrics "
+                   "(with --pairs: pairs rendered from the seed-9001 benchmark's scenes instead)")
     p.add_argument("--dense", type=float, default=0.0, help="weight of the per-patch shape-kind labels (0: none)")
     p.add_argument("--distill", type=float, default=0.0, help="weight of the regression onto nano's tower features "
                    "(0: the read-out's loss alone)")
