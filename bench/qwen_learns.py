@@ -30,6 +30,10 @@ folder loads with plain `Qwen2VLForConditionalGeneration.from_pretrained` (no re
         --scene-seed 781 --pairs 16 --motion 10
     python bench/qwen_learns.py --work W --vocab compact --vision-width 128 --vision-depth 4 --frames 16 \
         --stage0-from P3 --freeze-vision --stage1-steps 300 --stage2-steps 2100 --arms video   # and --arms blank
+    then, for ARM in video and blank (WORLD: W/world-s1-n2000-112px, or its -blank copy for the control), twice:
+    tarsier train stage2 -d WORLD/stage2/mixture.json --init W/ARM-stage2/final -o W/ARM-more --steps 1500 \
+        --lr 5e-4 --warmup 20 -b 8 --frames 16                       # then from W/ARM-more/final, --steps 2000
+    and score each final folder with fine_f1 below (the fifth try: video F1 0.343, control 0.000)
     python bench/qwen_learns.py --work /tmp/qwen-gpu --device cuda --stage2-steps 4000   # on a GPU
 
 Everything is resumable: worlds, blank copies and finished training runs are reused from --work.
