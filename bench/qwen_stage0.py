@@ -167,7 +167,7 @@ def motion_targets(slots, cells: int):
 
 def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float, scenes: int, per_scene: int,
              heldout: Path | None, seed: int = 0, scene_seed: int = 777, distill: float = 0.0, dense: float = 0.0,
-             pairs: int = 0, motion: float = 0.0, log=print) -> dict:
+             pairs: int = 0, motion: float = 0.0, heldout_scenes: int = 300, log=print) -> dict:
     """`distill` > 0: also regress nano's tower features (`nano_teacher`) from each merged token through a
     linear map, with this weight: a dense target in every cell of every frame, where the read-out's
     presence targets are sparse (a ViT learnt colours from them but barely shapes).
@@ -179,7 +179,8 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
     encoder trains on pairs of instants spaced as consecutive frames of an N-frame clip: each target above
     is asked for both frames from the same tokens, so what changed between the two is in them. The folder
     records the packing, so stages 1 and 2 and describe feed pairs too. Held-out metrics then come from
-    pairs rendered from the benchmark world's scenes (`HELDOUT_SEED`), `next_*` for the second frame.
+    pairs rendered from `heldout_scenes` of the benchmark world's scenes (`HELDOUT_SEED`), two pairs each,
+    `next_*` for the second frame.
     `motion` > 0 (with `pairs`): also regress, in the cell of each identity's centre, how far it moved and
     grew between the two frames (`motion_targets`), with this weight: the change itself, not two positions
     whose errors are as large as a frame's motion."""
@@ -295,7 +296,7 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
                                if "frames" not in k}
     if pairs:
         held = {k: torch.from_numpy(paired(v, views)) for k, v in
-                render_scene_frames(HELDOUT_SEED, 300, 2, size, render_size=size, gap=gap).items()}
+                render_scene_frames(HELDOUT_SEED, heldout_scenes, 2, size, render_size=size, gap=gap).items()}
         metrics.update(evaluate_tower(visual, read(0), cells_of, labelled_for(held, 0)))
         metrics.update({f"next_{k}": v for k, v in evaluate_tower(visual, read(1), cells_of, labelled_for(held, 1)).items()
                         if "frames" not in k})

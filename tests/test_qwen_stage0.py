@@ -34,7 +34,7 @@ def test_stage0_trains_the_encoder_only_and_writes_a_standard_folder(distill, de
     before = weights(export)
     out = tmp_path / "stage0"
     summary = pretrain(init, out, size=112, steps=3, batch=4, lr=2e-3, scenes=4, per_scene=2, heldout=None,
-                       distill=distill, dense=dense, pairs=pairs, motion=motion, log=lambda _: None)
+                       distill=distill, dense=dense, pairs=pairs, motion=motion, heldout_scenes=40, log=lambda _: None)
     assert summary["metrics"]["cells"] == 16 and summary["settings"]["distill"] == distill
     assert summary["settings"]["dense"] == dense and "shape_recall" in summary["metrics"]["train_sample"]
     after = weights(out)
