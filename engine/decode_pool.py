@@ -192,6 +192,9 @@ class _Worker:
     closing: bool = False         # it has been told there is no more work
 
 
+START_FAILURES = 3   # workers that die before any worker spoke: spawned processes cannot start here
+
+
 def _produce_processes(videos: list[VideoInput], options, workers: int, queue_size: int, ready: list | None,
                        curate=None):
     """Decode in `workers` spawned processes. Every worker has its own task pipe and result pipe,
@@ -199,7 +202,10 @@ def _produce_processes(videos: list[VideoInput], options, workers: int, queue_si
     pipes close, the video it was on fails, the videos queued on it go to a fresh worker. Each
     worker holds at most `window` videos and decodes at most `buffered` items ahead of the parent,
     so memory stays bounded.
-    Every video ends with exactly one "end" or "error"."""
+    Every video ends with exactly one "end" or "error". Workers that cannot start at all (a parent whose
+    main module a spawned process cannot import, such as a script read from standard input) would be
+    replaced for ever: after `START_FAILURES` of them die before any worker has said a word, the videos
+    are decoded in this process instead (`_produce_thread`)."""
     import dataclasses
     import multiprocessing as mp
     from multiprocessing.connection import wait
@@ -214,6 +220,8 @@ def _produce_processes(videos: list[VideoInput], options, workers: int, queue_si
     live: dict[int, _Worker] = {}
     finished: set[str] = set()
     started = 0
+    heard = False          # some worker has sent something: workers can start here
+    silent_deaths = 0
     if ready is not None:
         ready.append(lambda: any(_poll(w.results) for w in list(live.values())))
 
@@ -243,8 +251,10 @@ def _produce_processes(videos: list[VideoInput], options, workers: int, queue_si
         feed(w)
 
     def bury(wid: int) -> Iterator[tuple]:
+        nonlocal silent_deaths
         w = live.pop(wid)
         w.process.join(timeout=2)
+        silent_deaths += not heard
         for conn in (w.tasks, w.results):
             conn.close()
         if w.current is not None and w.current not in finished:
@@ -256,6 +266,8 @@ def _produce_processes(videos: list[VideoInput], options, workers: int, queue_si
         start_worker()
     try:
         while len(finished) < len(videos):
+            if silent_deaths >= START_FAILURES:
+                break
             if not live:
                 start_worker()
             by_conn = {w.results: wid for wid, w in live.items()}
@@ -274,6 +286,7 @@ def _produce_processes(videos: list[VideoInput], options, workers: int, queue_si
                 except (EOFError, OSError):
                     yield from bury(wid)
                     continue
+                heard = True
                 if kind == "begin":
                     w.current = rel
                     continue
@@ -293,6 +306,14 @@ def _produce_processes(videos: list[VideoInput], options, workers: int, queue_si
     finally:
         stop.set()
         _shutdown(list(live.values()))
+    if len(finished) < len(videos):   # no worker could start: nothing was decoded or reported yet
+        import warnings
+
+        warnings.warn(f"{START_FAILURES} decode worker processes died on start; decoding in this process instead",
+                      RuntimeWarning, stacklevel=2)
+        if ready is not None:
+            ready.clear()   # the workers' poll would never see the thread's items
+        yield from _produce_thread(videos, options, queue_size, ready, curate)
 
 
 def _poll(conn) -> bool:

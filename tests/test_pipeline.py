@@ -93,6 +93,27 @@ def test_stopping_early_leaves_no_worker_behind(folder):
     assert not [p for p in mp.active_children() if p.name.startswith("tarsier-decode")]
 
 
+def test_workers_that_cannot_start_fall_back_to_decoding_here(folder, monkeypatch):
+    """As when the parent's main module is a script read from standard input: every spawned worker dies
+    before saying a word. The videos are decoded in this process instead of replacing workers for ever."""
+    import tarsier.engine.decode_pool as pool
+
+    monkeypatch.setattr(pool, "_decode_worker", os._exit)   # the child calls os._exit with 9 arguments: it dies
+    videos, _ = discover([str(folder)])
+    options = ClipOptions(frames=2, frame_size=16, max_clip=4.0)
+    expected = {rel: payload for kind, rel, payload in produce_clips(videos, options, workers=0) if kind == "end"}
+    ready: list = []
+    with pytest.warns(RuntimeWarning, match="decoding in this process instead"):
+        ends = {}
+        for kind, rel, _ in produce_clips(videos, options, workers=2, queue_size=2, ready=ready):
+            if kind in ("end", "error"):
+                assert rel not in ends
+                ends[rel] = kind
+    assert sorted(ends) == sorted(v.rel for v in videos)
+    assert {rel for rel, kind in ends.items() if kind == "end"} == set(expected)
+    assert len(ready) == 1   # the in-process decoder's readiness, not the dead workers'
+
+
 def test_a_dying_worker_fails_only_its_video(tmp_path, videos, tiny):
     import multiprocessing as mp
 
