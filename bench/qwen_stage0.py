@@ -188,7 +188,14 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
 
     import tarsier
     from tarsier.trainers.schedule import lr_lambda
-    from tarsier.trainers.tower import _Head, cell_loss, evaluate_tower, load_world_frames, render_scene_frames
+    from tarsier.trainers.tower import (
+        IDENTITIES,
+        _Head,
+        cell_loss,
+        evaluate_tower,
+        load_world_frames,
+        render_scene_frames,
+    )
     from tarsier.world.vocabulary import SHAPES
 
     done = out / "stage0.json"
@@ -214,7 +221,7 @@ def pretrain(init: Path, out: Path, size: int, steps: int, batch: int, lr: float
     head = torch.nn.Linear(width, _Head.size * views)    # each frame of the input its own read-out
     student = torch.nn.Linear(width, 512 * views)         # merged token -> the teacher's feature (with `distill`)
     labeller = torch.nn.Linear(vcfg.embed_dim, (1 + len(SHAPES)) * views)   # patch -> its kind shares (`dense`)
-    mover = torch.nn.Linear(width, 35 * 3)                # merged token -> each identity's change (`motion`)
+    mover = torch.nn.Linear(width, len(IDENTITIES) * 3)   # merged token -> each identity's change (`motion`)
 
     def read(view: int):
         return lambda tokens: head(tokens).chunk(views, -1)[view]

@@ -132,8 +132,7 @@ def qwen_geometry(pre: dict, vision_config) -> AspectGeometry:
     low = pre.get("min_pixels") or size.get("shortest_edge") or size.get("min_pixels") or QWEN_PREPROCESSOR["min_pixels"]
     high = pre.get("max_pixels") or size.get("longest_edge") or size.get("max_pixels") or QWEN_PREPROCESSOR["max_pixels"]
     factor = int(getattr(vision_config, "patch_size", 14)) * int(getattr(vision_config, "spatial_merge_size", 2))
-    # upstream counts the images it feeds: each frame twice when duplicated, once when frames are paired
-    copies = int(getattr(vision_config, "temporal_patch_size", 2)) if duplicates_frames(pre) else 1
+    copies = int(getattr(vision_config, "temporal_patch_size", 2))
     return AspectGeometry(factor=factor, copies=copies, processor_min_pixels=int(low),
                           processor_max_pixels=int(high))
 
@@ -154,11 +153,11 @@ class QwenProcessor:
         self.geometry = geometry
         self.name = name
         self.frames = frames
-        self.duplicate_frames = duplicate_frames
         self._grains = dict(grains or PUBLISHED_GRAINS)
         self.patch = int(getattr(vision_config, "patch_size", 14))
         self.merge = int(getattr(vision_config, "spatial_merge_size", 2))
         self.temporal = int(getattr(vision_config, "temporal_patch_size", 2))
+        self.set_duplicate_frames(duplicate_frames)
         norm = {k: pre[k] for k in ("image_mean", "image_std") if k in pre}
         self.video_processor = Qwen2VLVideoProcessor(
             patch_size=self.patch, merge_size=self.merge, temporal_patch_size=self.temporal,
@@ -176,7 +175,8 @@ class QwenProcessor:
         return dict(self._grains)
 
     def set_duplicate_frames(self, duplicate: bool) -> None:
-        """Switch the packing (a fine-tune chooses it; `save` records it for describe)."""
+        """The packing (a fine-tune may switch it; `save` records it for describe), and with it how many
+        images upstream's pixel budget counts per frame: each frame twice when duplicated, once when paired."""
         from dataclasses import replace
 
         self.duplicate_frames = duplicate
